@@ -1,0 +1,64 @@
+namespace PureMoE.Autograd;
+
+/// <summary>Reverse-mode differentiation over the recorded graph.</summary>
+internal static class Backprop
+{
+    /// <summary>
+    /// Propagates <paramref name="seed"/> (the gradient of <paramref name="root"/>) to every leaf that requires a
+    /// gradient, adding into the leaves' <see cref="Tensor.Grad"/>.
+    /// </summary>
+    public static void Run(Tensor root, Tensor seed)
+    {
+        var order = TopologicalOrder(root);
+        var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance) { [root] = seed };
+        using var _ = GradMode.NoGrad();
+        // Walk from the root towards the leaves: every consumer of a tensor is visited before the tensor itself.
+        for (int i = order.Count - 1; i >= 0; i--)
+        {
+            Tensor t = order[i];
+            if (!grads.Remove(t, out Tensor? g)) continue;
+            if (t.GradFn is null)
+            {
+                if (t.RequiresGrad) t.AccumulateGrad(g);
+                continue;
+            }
+            Tensor?[] inputGrads = t.GradFn.Backward(g);
+            Tensor[] inputs = t.GradFn.Inputs;
+            for (int j = 0; j < inputs.Length; j++)
+            {
+                Tensor? ig = inputGrads[j];
+                if (ig is null || !inputs[j].RequiresGrad) continue;
+                if (ig.Shape != inputs[j].Shape)
+                    throw new InvalidOperationException(
+                        $"{t.GradFn.Op} backward: gradient shape {ig.Shape} does not match input shape {inputs[j].Shape}");
+                grads[inputs[j]] = grads.TryGetValue(inputs[j], out Tensor? prev) ? prev.Add(ig) : ig;
+            }
+        }
+    }
+
+    // Iterative depth-first post-order (a deep model must not overflow the stack).
+    private static List<Tensor> TopologicalOrder(Tensor root)
+    {
+        var order = new List<Tensor>();
+        var visited = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<(Tensor Tensor, int NextInput)>();
+        stack.Push((root, 0));
+        visited.Add(root);
+        while (stack.Count > 0)
+        {
+            var (t, next) = stack.Pop();
+            Tensor[] inputs = t.GradFn?.Inputs ?? [];
+            if (next < inputs.Length)
+            {
+                stack.Push((t, next + 1));
+                Tensor child = inputs[next];
+                if (child.RequiresGrad && visited.Add(child)) stack.Push((child, 0));
+            }
+            else
+            {
+                order.Add(t);
+            }
+        }
+        return order;
+    }
+}

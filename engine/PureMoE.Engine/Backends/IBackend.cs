@@ -1,0 +1,172 @@
+namespace PureMoE.Backends;
+
+/// <summary>Elementwise functions of one input (alpha is the scalar of the parameterised ones).</summary>
+public enum UnaryOp
+{
+    /// <summary>−x</summary>
+    Neg,
+    /// <summary>eˣ</summary>
+    Exp,
+    /// <summary>ln x</summary>
+    Log,
+    /// <summary>√x</summary>
+    Sqrt,
+    /// <summary>1/√x</summary>
+    Rsqrt,
+    /// <summary>max(x, 0)</summary>
+    Relu,
+    /// <summary>x·σ(x)</summary>
+    Silu,
+    /// <summary>σ(x) = 1/(1+e⁻ˣ)</summary>
+    Sigmoid,
+    /// <summary>GELU, tanh approximation (PyTorch's gelu(approximate="tanh")).</summary>
+    Gelu,
+    /// <summary>tanh x</summary>
+    Tanh,
+    /// <summary>|x|</summary>
+    Abs,
+    /// <summary>x^alpha</summary>
+    PowScalar,
+    /// <summary>x + alpha</summary>
+    AddScalar,
+    /// <summary>x · alpha</summary>
+    MulScalar,
+    /// <summary>1 where x &gt; 0 else 0 (a mask; no gradient).</summary>
+    Positive,
+}
+
+/// <summary>Elementwise functions of two broadcast inputs a, b.</summary>
+public enum BinaryOp
+{
+    /// <summary>a + b</summary>
+    Add,
+    /// <summary>a − b</summary>
+    Sub,
+    /// <summary>a · b</summary>
+    Mul,
+    /// <summary>a / b</summary>
+    Div,
+    /// <summary>a^b</summary>
+    Pow,
+    /// <summary>max(a, b)</summary>
+    Maximum,
+    /// <summary>1 where a == b else 0</summary>
+    Equal,
+    /// <summary>1 where a &gt; b else 0</summary>
+    Greater,
+    /// <summary>relu'(a)·b: the relu backward, a = input, b = upstream gradient.</summary>
+    ReluBackward,
+    /// <summary>silu'(a)·b</summary>
+    SiluBackward,
+    /// <summary>σ'·b from the output a = σ(x): a(1−a)·b</summary>
+    SigmoidBackwardFromOutput,
+    /// <summary>gelu'(a)·b (tanh approximation)</summary>
+    GeluBackward,
+    /// <summary>tanh'·b from the output a = tanh(x): (1−a²)·b</summary>
+    TanhBackwardFromOutput,
+}
+
+/// <summary>Reductions along one axis.</summary>
+public enum ReduceOp
+{
+    /// <summary>Σ</summary>
+    Sum,
+    /// <summary>max</summary>
+    Max,
+}
+
+/// <summary>A strided view of a storage: the operand form of broadcasting kernels (stride 0 on broadcast dims).</summary>
+/// <param name="Storage">The buffer.</param>
+/// <param name="Offset">Element offset of the first element.</param>
+/// <param name="Strides">One stride per output dimension (aligned to the output's rank).</param>
+public readonly record struct Strided(Storage Storage, int Offset, int[] Strides);
+
+/// <summary>
+/// The primitive kernels every device implements. Everything in the engine (ops, autograd, nn, optimizers) is
+/// written in terms of these. Unless a parameter says otherwise, buffers are contiguous and row-major; outputs are
+/// written, never accumulated into, except by the *Add kernels. The reference backend implements each with plain
+/// loops (the test oracle); faster backends override them.
+/// </summary>
+public interface IBackend
+{
+    /// <summary>A zero-filled buffer.</summary>
+    Storage Allocate(DType dtype, int length);
+
+    /// <summary>Copies a host array (float[], double[] or long[]) into a new buffer.</summary>
+    Storage Upload(Array data);
+
+    /// <summary>Copies <paramref name="count"/> elements from a buffer into a host array.</summary>
+    void Download(Storage src, int srcOffset, Array dst, int count);
+
+    /// <summary>dst[offset .. offset+count) = value.</summary>
+    void Fill(Storage dst, int offset, int count, double value);
+
+    /// <summary>Gathers a strided view of shape <paramref name="shape"/> into contiguous dst (also converts dtype).</summary>
+    void CopyStrided(Strided src, Shape shape, Storage dst, int dstOffset);
+
+    /// <summary>y[i] = op(x[i]) for n elements.</summary>
+    void Unary(UnaryOp op, Storage x, int xOffset, Storage y, int yOffset, int n, double alpha);
+
+    /// <summary>y = op(a, b) with a, b broadcast to <paramref name="shape"/>; y contiguous at offset 0.</summary>
+    void Binary(BinaryOp op, Strided a, Strided b, Storage y, Shape shape);
+
+    /// <summary>y = cond ≠ 0 ? a : b, all three broadcast to <paramref name="shape"/>.</summary>
+    void Where(Strided cond, Strided a, Strided b, Storage y, Shape shape);
+
+    /// <summary>x viewed as [outer, n, inner] reduced over n into y [outer, inner].</summary>
+    void Reduce(ReduceOp op, Storage x, int xOffset, Storage y, int outer, int n, int inner);
+
+    /// <summary>
+    /// Batched GEMM, row-major: C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i &lt; batch, op(X) = Xᵀ when trans.
+    /// lda/ldb/ldc are row strides; strideA/B/C the distance between batch items (0 broadcasts an operand).
+    /// </summary>
+    void Gemm(bool transA, bool transB, int m, int n, int k, double alpha,
+        Storage a, int aOffset, int lda, int strideA,
+        Storage b, int bOffset, int ldb, int strideB,
+        double beta, Storage c, int cOffset, int ldc, int strideC, int batch);
+
+    /// <summary>
+    /// Row softmax (or log-softmax) of x [rows, n] into y. With causalQuery &gt; 0 the rows are query positions
+    /// (row r is query r mod causalQuery) and column j is masked when j &gt; (r mod causalQuery) + n − causalQuery:
+    /// its probability is 0 (log-probability −∞).
+    /// </summary>
+    void Softmax(Storage x, Storage y, int rows, int n, bool log, int causalQuery);
+
+    /// <summary>dx from y = softmax(x) (or log-softmax) and dy, rows of n.</summary>
+    void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log);
+
+    /// <summary>y = x / rms(x) · w over rows of n; rstd[r] = 1/√(mean(x²)+eps) is saved for the backward.</summary>
+    void RmsNorm(Storage x, Storage w, Storage y, Storage rstd, int rows, int n, double eps);
+
+    /// <summary>dx (written) and dw (written: Σ over rows) of RMSNorm.</summary>
+    void RmsNormBackward(Storage x, Storage w, Storage rstd, Storage dy, Storage dx, Storage dw, int rows, int n);
+
+    /// <summary>index_select: dst[o, j, i] = src[o, idx[j], i]; src is [outer, axisLen, inner], idx int64 [count].</summary>
+    void IndexSelect(Storage src, Storage idx, Storage dst, int outer, int axisLen, int count, int inner);
+
+    /// <summary>index_add: dst[o, idx[j], i] += src[o, j, i], in order of j (deterministic).</summary>
+    void IndexAdd(Storage dst, Storage idx, Storage src, int outer, int axisLen, int count, int inner);
+
+    /// <summary>torch.gather: dst[o, j, i] = src[o, idx[o, j, i], i]; src [outer, axisLen, inner], idx [outer, count, inner].</summary>
+    void Gather(Storage src, Storage idx, Storage dst, int outer, int axisLen, int count, int inner);
+
+    /// <summary>scatter_add (the gather backward): dst[o, idx[o, j, i], i] += src[o, j, i], in order of j.</summary>
+    void ScatterAdd(Storage dst, Storage idx, Storage src, int outer, int axisLen, int count, int inner);
+
+    /// <summary>The k largest of each row of x [rows, n], descending; ties keep the lower index first.</summary>
+    void TopK(Storage x, Storage values, Storage indices, int rows, int n, int k);
+
+    /// <summary>Stable argsort of each row of x [rows, n] into int64 indices.</summary>
+    void ArgSort(Storage x, Storage indices, int rows, int n, bool descending);
+
+    /// <summary>
+    /// Rotary position embedding, rotate-half convention (as in Hugging Face Llama/Mixtral), on x [outer, seq, dim]
+    /// with cos/sin tables [seq, dim/2]: y₁ = x₁cos − x₂sin, y₂ = x₂cos + x₁sin for the halves x₁, x₂.
+    /// inverse rotates by −θ (the backward).
+    /// </summary>
+    void Rope(Storage x, Storage cos, Storage sin, Storage y, int outer, int seq, int dim, bool inverse);
+
+    /// <summary>One AdamW step over n parameters (decoupled weight decay); m, v updated in place.</summary>
+    void AdamW(Storage param, Storage grad, Storage m, Storage v, int n,
+        double lr, double beta1, double beta2, double eps, double weightDecay, double biasCorrection1, double biasCorrection2);
+}

@@ -1,0 +1,91 @@
+namespace PureMoE;
+
+// Matrix products: [..., m, k] @ [..., k, n] with broadcast batch dimensions. Transposed views are passed to the
+// GEMM kernel as transpose flags, so the backward (g·Bᵀ, Aᵀ·g) makes no copies.
+public sealed partial class Tensor
+{
+    /// <summary>
+    /// Matrix product over the last two dimensions, batch dimensions broadcast (like torch.matmul for rank ≥ 2).
+    /// </summary>
+    public Tensor MatMul(Tensor b)
+    {
+        Tensor a = this;
+        CheckSameDevice("MatMul", a, b);
+        if (a.Rank < 2 || b.Rank < 2)
+            throw new ArgumentException($"MatMul: {a.Shape} x {b.Shape}: both operands need at least 2 dimensions");
+        if (a.DType != b.DType || !a.DType.IsFloatingPoint())
+            throw new ArgumentException($"MatMul: {a.Shape} {a.DType.Name()} x {b.Shape} {b.DType.Name()}: needs matching float dtypes");
+        int m = a.Shape[-2], k = a.Shape[-1], k2 = b.Shape[-2], n = b.Shape[-1];
+        if (k != k2)
+            throw new ArgumentException($"MatMul: {a.Shape} x {b.Shape}: inner dimensions {k} and {k2} differ");
+
+        // A [.., m, k] times a plain matrix B [k, n]: fold the batch into the rows, one large GEMM.
+        Tensor y;
+        if (b.Rank == 2 && a.Rank > 2 && a.IsContiguous)
+        {
+            var a2 = a.Reshape(-1, k);
+            y = Zeros(new Shape(a2.Shape[0], n), a.DType, a.Device);
+            RunGemm(a2, b, y, 1);
+            var outShape = a.Shape.ToArray();
+            outShape[^1] = n;
+            y = new Tensor(y.Storage, new Shape(outShape), Device);
+        }
+        else
+        {
+            var batchA = a.Shape.ToArray()[..^2];
+            var batchB = b.Shape.ToArray()[..^2];
+            Shape batch = Shape.Broadcast(new Shape(batchA), new Shape(batchB), $"MatMul: {a.Shape} x {b.Shape} batch");
+            var aE = a.Expand(new Shape([.. batch.ToArray(), m, k]));
+            var bE = b.Expand(new Shape([.. batch.ToArray(), k, n]));
+            y = Zeros(new Shape([.. batch.ToArray(), m, n]), a.DType, a.Device);
+            RunGemm(aE, bE, y, batch.Numel);
+        }
+        return Record("MatMul", y, [a, b], g => [
+            a.RequiresGrad ? g.MatMul(b.T).SumToShape(a.Shape) : null,
+            b.RequiresGrad ? a.T.MatMul(g).SumToShape(b.Shape) : null]);
+    }
+
+    /// <summary>
+    /// The GEMM operand form of a [batch..., rows, cols] view: its storage, offset, leading dimension, transpose
+    /// flag and batch stride. Falls back to a dense copy when the view is neither row- nor column-major or its
+    /// batch dimensions cannot be walked with one stride.
+    /// </summary>
+    private static (Tensor T, int Ld, bool Trans, int BatchStride) GemmOperand(Tensor t)
+    {
+        int r = t.Rank, rows = t.Shape[r - 2], cols = t.Shape[r - 1];
+        int sRow = t.Strides[r - 2], sCol = t.Strides[r - 1];
+        bool trans;
+        int ld;
+        if (sCol == 1 || cols == 1) { trans = false; ld = rows > 1 ? sRow : Math.Max(cols, 1); }
+        else if (sRow == 1 || rows == 1) { trans = true; ld = cols > 1 ? sCol : Math.Max(rows, 1); }
+        else return DenseOperand(t);
+
+        // Batch dims must collapse to one stride: walking batch item p is offset p·stride.
+        int batchStride = 0, prevStride = 0, prevSize = 0;
+        bool first = true;
+        for (int i = r - 3; i >= 0; i--)
+        {
+            if (t.Shape[i] == 1) continue;
+            if (first) { batchStride = t.Strides[i]; first = false; }
+            else if (t.Strides[i] != prevStride * prevSize) return DenseOperand(t);
+            prevStride = t.Strides[i];
+            prevSize = t.Shape[i];
+        }
+        return (t, ld, trans, batchStride);
+    }
+
+    private static (Tensor T, int Ld, bool Trans, int BatchStride) DenseOperand(Tensor t)
+    {
+        int rows = t.Shape[-2], cols = t.Shape[-1];
+        return (t.Dense(), Math.Max(cols, 1), false, rows * cols);
+    }
+
+    private static void RunGemm(Tensor a, Tensor b, Tensor c, int batch)
+    {
+        int m = a.Shape[-2], k = a.Shape[-1], n = b.Shape[-1];
+        var (ta, lda, transA, sa) = GemmOperand(a);
+        var (tb, ldb, transB, sb) = GemmOperand(b);
+        a.Backend.Gemm(transA, transB, m, n, k, 1.0, ta.Storage, ta.Offset, lda, sa, tb.Storage, tb.Offset, ldb, sb,
+            0.0, c.Storage, 0, n, m * n, batch);
+    }
+}

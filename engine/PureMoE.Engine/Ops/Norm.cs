@@ -1,0 +1,27 @@
+namespace PureMoE;
+
+// RMSNorm: y = x / √(mean(x²) + eps) · w over the last axis (Llama/Mixtral). Fused forward and backward kernels.
+public sealed partial class Tensor
+{
+    /// <summary>RMSNorm over the last axis with weight <paramref name="weight"/> [n].</summary>
+    public Tensor RmsNorm(Tensor weight, double eps)
+    {
+        int n = Shape[-1];
+        if (weight.Rank != 1 || weight.Shape[0] != n)
+            throw new ArgumentException($"RmsNorm: input {Shape} needs a weight of shape [{n}], got {weight.Shape}");
+        CheckSameDevice("RmsNorm", this, weight);
+        int rows = n == 0 ? 0 : Numel / n;
+        var x = Dense();
+        var w = weight.Dense();
+        var y = Zeros(Shape, DType, Device);
+        var rstd = Zeros(new Shape(rows), DType, Device);
+        Backend.RmsNorm(x.Storage, w.Storage, y.Storage, rstd.Storage, rows, n, eps);
+        return Record("RmsNorm", y, [this, weight], g =>
+        {
+            var dx = Zeros(x.Shape, x.DType, x.Device);
+            var dw = Zeros(w.Shape, w.DType, w.Device);
+            x.Backend.RmsNormBackward(x.Storage, w.Storage, rstd.Storage, g.Dense().Storage, dx.Storage, dw.Storage, rows, n);
+            return [dx, dw];
+        });
+    }
+}
