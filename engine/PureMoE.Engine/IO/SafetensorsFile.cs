@@ -14,11 +14,14 @@ namespace PureMoE.IO;
 /// Concurrent <see cref="Read"/> calls are safe; calls concurrent with <see cref="Dispose"/> are not.
 /// The file is opened with <see cref="FileShare.Read"/>; truncating it from outside while it is open
 /// is not supported (a memory-mapped read past the new end faults).
+/// Validation is slightly more lenient than the reference implementation in one respect: byte
+/// ranges must lie inside the data buffer and must not overlap, but gaps between them and unused
+/// trailing bytes are accepted (the reference requires the ranges to tile the buffer exactly).
 /// </remarks>
 public sealed unsafe class SafetensorsFile : IDisposable
 {
     private readonly SafetensorsHeader _header;
-    private readonly string[] _names;
+    private readonly ReadOnlyCollection<string> _names;
     private readonly ReadOnlyDictionary<string, string> _metadata;
     private readonly long _dataStart;
     private MemoryMappedFile? _map;
@@ -32,7 +35,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         _header = header;
         _dataStart = dataStart;
         DataLength = dataLength;
-        _names = header.Tensors.Keys.Order(StringComparer.Ordinal).ToArray();
+        _names = Array.AsReadOnly(header.Tensors.Keys.Order(StringComparer.Ordinal).ToArray());
         _metadata = new ReadOnlyDictionary<string, string>(header.Metadata);
     }
 
