@@ -6,7 +6,7 @@ namespace PureMoE.Bench;
 
 /// <summary>
 /// `quick gemm`: C = A·B (float32, row-major, no transposes, beta = 0) timed with the protocol shared with
-/// bench/peers/gemm_numpy.py: `warmup` untimed calls, then the median of `repeats` timed calls.
+/// bench/peers/gemm_numpy.py: at least `warmup` untimed calls and one second of warm-up, then the median of `repeats` timed calls.
 /// </summary>
 public static class GemmQuick
 {
@@ -33,7 +33,9 @@ public static class GemmQuick
 
         void Once() => Sgemm.Multiply(false, false, m, n, k, 1f, a, 0, k, b, 0, n, 0f, c, 0, n);
 
-        for (int i = 0; i < warmup; i++)
+        // Warm-up: at least `warmup` calls and at least one second (JIT tiering, caches, thread pool).
+        long warmStart = Stopwatch.GetTimestamp();
+        for (int i = 0; i < warmup || Stopwatch.GetElapsedTime(warmStart).TotalSeconds < 1; i++)
         {
             Once();
         }

@@ -2,7 +2,7 @@
 """Peer for `PureMoE.Bench quick gemm`: numpy float32 matmul (OpenBLAS sgemm), same protocol.
 
 Protocol (identical to bench/PureMoE.Bench/GemmQuick.cs): C = A @ B with A m×k, B k×n, float32,
-row-major (C-contiguous), `warmup` untimed calls, then the median of `repeats` timed calls.
+row-major (C-contiguous), at least `warmup` untimed calls and one second of warm-up, then the median of `repeats` timed calls.
 Set the BLAS thread count with --threads (default 2, like ours); it is applied through threadpoolctl
 when available, else through OPENBLAS_NUM_THREADS, which must then be set before numpy is imported.
 """
@@ -46,8 +46,11 @@ a = rng.uniform(-1, 1, size=(m, k)).astype(np.float32)
 b = rng.uniform(-1, 1, size=(k, n)).astype(np.float32)
 c = np.empty((m, n), dtype=np.float32)
 
-for _ in range(args.warmup):
+warm_start = time.perf_counter()
+i = 0
+while i < args.warmup or time.perf_counter() - warm_start < 1.0:
     np.matmul(a, b, out=c)
+    i += 1
 
 times = []
 for _ in range(max(1, args.repeats)):

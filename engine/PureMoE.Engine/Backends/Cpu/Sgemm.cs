@@ -124,22 +124,17 @@ public static partial class Sgemm
             return;
         }
 
-        int threads = allowParallel ? Environment.ProcessorCount : 1;
-        long work = (long)g.M * g.N * g.K;
-        if (threads == 1 || work < ParallelThreshold)
-        {
-            MultiplyBlock(in g, 0, g.M, 0, g.N);
-            return;
-        }
-
         // Split C into `threads` slabs along its longer side, in whole tiles so that no tile straddles
         // two threads. Each worker packs its own operands into its own thread-local buffers.
+        // (Reading Mr/Nr here also guarantees the kernel configuration is initialised before the
+        // AggressiveOptimization methods below are compiled, so the JIT can fold it as constants.)
         bool splitRows = g.M >= g.N;
         int extent = splitRows ? g.M : g.N;
         int tile = splitRows ? Mr : Nr;
         int tiles = (extent + tile - 1) / tile;
+        int threads = allowParallel ? Environment.ProcessorCount : 1;
         int chunks = Math.Min(threads, tiles);
-        if (chunks <= 1)
+        if (chunks <= 1 || (long)g.M * g.N * g.K < ParallelThreshold)
         {
             MultiplyBlock(in g, 0, g.M, 0, g.N);
             return;
@@ -283,6 +278,7 @@ public static partial class Sgemm
     private static unsafe float* Align64(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
 
     /// <summary>Serial blocked GEMM on the rows [i0, i1) × columns [j0, j1) of C.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void MultiplyBlock(in Problem g, int i0, int i1, int j0, int j1)
     {
         int kcMax = Math.Min(Kc, g.K);
@@ -343,6 +339,7 @@ public static partial class Sgemm
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void MergeTile(float* tile, float* c, nint ldc, int mr, int nr, float alpha, float beta)
     {
         for (int i = 0; i < mr; i++)

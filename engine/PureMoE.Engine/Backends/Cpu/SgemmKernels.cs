@@ -60,6 +60,7 @@ public static partial class Sgemm
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Kernel6x32(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
@@ -115,6 +116,7 @@ public static partial class Sgemm
         hi.Store(c + 16);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Kernel6x16(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
@@ -171,6 +173,7 @@ public static partial class Sgemm
     }
 
     /// <summary>Portable fallback with the same packed layout; written for clarity, not speed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void KernelScalar(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
     {
         int mr = Mr, nr = Nr;

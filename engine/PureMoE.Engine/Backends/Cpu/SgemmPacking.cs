@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace PureMoE.Backends.Cpu;
 
 public static partial class Sgemm
@@ -7,6 +9,7 @@ public static partial class Sgemm
     /// into Mr-row micro-panels: panel q holds rows q*Mr.. as kc consecutive columns of Mr floats, exactly the
     /// order the micro-kernel broadcasts them. Rows past mc are zero so edge tiles need no special kernel.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void PackA(float* src, nint rowStride, nint colStride, int mc, int kc, float* dst)
     {
         for (int ir = 0; ir < mc; ir += Mr)
@@ -53,6 +56,7 @@ public static partial class Sgemm
     /// into Nr-column micro-panels: panel q holds kc consecutive rows of Nr floats (columns q*Nr..), the vectors
     /// the micro-kernel loads. Columns past nc are zero.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void PackB(float* src, nint rowStride, nint colStride, int kc, int nc, float* dst)
     {
         for (int jr = 0; jr < nc; jr += Nr)
