@@ -17,30 +17,15 @@ public static partial class Sgemm
             int mr = Math.Min(Mr, mc - ir);
             float* d = dst + (nint)ir * kc;
             float* s = src + ir * rowStride;
-            if (colStride == 1)
+            // One column of the panel per step: Mr reads (contiguous when A is transposed, else Mr row
+            // streams advancing in lockstep) and one contiguous write, which beats scattering row by row.
+            for (int p = 0; p < kc; p++)
             {
-                // A not transposed: walk each source row sequentially, scatter into the panel with stride Mr.
+                float* sp = s + p * colStride;
+                float* dp = d + p * Mr;
                 for (int r = 0; r < mr; r++)
                 {
-                    float* sr = s + r * rowStride;
-                    float* dr = d + r;
-                    for (int p = 0; p < kc; p++)
-                    {
-                        dr[p * Mr] = sr[p];
-                    }
-                }
-            }
-            else
-            {
-                // A transposed: a column of op(A) is a contiguous source row.
-                for (int p = 0; p < kc; p++)
-                {
-                    float* sp = s + p * colStride;
-                    float* dp = d + p * Mr;
-                    for (int r = 0; r < mr; r++)
-                    {
-                        dp[r] = sp[r * rowStride];
-                    }
+                    dp[r] = sp[r * rowStride];
                 }
             }
 
