@@ -15,7 +15,7 @@ public static partial class Sgemm
         /// <summary>Vector256 with FMA: 6×16 tile.</summary>
         Vector256,
 
-        /// <summary>Vector512 (AVX-512F): 6×32 tile.</summary>
+        /// <summary>Vector512 (AVX-512F): 8×32 tile.</summary>
         Vector512,
     }
 
@@ -24,11 +24,18 @@ public static partial class Sgemm
         : Vector256.IsHardwareAccelerated && Fma.IsSupported ? KernelKind.Vector256
         : KernelKind.Scalar;
 
-    // Tile shape MR×NR. The tile is MR rows (broadcast from packed A) by two vectors of B. 6×2 vectors =
-    // 12 accumulators + 2 B vectors + 1 broadcast = 15 registers: fits even the 16 ymm registers of AVX2, and
-    // 12 independent FMA chains cover FMA latency × throughput (4 cycles × 2 pipes) with room to spare.
-    internal static readonly int Mr512 = 8;
-    internal static readonly int Mr = Kind == KernelKind.Scalar ? 4 : Kind == KernelKind.Vector512 ? Mr512 : 6;
+    // Tile shape MR×NR: MR rows broadcast from packed A times two vectors of packed B, all kept in registers.
+    // AVX-512: 8×32 = 16 zmm accumulators + 2 B vectors + 1 broadcast of the 32 zmm registers. 16 independent
+    // FMA chains cover FMA latency × throughput; 6×32, 12×32 and 14×32 measured the same within noise
+    // (bench/RESULTS.md), and MR = 8 divides the power-of-two sizes common in models, so no ragged row tiles.
+    // AVX2: 6×16 = 12 ymm accumulators + 2 + 1 = 15 of the 16 ymm registers.
+    internal static readonly int Mr = Kind switch
+    {
+        KernelKind.Vector512 => 8,
+        KernelKind.Vector256 => 6,
+        _ => 4,
+    };
+
     internal static readonly int Nr = Kind switch
     {
         KernelKind.Vector512 => 32,
@@ -36,9 +43,12 @@ public static partial class Sgemm
         _ => 8,
     };
 
-    // Cache blocking (see RESULTS.md for the sweep). KC: depth of one packed slice; the Nr×KC micro-panel of B
-    // (32 KiB at 32×256) is streamed per tile, the MR×KC micro-panel of A (6 KiB) stays in L1.
-    // MC×KC block of A (≈ 150 KiB) lives in L2 (1 MiB/core); KC×NC panel of B (≈ 4 MiB) in the shared L3.
+    // Cache blocking, measured on Zen 4 (32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3); see bench/RESULTS.md.
+    // KC: depth of one packed slice. Larger KC means fewer passes of C through the caches (C is re-read and
+    //     re-written once per slice); 512 beat 128/256 by 3-8 % and matched 768. The 8×512 A micro-panel
+    //     (16 KiB) stays in L1 while the kernel streams the 32×512 B micro-panel (64 KiB) from L2.
+    // MC: the MC×KC block of A (128×512 floats = 256 KiB) stays resident in L2 across the jr loop.
+    // NC: the KC×NC panel of B (up to 8 MiB) lives in the shared L3; large so B is packed few times.
     internal static int Kc = 512;
     internal static int Mc = 128;
     internal static int Nc = 4096;
@@ -49,13 +59,7 @@ public static partial class Sgemm
     {
         if (Kind == KernelKind.Vector512)
         {
-            switch (Mr512)
-            {
-                case 6: Kernel6x32(kc, a, b, c, ldc, alpha, beta); break;
-                case 8: Kernel8x32(kc, a, b, c, ldc, alpha, beta); break;
-                case 12: Kernel12x32(kc, a, b, c, ldc, alpha, beta); break;
-                default: Kernel14x32(kc, a, b, c, ldc, alpha, beta); break;
-            }
+            Kernel8x32(kc, a, b, c, ldc, alpha, beta);
         }
         else if (Kind == KernelKind.Vector256)
         {
@@ -65,45 +69,6 @@ public static partial class Sgemm
         {
             KernelScalar(kc, a, b, c, ldc, alpha, beta);
         }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Kernel6x32(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
-    {
-        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
-        Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-        for (int p = 0; p < kc; p++)
-        {
-            Vector512<float> b0 = Vector512.Load(b);
-            Vector512<float> b1 = Vector512.Load(b + 16);
-            Vector512<float> ai = Vector512.Create(a[0]);
-            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
-            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
-            ai = Vector512.Create(a[1]);
-            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
-            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
-            ai = Vector512.Create(a[2]);
-            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
-            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
-            ai = Vector512.Create(a[3]);
-            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
-            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
-            ai = Vector512.Create(a[4]);
-            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40);
-            c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
-            ai = Vector512.Create(a[5]);
-            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50);
-            c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
-            a += 6;
-            b += 32;
-        }
-
-        StoreRow512(c, c00, c01, alpha, beta);
-        StoreRow512(c + ldc, c10, c11, alpha, beta);
-        StoreRow512(c + 2 * ldc, c20, c21, alpha, beta);
-        StoreRow512(c + 3 * ldc, c30, c31, alpha, beta);
-        StoreRow512(c + 4 * ldc, c40, c41, alpha, beta);
-        StoreRow512(c + 5 * ldc, c50, c51, alpha, beta);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -158,164 +123,6 @@ public static partial class Sgemm
         StoreRow512(c + 5 * ldc, c50, c51, alpha, beta);
         StoreRow512(c + 6 * ldc, c60, c61, alpha, beta);
         StoreRow512(c + 7 * ldc, c70, c71, alpha, beta);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Kernel12x32(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
-    {
-        Vector512<float> c00 = default, c01 = default;
-        Vector512<float> c10 = default, c11 = default;
-        Vector512<float> c20 = default, c21 = default;
-        Vector512<float> c30 = default, c31 = default;
-        Vector512<float> c40 = default, c41 = default;
-        Vector512<float> c50 = default, c51 = default;
-        Vector512<float> c60 = default, c61 = default;
-        Vector512<float> c70 = default, c71 = default;
-        Vector512<float> c80 = default, c81 = default;
-        Vector512<float> c90 = default, c91 = default;
-        Vector512<float> c100 = default, c101 = default;
-        Vector512<float> c110 = default, c111 = default;
-        for (int p = 0; p < kc; p++)
-        {
-            Vector512<float> b0 = Vector512.Load(b);
-            Vector512<float> b1 = Vector512.Load(b + 16);
-            Vector512<float> ai;
-            ai = Vector512.Create(a[0]);
-            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
-            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
-            ai = Vector512.Create(a[1]);
-            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
-            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
-            ai = Vector512.Create(a[2]);
-            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
-            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
-            ai = Vector512.Create(a[3]);
-            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
-            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
-            ai = Vector512.Create(a[4]);
-            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40);
-            c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
-            ai = Vector512.Create(a[5]);
-            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50);
-            c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
-            ai = Vector512.Create(a[6]);
-            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60);
-            c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
-            ai = Vector512.Create(a[7]);
-            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70);
-            c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
-            ai = Vector512.Create(a[8]);
-            c80 = Vector512.FusedMultiplyAdd(ai, b0, c80);
-            c81 = Vector512.FusedMultiplyAdd(ai, b1, c81);
-            ai = Vector512.Create(a[9]);
-            c90 = Vector512.FusedMultiplyAdd(ai, b0, c90);
-            c91 = Vector512.FusedMultiplyAdd(ai, b1, c91);
-            ai = Vector512.Create(a[10]);
-            c100 = Vector512.FusedMultiplyAdd(ai, b0, c100);
-            c101 = Vector512.FusedMultiplyAdd(ai, b1, c101);
-            ai = Vector512.Create(a[11]);
-            c110 = Vector512.FusedMultiplyAdd(ai, b0, c110);
-            c111 = Vector512.FusedMultiplyAdd(ai, b1, c111);
-            a += 12;
-            b += 32;
-        }
-
-        StoreRow512(c, c00, c01, alpha, beta);
-        StoreRow512(c + ldc, c10, c11, alpha, beta);
-        StoreRow512(c + 2 * ldc, c20, c21, alpha, beta);
-        StoreRow512(c + 3 * ldc, c30, c31, alpha, beta);
-        StoreRow512(c + 4 * ldc, c40, c41, alpha, beta);
-        StoreRow512(c + 5 * ldc, c50, c51, alpha, beta);
-        StoreRow512(c + 6 * ldc, c60, c61, alpha, beta);
-        StoreRow512(c + 7 * ldc, c70, c71, alpha, beta);
-        StoreRow512(c + 8 * ldc, c80, c81, alpha, beta);
-        StoreRow512(c + 9 * ldc, c90, c91, alpha, beta);
-        StoreRow512(c + 10 * ldc, c100, c101, alpha, beta);
-        StoreRow512(c + 11 * ldc, c110, c111, alpha, beta);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Kernel14x32(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
-    {
-        Vector512<float> c00 = default, c01 = default;
-        Vector512<float> c10 = default, c11 = default;
-        Vector512<float> c20 = default, c21 = default;
-        Vector512<float> c30 = default, c31 = default;
-        Vector512<float> c40 = default, c41 = default;
-        Vector512<float> c50 = default, c51 = default;
-        Vector512<float> c60 = default, c61 = default;
-        Vector512<float> c70 = default, c71 = default;
-        Vector512<float> c80 = default, c81 = default;
-        Vector512<float> c90 = default, c91 = default;
-        Vector512<float> c100 = default, c101 = default;
-        Vector512<float> c110 = default, c111 = default;
-        Vector512<float> c120 = default, c121 = default;
-        Vector512<float> c130 = default, c131 = default;
-        for (int p = 0; p < kc; p++)
-        {
-            Vector512<float> b0 = Vector512.Load(b);
-            Vector512<float> b1 = Vector512.Load(b + 16);
-            Vector512<float> ai;
-            ai = Vector512.Create(a[0]);
-            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
-            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
-            ai = Vector512.Create(a[1]);
-            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
-            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
-            ai = Vector512.Create(a[2]);
-            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
-            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
-            ai = Vector512.Create(a[3]);
-            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
-            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
-            ai = Vector512.Create(a[4]);
-            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40);
-            c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
-            ai = Vector512.Create(a[5]);
-            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50);
-            c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
-            ai = Vector512.Create(a[6]);
-            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60);
-            c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
-            ai = Vector512.Create(a[7]);
-            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70);
-            c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
-            ai = Vector512.Create(a[8]);
-            c80 = Vector512.FusedMultiplyAdd(ai, b0, c80);
-            c81 = Vector512.FusedMultiplyAdd(ai, b1, c81);
-            ai = Vector512.Create(a[9]);
-            c90 = Vector512.FusedMultiplyAdd(ai, b0, c90);
-            c91 = Vector512.FusedMultiplyAdd(ai, b1, c91);
-            ai = Vector512.Create(a[10]);
-            c100 = Vector512.FusedMultiplyAdd(ai, b0, c100);
-            c101 = Vector512.FusedMultiplyAdd(ai, b1, c101);
-            ai = Vector512.Create(a[11]);
-            c110 = Vector512.FusedMultiplyAdd(ai, b0, c110);
-            c111 = Vector512.FusedMultiplyAdd(ai, b1, c111);
-            ai = Vector512.Create(a[12]);
-            c120 = Vector512.FusedMultiplyAdd(ai, b0, c120);
-            c121 = Vector512.FusedMultiplyAdd(ai, b1, c121);
-            ai = Vector512.Create(a[13]);
-            c130 = Vector512.FusedMultiplyAdd(ai, b0, c130);
-            c131 = Vector512.FusedMultiplyAdd(ai, b1, c131);
-            a += 14;
-            b += 32;
-        }
-
-        StoreRow512(c, c00, c01, alpha, beta);
-        StoreRow512(c + ldc, c10, c11, alpha, beta);
-        StoreRow512(c + 2 * ldc, c20, c21, alpha, beta);
-        StoreRow512(c + 3 * ldc, c30, c31, alpha, beta);
-        StoreRow512(c + 4 * ldc, c40, c41, alpha, beta);
-        StoreRow512(c + 5 * ldc, c50, c51, alpha, beta);
-        StoreRow512(c + 6 * ldc, c60, c61, alpha, beta);
-        StoreRow512(c + 7 * ldc, c70, c71, alpha, beta);
-        StoreRow512(c + 8 * ldc, c80, c81, alpha, beta);
-        StoreRow512(c + 9 * ldc, c90, c91, alpha, beta);
-        StoreRow512(c + 10 * ldc, c100, c101, alpha, beta);
-        StoreRow512(c + 11 * ldc, c110, c111, alpha, beta);
-        StoreRow512(c + 12 * ldc, c120, c121, alpha, beta);
-        StoreRow512(c + 13 * ldc, c130, c131, alpha, beta);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
