@@ -51,7 +51,7 @@ public static class Program
     {
         Console.Error.WriteLine("usage:");
         Console.Error.WriteLine("  PureMoE.Bench quick <command> [options]   commands: " + string.Join(", ", QuickCommands.Keys));
-        Console.Error.WriteLine("  PureMoE.Bench quick gemm --n N [--m M --k K] [--json] [--repeats R] [--warmup W]");
+        Console.Error.WriteLine("  PureMoE.Bench quick gemm --n N [--m M --k K] [--ta] [--tb] [--json] [--repeats R] [--warmup W]");
         Console.Error.WriteLine("  PureMoE.Bench [BenchmarkDotNet args, e.g. --filter '*Gemm*']");
     }
 }
