@@ -1,12 +1,57 @@
+using BenchmarkDotNet.Running;
+
 namespace PureMoE.Bench;
 
 /// <summary>Entry point: BenchmarkDotNet suites, or `quick ...` side-by-side measurements.</summary>
 public static class Program
 {
+    /// <summary>
+    /// The `quick` subcommands: fast warm-up + median measurements that print one JSON line with --json,
+    /// for comparison against peer libraries. Add a new measurement by adding an entry here.
+    /// </summary>
+    private static readonly Dictionary<string, Func<QuickArgs, int>> QuickCommands = new(StringComparer.Ordinal)
+    {
+        ["gemm"] = GemmQuick.Run,
+    };
+
     /// <summary>Runs the benchmark named on the command line.</summary>
     public static int Main(string[] args)
     {
-        Console.Error.WriteLine("usage: PureMoE.Bench quick gemm --n N [--json] | PureMoE.Bench [BenchmarkDotNet args]");
-        return args.Length == 0 ? 2 : 0;
+        if (args.Length == 0 || args[0] is "-h" or "--help")
+        {
+            PrintUsage();
+            return args.Length == 0 ? 2 : 0;
+        }
+
+        if (args[0] != "quick")
+        {
+            BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+            return 0;
+        }
+
+        if (args.Length < 2 || !QuickCommands.TryGetValue(args[1], out Func<QuickArgs, int>? command))
+        {
+            PrintUsage();
+            return 2;
+        }
+
+        try
+        {
+            return command(QuickArgs.Parse(args.AsSpan(2)));
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine(e.Message);
+            PrintUsage();
+            return 2;
+        }
+    }
+
+    private static void PrintUsage()
+    {
+        Console.Error.WriteLine("usage:");
+        Console.Error.WriteLine("  PureMoE.Bench quick <command> [options]   commands: " + string.Join(", ", QuickCommands.Keys));
+        Console.Error.WriteLine("  PureMoE.Bench quick gemm --n N [--m M --k K] [--ta] [--tb] [--json] [--repeats R] [--warmup W]");
+        Console.Error.WriteLine("  PureMoE.Bench [BenchmarkDotNet args, e.g. --filter '*Gemm*']");
     }
 }
