@@ -9,33 +9,13 @@ public partial class ReferenceBackend
         Storage a, int aOffset, int lda, int strideA, Storage b, int bOffset, int ldb, int strideB,
         double beta, Storage c, int cOffset, int ldc, int strideC, int batch)
     {
+        // The triple loop lives in GemmReference, the oracle of the fast SGEMM too.
         if (c.DType == DType.Float32)
-            GemmT(transA, transB, m, n, k, (float)alpha, A<float>(a), aOffset, lda, strideA, A<float>(b), bOffset, ldb, strideB,
-                (float)beta, A<float>(c), cOffset, ldc, strideC, batch);
+            Cpu.GemmReference.MultiplyBatched(transA, transB, m, n, k, (float)alpha, A<float>(a), aOffset, lda, strideA,
+                A<float>(b), bOffset, ldb, strideB, (float)beta, A<float>(c), cOffset, ldc, strideC, batch);
         else
-            GemmT(transA, transB, m, n, k, alpha, A<double>(a), aOffset, lda, strideA, A<double>(b), bOffset, ldb, strideB,
-                beta, A<double>(c), cOffset, ldc, strideC, batch);
-    }
-
-    private static void GemmT<T>(bool transA, bool transB, int m, int n, int k, T alpha,
-        T[] a, int ao, int lda, int sa, T[] b, int bo, int ldb, int sb, T beta, T[] c, int co, int ldc, int sc, int batch)
-        where T : IFloatingPointIeee754<T>
-    {
-        for (int p = 0; p < batch; p++)
-            for (int i = 0; i < m; i++)
-                for (int j = 0; j < n; j++)
-                {
-                    T acc = T.Zero;
-                    for (int q = 0; q < k; q++)
-                    {
-                        T av = transA ? a[ao + p * sa + q * lda + i] : a[ao + p * sa + i * lda + q];
-                        T bv = transB ? b[bo + p * sb + j * ldb + q] : b[bo + p * sb + q * ldb + j];
-                        acc += av * bv;
-                    }
-                    int ci = co + p * sc + i * ldc + j;
-                    // beta = 0 overwrites (C may hold garbage or NaN), as in BLAS.
-                    c[ci] = beta == T.Zero ? alpha * acc : alpha * acc + beta * c[ci];
-                }
+            Cpu.GemmReference.MultiplyBatched(transA, transB, m, n, k, alpha, A<double>(a), aOffset, lda, strideA,
+                A<double>(b), bOffset, ldb, strideB, beta, A<double>(c), cOffset, ldc, strideC, batch);
     }
 
     /// <inheritdoc />
