@@ -245,8 +245,11 @@ public partial class CpuBackend
             var one = Vector256<float>.One; var half = Vector256.Create(0.5f); var c = Vector256.Create(C);
             var k = Vector256.Create(K);
             var u = c * (x + k * x * x * x);
-            // tanh u = 1 − 2/(e^{2u} + 1): exact limits ±1 for large |u| (e^{2u} → ∞ or 0).
-            var t = one - Vector256.Create(2f) / (Vector256.Exp(u + u) + one);
+            // tanh lane by lane with MathF.Tanh: the formula cancels, so a SIMD tanh's last-bit differences would be
+            // amplified to ~1e-6 absolute; the scalar tanh keeps the result equal to the reference's.
+            Span<float> tl = stackalloc float[8];
+            for (int l = 0; l < 8; l++) tl[l] = MathF.Tanh(u[l]);
+            var t = Vector256.Create((ReadOnlySpan<float>)tl);
             return (half * (one + t) + half * x * (one - t * t) * c * (one + Vector256.Create(3f) * k * x * x)) * b;
         }
     }
