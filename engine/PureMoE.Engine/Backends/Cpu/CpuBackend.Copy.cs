@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace PureMoE.Backends.Cpu;
 
 public partial class CpuBackend
@@ -24,6 +25,7 @@ public partial class CpuBackend
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CopyT<T>(T[] s, int off, int[] strides, Shape shape, T[] d, int doff)
     {
         int rank = shape.Rank, numel = shape.Numel;
@@ -63,6 +65,7 @@ public partial class CpuBackend
     }
 
     // d[doff + i·cols + j] = s[off + i·s0 + j·s1], in 32×32 tiles so both sides stay in cache.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Transpose2D<T>(T[] s, int off, int rows, int cols, int s0, int s1, T[] d, int doff)
     {
         const int B = 32;

@@ -79,6 +79,7 @@ public partial class CpuBackend
     }
 
     // GELU (tanh form) exactly as the reference composes it, with TensorPrimitives.Tanh on cache-sized blocks.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GeluF(ReadOnlySpan<float> x, Span<float> y)
     {
         const float c = 0.7978845608028654f, k = 0.044715f;
@@ -256,6 +257,7 @@ public partial class CpuBackend
 
     // ------------------------------------------------------------------ span kernels
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Map<TOp>(ReadOnlySpan<float> x, Span<float> y) where TOp : struct, IUnaryF
     {
         ref float px = ref MemoryMarshal.GetReference(x);
@@ -265,6 +267,7 @@ public partial class CpuBackend
         for (; i < n; i++) Unsafe.Add(ref py, i) = TOp.Apply(Unsafe.Add(ref px, i));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void VV<TOp>(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) where TOp : struct, IBinaryF
     {
         ref float pa = ref MemoryMarshal.GetReference(a);
@@ -276,6 +279,7 @@ public partial class CpuBackend
         for (; i < n; i++) Unsafe.Add(ref py, i) = TOp.Apply(Unsafe.Add(ref pa, i), Unsafe.Add(ref pb, i));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void VS<TOp>(ReadOnlySpan<float> a, float b, Span<float> y) where TOp : struct, IBinaryF
     {
         ref float pa = ref MemoryMarshal.GetReference(a);
@@ -286,6 +290,7 @@ public partial class CpuBackend
         for (; i < n; i++) Unsafe.Add(ref py, i) = TOp.Apply(Unsafe.Add(ref pa, i), b);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SV<TOp>(float a, ReadOnlySpan<float> b, Span<float> y) where TOp : struct, IBinaryF
     {
         ref float pb = ref MemoryMarshal.GetReference(b);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 using System.Numerics.Tensors;
 
@@ -76,6 +77,7 @@ public partial class CpuBackend
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AddRows<T>(T[] d, long[] ix, T[] s, int o, int axisLen, int count, int inner, int i0, int i1)
         where T : IFloatingPointIeee754<T>
     {

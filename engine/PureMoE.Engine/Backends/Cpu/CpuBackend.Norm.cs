@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace PureMoE.Backends.Cpu;
@@ -14,7 +15,7 @@ public partial class CpuBackend
         }
         float[] xs = A<float>(x), ws = A<float>(w), ys = A<float>(y), rs = A<float>(rstd);
         float fe = (float)eps;
-        Par.For(rows, n * 3L, (s, e) =>
+        Par.For(rows, n * 3L, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (s, e) =>
         {
             ReadOnlySpan<float> wr = ws.AsSpan(0, n);
             for (int r = s; r < e; r++)
@@ -44,7 +45,7 @@ public partial class CpuBackend
             return;
         }
         float[] xs = A<float>(x), ws = A<float>(w), rs = A<float>(rstd), gs = A<float>(dy), dxs = A<float>(dx), dws = A<float>(dw);
-        Par.For(rows, n * 4L, (s, e) =>
+        Par.For(rows, n * 4L, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (s, e) =>
         {
             ReadOnlySpan<float> wr = ws.AsSpan(0, n);
             for (int r = s; r < e; r++)
@@ -61,7 +62,7 @@ public partial class CpuBackend
             }
         });
         Array.Clear(dws);
-        Par.For(n, rows * 2L, (s, e) =>
+        Par.For(n, rows * 2L, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (s, e) =>
         {
             Span<float> acc = dws.AsSpan(s, e - s);
             int len = acc.Length;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace PureMoE.Backends.Cpu;
@@ -18,7 +19,7 @@ public partial class CpuBackend
         float b1 = (float)beta1, b2 = (float)beta2, decay = (float)(1 - lr * weightDecay);
         float step = (float)(lr / biasCorrection1), sqrtBc2 = (float)Math.Sqrt(biasCorrection2), e = (float)eps;
         float c1 = 1f - b1, c2 = 1f - b2;
-        Par.For(n, 8, (s, end) =>
+        Par.For(n, 8, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (s, end) =>
         {
             var vb1 = Vector256.Create(b1); var vb2 = Vector256.Create(b2); var vc1 = Vector256.Create(c1); var vc2 = Vector256.Create(c2);
             var vd = Vector256.Create(decay); var vstep = Vector256.Create(step); var vbc = Vector256.Create(sqrtBc2); var ve = Vector256.Create(e);
@@ -52,7 +53,7 @@ public partial class CpuBackend
         }
         float[] xs = A<float>(x), cs = A<float>(cos), ss = A<float>(sin), ys = A<float>(y);
         int half = dim / 2;
-        Par.For(outer * seq, dim * 2L, (start, end) =>
+        Par.For(outer * seq, dim * 2L, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
             for (int t = start; t < end; t++)
             {

@@ -43,6 +43,7 @@ internal static class Simd
     public static bool Enabled => Vector256.IsHardwareAccelerated;
 
     /// <summary>Σ x in a fixed order: four 8-lane accumulators, combined pairwise, then the scalar tail.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Sum(ReadOnlySpan<float> x)
     {
         ref float p = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);
@@ -62,6 +63,7 @@ internal static class Simd
     }
 
     /// <summary>Σ a·b in a fixed order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
         ref float pa = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(a);
@@ -82,6 +84,7 @@ internal static class Simd
     }
 
     /// <summary>Σ (a·b)·c in a fixed order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Dot3(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> c)
     {
         int n = a.Length, i = 0;
@@ -98,6 +101,7 @@ internal static class Simd
     }
 
     /// <summary>max x, NaN-propagating (−∞ for an empty span), as the reference: v is taken when NaN or greater.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Max(ReadOnlySpan<float> x)
     {
         int n = x.Length, i = 0;

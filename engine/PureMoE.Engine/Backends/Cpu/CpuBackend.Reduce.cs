@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace PureMoE.Backends.Cpu;
@@ -48,6 +49,7 @@ public partial class CpuBackend
     }
 
     // y[yo + i] = reduce_j x[xo + j·inner + i] for i in [i0, i1), rows accumulated in j order.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ReduceSlab(bool sum, float[] x, int xo, float[] y, int yo, int n, int inner, int i0, int i1)
     {
         Span<float> acc = y.AsSpan(yo + i0, i1 - i0);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace PureMoE.Backends.Cpu;
@@ -13,7 +14,7 @@ public partial class CpuBackend
             return;
         }
         float[] xs = A<float>(x), ys = A<float>(y);
-        Par.For(rows, n * 4L, (s, e) =>
+        Par.For(rows, n * 4L, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (s, e) =>
         {
             for (int r = s; r < e; r++)
             {
@@ -31,6 +32,7 @@ public partial class CpuBackend
     }
 
     // One row of valid columns (y may alias x).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SoftmaxRow(ReadOnlySpan<float> x, Span<float> y, bool log)
     {
         float max = Simd.Max(x);
@@ -75,7 +77,7 @@ public partial class CpuBackend
             return;
         }
         float[] ys = A<float>(y), dys = A<float>(dy), dxs = A<float>(dx);
-        Par.For(rows, n * 3L, (s, e) =>
+        Par.For(rows, n * 3L, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (s, e) =>
         {
             for (int r = s; r < e; r++)
             {
