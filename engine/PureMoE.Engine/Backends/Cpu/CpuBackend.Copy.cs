@@ -1,0 +1,86 @@
+using System.Runtime.CompilerServices;
+namespace PureMoE.Backends.Cpu;
+
+public partial class CpuBackend
+{
+    /// <inheritdoc />
+    /// <remarks>
+    /// Same-dtype copies collapse mergeable dims, then: one memcpy when the view is contiguous, row copies when the
+    /// last dim is contiguous, a blocked 2-D transpose, or an odometer with a strided inner loop. dtype conversions
+    /// and copies within one buffer use the reference.
+    /// </remarks>
+    public override void CopyStrided(Strided src, Shape shape, Storage dst, int dstOffset)
+    {
+        if (src.Storage.DType != dst.DType || ReferenceEquals(src.Storage, dst) || shape.Numel == 0)
+        {
+            base.CopyStrided(src, shape, dst, dstOffset);
+            return;
+        }
+        switch (dst.DType)
+        {
+            case DType.Float32: CopyT(A<float>(src.Storage), src.Offset, src.Strides, shape, A<float>(dst), dstOffset); break;
+            case DType.Float64: CopyT(A<double>(src.Storage), src.Offset, src.Strides, shape, A<double>(dst), dstOffset); break;
+            case DType.Int64: CopyT(A<long>(src.Storage), src.Offset, src.Strides, shape, A<long>(dst), dstOffset); break;
+            default: base.CopyStrided(src, shape, dst, dstOffset); break;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void CopyT<T>(T[] s, int off, int[] strides, Shape shape, T[] d, int doff)
+    {
+        int rank = shape.Rank, numel = shape.Numel;
+        // Collapse: drop extent-1 dims, merge d into its predecessor when stride[prev] = stride[d]·extent[d].
+        Span<int> dims = stackalloc int[Math.Max(1, rank)], st = stackalloc int[Math.Max(1, rank)];
+        int r = 0;
+        for (int k = 0; k < rank; k++)
+        {
+            if (shape[k] == 1) continue;
+            if (r > 0 && st[r - 1] == strides[k] * shape[k]) { dims[r - 1] *= shape[k]; st[r - 1] = strides[k]; }
+            else { dims[r] = shape[k]; st[r] = strides[k]; r++; }
+        }
+        if (r == 0) { d[doff] = s[off]; return; }
+        if (r == 1 && st[0] == 1) { s.AsSpan(off, numel).CopyTo(d.AsSpan(doff, numel)); return; }
+        if (r == 2 && st[1] != 1)
+        {
+            Transpose2D(s, off, dims[0], dims[1], st[0], st[1], d, doff);
+            return;
+        }
+        int inner = dims[r - 1], innerStride = st[r - 1], rows = numel / inner;
+        Span<int> counter = stackalloc int[r];
+        int so = off;
+        for (int row = 0; row < rows; row++)
+        {
+            int at = doff + row * inner;
+            if (innerStride == 1) s.AsSpan(so, inner).CopyTo(d.AsSpan(at, inner));
+            else for (int i = 0, p = so; i < inner; i++, p += innerStride) d[at + i] = s[p];
+            // Advance the outer odometer (dims 0 .. r−2).
+            for (int k = r - 2; k >= 0; k--)
+            {
+                so += st[k];
+                if (++counter[k] < dims[k]) break;
+                so -= st[k] * dims[k];
+                counter[k] = 0;
+            }
+        }
+    }
+
+    // d[doff + i·cols + j] = s[off + i·s0 + j·s1], in 32×32 tiles so both sides stay in cache.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose2D<T>(T[] s, int off, int rows, int cols, int s0, int s1, T[] d, int doff)
+    {
+        const int B = 32;
+        for (int i0 = 0; i0 < rows; i0 += B)
+        {
+            int i1 = Math.Min(rows, i0 + B);
+            for (int j0 = 0; j0 < cols; j0 += B)
+            {
+                int j1 = Math.Min(cols, j0 + B);
+                for (int i = i0; i < i1; i++)
+                {
+                    int at = doff + i * cols, p = off + i * s0 + j0 * s1;
+                    for (int j = j0; j < j1; j++, p += s1) d[at + j] = s[p];
+                }
+            }
+        }
+    }
+}
