@@ -113,6 +113,15 @@ public class AutogradBehaviourTests
     }
 
     [Fact]
+    public void BackwardWithAGradientOfAnotherDTypeNamesBoth()
+    {
+        var x = Leaf(1, 2, 3);
+        var ex = Assert.Throws<ArgumentException>(() => x.Exp().Backward(Tensor.Ones(new Shape(3))));
+        Assert.Contains("float32", ex.Message);
+        Assert.Contains("float64", ex.Message);
+    }
+
+    [Fact]
     public void ZeroGradClears()
     {
         var x = Leaf(1, 2);
