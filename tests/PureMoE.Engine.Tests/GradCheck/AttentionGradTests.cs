@@ -79,7 +79,7 @@ public class AttentionGradTests
 
     private static Tensor Query(Tensor stored, AttentionCase c) => c.PermutedQ ? stored.Permute(0, 2, 1, 3) : stored;
 
-    [Property(Arbitrary = [typeof(AttentionArbitraries)], MaxTest = 30)]
+    [Property(Arbitrary = [typeof(AttentionArbitraries)], MaxTest = 100)]
     public void CausalAttentionGradients(AttentionCase c)
     {
         var rng = new Rng(c.Seed);
@@ -90,7 +90,7 @@ public class AttentionGradTests
         GradChecker.Check($"CausalAttention {c}", t => Tensor.CausalAttention(Query(t[0], c), t[1], t[2]), c.Seed, q, k, v);
     }
 
-    [Property(Arbitrary = [typeof(AttentionArbitraries)], MaxTest = 30)]
+    [Property(Arbitrary = [typeof(AttentionArbitraries)], MaxTest = 100)]
     public void CausalAttentionMatchesNaiveLoops(AttentionCase c)
     {
         var rng = new Rng(c.Seed);

@@ -6,9 +6,9 @@ namespace PureMoE.Engine.Tests.GradCheck;
 /// <summary>How many random cases each property runs (keeps the float64 suite fast).</summary>
 internal static class Runs
 {
-    public const int Many = 40;
-    public const int Some = 25;
-    public const int Few = 12;
+    public const int Many = 150;
+    public const int Some = 80;
+    public const int Few = 30;
 }
 
 public class ElementwiseGradTests

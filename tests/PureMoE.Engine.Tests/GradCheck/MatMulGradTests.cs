@@ -61,7 +61,7 @@ public class MatMulGradTests
         GradChecker.Check($"MatMul {c}", t => MatMulCase.View(t[0], c.LayoutA).MatMul(MatMulCase.View(t[1], c.LayoutB)), c.Seed, a, b);
     }
 
-    [Property(Arbitrary = [typeof(MatMulArbitraries)], MaxTest = 60)]
+    [Property(Arbitrary = [typeof(MatMulArbitraries)], MaxTest = 250)]
     public void MatMulRandomBatchesAndLayouts(MatMulCase c) => Run(c);
 
     [Theory]
@@ -90,6 +90,20 @@ public class MatMulGradTests
         var b = GradChecker.Randn(new Shape(5, 7), new Rng(2));
         GradChecker.Check("MatMul narrowed", t => t[0].Narrow(0, 1, 3).Narrow(1, 2, 4).MatMul(t[1].Narrow(0, 1, 4).Narrow(1, 3, 2)), 5, a, b);
         GradChecker.Check("MatMul narrowed transposed", t => t[0].Narrow(1, 1, 3).T.MatMul(t[1].Narrow(1, 2, 3).Narrow(0, 1, 4).T.T), 5, a, b);
+    }
+
+    [Fact]
+    public void MatMulFoldedPathWithOffsetAndOddSizeOneStrides()
+    {
+        // Batched a (contiguous, but starting at an offset) times a 2-D b: the folded single-GEMM path.
+        var a = GradChecker.Randn(new Shape(3, 2, 3, 4), new Rng(1));
+        var b = GradChecker.Randn(new Shape(4, 2), new Rng(2));
+        GradChecker.Check("MatMul folded, offset", t => t[0].Narrow(0, 1, 2).MatMul(t[1]), 5, a, b);
+        // A permute that only moves a size-1 dim is still contiguous (with an unusual stride on that dim).
+        var a1 = GradChecker.Randn(new Shape(4, 1, 3), new Rng(3));
+        var b1 = GradChecker.Randn(new Shape(3, 2), new Rng(4));
+        GradChecker.Check("MatMul folded, size-1 permute", t => t[0].Permute(1, 0, 2).MatMul(t[1]), 5, a1, b1);
+        GradChecker.Check("MatMul 2-D x folded", t => t[1].T.MatMul(t[0].Permute(1, 2, 0)), 5, a1, b1);
     }
 
     [Fact]
