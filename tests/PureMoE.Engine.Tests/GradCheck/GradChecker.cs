@@ -9,7 +9,9 @@ public sealed class GradCheckException(string message) : Exception(message);
 /// <summary>
 /// Float64 finite-difference gradient checks for anything built from PureMoE tensors (single ops, layers, whole
 /// models). Self-contained (PureMoE public API only, no test-framework dependency) so other test projects can
-/// link this file.
+/// link this file, e.g. in another test project:
+/// <c>&lt;Compile Include="..\PureMoE.Engine.Tests\GradCheck\GradChecker.cs" Link="GradCheck\GradChecker.cs" /&gt;</c>
+/// (and ShapeGen.cs too for the FsCheck shape generators; that one needs the FsCheck package).
 /// <para>
 /// The checked scalar is L(x) = Σ f(x)·R with R a fixed random normal tensor of f's output shape (seeded), so
 /// every output element contributes with a different weight. The analytic gradient of L comes from
