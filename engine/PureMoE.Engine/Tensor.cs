@@ -144,6 +144,9 @@ public sealed partial class Tensor
             throw new InvalidOperationException("Backward: this tensor does not require a gradient (no input requires one, or it was made under NoGrad)");
         if (gradient.Shape != Shape)
             throw new ArgumentException($"Backward: gradient shape {gradient.Shape} differs from tensor shape {Shape}");
+        CheckSameDevice("Backward", this, gradient);
+        if (gradient.DType != DType)
+            throw new ArgumentException($"Backward: gradient dtype {gradient.DType.Name()} differs from tensor dtype {DType.Name()} ({Shape})");
         Backprop.Run(this, gradient);
     }
 

@@ -15,6 +15,10 @@ public sealed partial class Tensor
         if (dim % 2 != 0) throw new ArgumentException($"Rope: head dimension {dim} of {Shape} must be even");
         if (cos.Shape != new Shape(seq, dim / 2) || sin.Shape != cos.Shape)
             throw new ArgumentException($"Rope: input {Shape} needs cos/sin tables [{seq},{dim / 2}], got {cos.Shape} and {sin.Shape}");
+        CheckSameDevice("Rope", this, cos);
+        CheckSameDevice("Rope", this, sin);
+        if (cos.DType != DType || sin.DType != DType)
+            throw new ArgumentException($"Rope: input {Shape} is {DType.Name()} but the cos/sin tables are {cos.DType.Name()}/{sin.DType.Name()}");
         int outer = seq * dim == 0 ? 0 : Numel / (seq * dim);
         var c = cos.Dense();
         var s = sin.Dense();

@@ -71,6 +71,10 @@ public sealed partial class Tensor
     public Tensor ScatterAdd(int axis, Tensor index, Tensor src)
     {
         CheckIndexTensor("ScatterAdd", index);
+        CheckSameDevice("ScatterAdd", this, index);
+        CheckSameDevice("ScatterAdd", this, src);
+        if (src.DType != DType)
+            throw new ArgumentException($"ScatterAdd: src {src.Shape} {src.DType.Name()} differs in dtype from input {Shape} {DType.Name()}");
         int a = Shape.Axis(axis, "ScatterAdd");
         if (index.Shape != src.Shape || index.Rank != Rank)
             throw new ArgumentException($"ScatterAdd: index {index.Shape} and src {src.Shape} must have one shape, of rank {Rank}");
@@ -91,6 +95,10 @@ public sealed partial class Tensor
     public Tensor IndexAdd(int axis, Tensor index, Tensor src)
     {
         CheckIndexTensor("IndexAdd", index);
+        CheckSameDevice("IndexAdd", this, index);
+        CheckSameDevice("IndexAdd", this, src);
+        if (src.DType != DType)
+            throw new ArgumentException($"IndexAdd: src {src.Shape} {src.DType.Name()} differs in dtype from input {Shape} {DType.Name()}");
         int a = Shape.Axis(axis, "IndexAdd");
         if (index.Rank != 1 || src.Rank != Rank || src.Shape[a] != index.Numel)
             throw new ArgumentException($"IndexAdd: src {src.Shape} needs rank {Rank} and {index.Numel} entries along axis {axis} (index {index.Shape})");

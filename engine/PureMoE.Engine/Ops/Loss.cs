@@ -11,6 +11,7 @@ public sealed partial class Tensor
     {
         if (targets.DType != DType.Int64)
             throw new ArgumentException($"CrossEntropy: targets must be int64, got {targets.DType.Name()} {targets.Shape}");
+        CheckSameDevice("CrossEntropy", this, targets);
         int c = Shape[-1];
         var expected = Shape.ToArray()[..^1];
         if (!targets.Shape.Dims.SequenceEqual(expected))

@@ -10,6 +10,8 @@ public sealed partial class Tensor
         if (weight.Rank != 1 || weight.Shape[0] != n)
             throw new ArgumentException($"RmsNorm: input {Shape} needs a weight of shape [{n}], got {weight.Shape}");
         CheckSameDevice("RmsNorm", this, weight);
+        if (weight.DType != DType || !DType.IsFloatingPoint())
+            throw new ArgumentException($"RmsNorm: input {Shape} {DType.Name()} and weight {weight.Shape} {weight.DType.Name()} need one float dtype");
         int rows = n == 0 ? 0 : Numel / n;
         var x = Dense();
         var w = weight.Dense();

@@ -55,7 +55,11 @@ public sealed partial class Tensor
     }
 
     /// <summary>Mean along one axis.</summary>
-    public Tensor Mean(int axis, bool keepDim = false) => Sum(axis, keepDim).MulScalar(1.0 / Shape[Shape.Axis(axis, "Mean")]);
+    public Tensor Mean(int axis, bool keepDim = false)
+    {
+        int a = Shape.Axis(axis, "Mean");
+        return Sum(a, keepDim).MulScalar(1.0 / Shape[a]);
+    }
 
     /// <summary>Mean of all elements.</summary>
     public Tensor Mean() => Sum().MulScalar(1.0 / Numel);

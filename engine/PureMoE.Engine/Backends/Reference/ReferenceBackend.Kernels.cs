@@ -150,12 +150,14 @@ public partial class ReferenceBackend
     /// <inheritdoc />
     public virtual void IndexAdd(Storage dst, Storage idx, Storage src, int outer, int axisLen, int count, int inner)
     {
+        // int64 too: Concat of ids and counting (index_add of ones) go through this kernel.
         if (dst.DType == DType.Float32) IndexAddT(A<float>(dst), A<long>(idx), A<float>(src), outer, axisLen, count, inner);
+        else if (dst.DType == DType.Int64) IndexAddT(A<long>(dst), A<long>(idx), A<long>(src), outer, axisLen, count, inner);
         else IndexAddT(A<double>(dst), A<long>(idx), A<double>(src), outer, axisLen, count, inner);
     }
 
     private static void IndexAddT<T>(T[] d, long[] ix, T[] s, int outer, int axisLen, int count, int inner)
-        where T : IFloatingPointIeee754<T>
+        where T : INumber<T>
     {
         for (int o = 0; o < outer; o++)
             for (int j = 0; j < count; j++)
@@ -185,11 +187,12 @@ public partial class ReferenceBackend
     public virtual void ScatterAdd(Storage dst, Storage idx, Storage src, int outer, int axisLen, int count, int inner)
     {
         if (dst.DType == DType.Float32) ScatterAddT(A<float>(dst), A<long>(idx), A<float>(src), outer, axisLen, count, inner);
+        else if (dst.DType == DType.Int64) ScatterAddT(A<long>(dst), A<long>(idx), A<long>(src), outer, axisLen, count, inner);
         else ScatterAddT(A<double>(dst), A<long>(idx), A<double>(src), outer, axisLen, count, inner);
     }
 
     private static void ScatterAddT<T>(T[] d, long[] ix, T[] s, int outer, int axisLen, int count, int inner)
-        where T : IFloatingPointIeee754<T>
+        where T : INumber<T>
     {
         for (int o = 0; o < outer; o++)
             for (int j = 0; j < count; j++)

@@ -1,0 +1,119 @@
+using FsCheck;
+using FsCheck.Fluent;
+using FsCheck.Xunit;
+using PureMoE.Testing;
+
+namespace PureMoE.Engine.Tests.GradCheck;
+
+/// <summary>How an operand reaches MatMul: as stored, as x.T of a stored [.., cols, rows], or permuted from [rows, B, cols].</summary>
+public enum Layout { Plain, Transposed, Permuted }
+
+public sealed record MatMulCase(int[] BatchA, int[] BatchB, int M, int K, int N, Layout LayoutA, Layout LayoutB, ulong Seed, bool Reference)
+{
+    public Device Device => Reference ? Device.CpuReference : Device.Cpu;
+
+    /// <summary>The stored shape of an operand [batch.., rows, cols] in a layout.</summary>
+    public static int[] Stored(int[] batch, int rows, int cols, Layout layout) => layout switch
+    {
+        Layout.Plain => [.. batch, rows, cols],
+        Layout.Transposed => [.. batch, cols, rows],
+        _ => [rows, batch[0], cols],
+    };
+
+    /// <summary>The operand view of a stored tensor.</summary>
+    public static Tensor View(Tensor stored, Layout layout) => layout switch
+    {
+        Layout.Plain => stored,
+        Layout.Transposed => stored.T,
+        _ => stored.Permute(1, 0, 2),
+    };
+
+    public override string ToString() =>
+        $"a=[{string.Join(",", BatchA)}|{M},{K}] {LayoutA} b=[{string.Join(",", BatchB)}|{K},{N}] {LayoutB} seed={Seed} {Device}";
+}
+
+public static class MatMulArbitraries
+{
+    private static Gen<Layout> LayoutFor(int[] batch) =>
+        batch.Length == 1 ? Gen.Elements(Layout.Plain, Layout.Transposed, Layout.Permuted) : Gen.Elements(Layout.Plain, Layout.Transposed);
+
+    public static Arbitrary<MatMulCase> MatMulCase() =>
+        (from full in ShapeGen.Dims(0, 2, 3)
+         from ba in ShapeGen.Derived(full)
+         from bb in ShapeGen.Derived(full)
+         from m in Gen.Choose(1, 4)
+         from k in Gen.Choose(1, 4)
+         from n in Gen.Choose(1, 4)
+         from la in LayoutFor(ba)
+         from lb in LayoutFor(bb)
+         from s in ShapeGen.Seed
+         from r in ShapeGen.Reference
+         select new MatMulCase(ba, bb, m, k, n, la, lb, s, r)).ToArbitrary();
+}
+
+public class MatMulGradTests
+{
+    private static void Run(MatMulCase c)
+    {
+        var rng = new Rng(c.Seed);
+        var a = GradChecker.Randn(PureMoE.Engine.Tests.GradCheck.MatMulCase.Stored(c.BatchA, c.M, c.K, c.LayoutA), rng, device: c.Device);
+        var b = GradChecker.Randn(PureMoE.Engine.Tests.GradCheck.MatMulCase.Stored(c.BatchB, c.K, c.N, c.LayoutB), rng, device: c.Device);
+        GradChecker.Check($"MatMul {c}", t => MatMulCase.View(t[0], c.LayoutA).MatMul(MatMulCase.View(t[1], c.LayoutB)), c.Seed, a, b);
+    }
+
+    [Property(Arbitrary = [typeof(MatMulArbitraries)], MaxTest = 250)]
+    public void MatMulRandomBatchesAndLayouts(MatMulCase c) => Run(c);
+
+    [Theory]
+    [InlineData(new int[0], new int[0], Layout.Plain, Layout.Plain)]           // 2-D
+    [InlineData(new[] { 3 }, new[] { 3 }, Layout.Plain, Layout.Plain)]         // batched
+    [InlineData(new[] { 2, 3 }, new[] { 2, 3 }, Layout.Transposed, Layout.Transposed)]
+    [InlineData(new[] { 2, 1 }, new[] { 3 }, Layout.Plain, Layout.Plain)]      // broadcast batch
+    [InlineData(new[] { 1, 3 }, new[] { 2, 1 }, Layout.Transposed, Layout.Plain)]
+    [InlineData(new[] { 2, 3 }, new int[0], Layout.Plain, Layout.Plain)]       // batched x 2-D (folded GEMM)
+    [InlineData(new[] { 2, 3 }, new int[0], Layout.Transposed, Layout.Transposed)]
+    [InlineData(new int[0], new[] { 2, 3 }, Layout.Plain, Layout.Plain)]       // 2-D x batched
+    [InlineData(new int[0], new[] { 3 }, Layout.Transposed, Layout.Permuted)]
+    [InlineData(new[] { 3 }, new[] { 3 }, Layout.Permuted, Layout.Permuted)]   // permuted batch views
+    [InlineData(new[] { 3 }, new int[0], Layout.Permuted, Layout.Transposed)]
+    public void MatMulNamedCases(int[] batchA, int[] batchB, Layout la, Layout lb)
+    {
+        foreach (bool reference in new[] { false, true })
+            Run(new MatMulCase(batchA, batchB, 3, 4, 2, la, lb, 11, reference));
+    }
+
+    [Fact]
+    public void MatMulOfNarrowedOperands()
+    {
+        // Offsets into storage and row strides larger than the row length.
+        var a = GradChecker.Randn(new Shape(4, 6), new Rng(1));
+        var b = GradChecker.Randn(new Shape(5, 7), new Rng(2));
+        GradChecker.Check("MatMul narrowed", t => t[0].Narrow(0, 1, 3).Narrow(1, 2, 4).MatMul(t[1].Narrow(0, 1, 4).Narrow(1, 3, 2)), 5, a, b);
+        GradChecker.Check("MatMul narrowed transposed", t => t[0].Narrow(1, 1, 3).T.MatMul(t[1].Narrow(1, 2, 3).Narrow(0, 1, 4).T.T), 5, a, b);
+    }
+
+    [Fact]
+    public void MatMulFoldedPathWithOffsetAndOddSizeOneStrides()
+    {
+        // Batched a (contiguous, but starting at an offset) times a 2-D b: the folded single-GEMM path.
+        var a = GradChecker.Randn(new Shape(3, 2, 3, 4), new Rng(1));
+        var b = GradChecker.Randn(new Shape(4, 2), new Rng(2));
+        GradChecker.Check("MatMul folded, offset", t => t[0].Narrow(0, 1, 2).MatMul(t[1]), 5, a, b);
+        // A permute that only moves a size-1 dim is still contiguous (with an unusual stride on that dim).
+        var a1 = GradChecker.Randn(new Shape(4, 1, 3), new Rng(3));
+        var b1 = GradChecker.Randn(new Shape(3, 2), new Rng(4));
+        GradChecker.Check("MatMul folded, size-1 permute", t => t[0].Permute(1, 0, 2).MatMul(t[1]), 5, a1, b1);
+        GradChecker.Check("MatMul 2-D x folded", t => t[1].T.MatMul(t[0].Permute(1, 2, 0)), 5, a1, b1);
+    }
+
+    [Fact]
+    public void MatMulWithExpandedBatchOperand()
+    {
+        var a = GradChecker.Randn(new Shape(1, 3, 4), new Rng(1));
+        var b = GradChecker.Randn(new Shape(2, 4, 2), new Rng(2));
+        GradChecker.Check("MatMul expanded", t => t[0].Expand(new Shape(2, 3, 4)).MatMul(t[1]), 5, a, b);
+        var a4 = GradChecker.Randn(new Shape(2, 1, 3, 4), new Rng(3));
+        var b4 = GradChecker.Randn(new Shape(1, 3, 4, 2), new Rng(4));
+        GradChecker.Check("MatMul 4-D broadcast", t => t[0].MatMul(t[1]), 5, a4, b4);
+    }
+}
