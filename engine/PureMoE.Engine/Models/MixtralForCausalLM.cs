@@ -1,0 +1,91 @@
+using PureMoE.Autograd;
+using PureMoE.Nn;
+
+namespace PureMoE.Models;
+
+/// <summary>
+/// A Mixtral language model (Hugging Face MixtralForCausalLM): the decoder stack "model" and the output
+/// projection "lm_head" [vocab, d]. Parameter names are exactly Hugging Face's, so its safetensors checkpoints
+/// load with <see cref="Module.LoadStateDict"/>.
+/// </summary>
+public sealed class MixtralForCausalLM : Module
+{
+    /// <summary>
+    /// Creates the model with random weights from a seeded <paramref name="rng"/> (Normal(0, initializer_range²)
+    /// linear and embedding weights, RMSNorm weights one), in <paramref name="dtype"/> on <paramref name="device"/>.
+    /// </summary>
+    public MixtralForCausalLM(MixtralConfig config, Rng rng, DType dtype = DType.Float32, Device? device = null)
+    {
+        Config = config;
+        Model = RegisterModule("model", new MixtralModel(config, rng, dtype, device));
+        // Tied embeddings: lm_head reuses embed_tokens.weight, so it is not a parameter of its own (as in
+        // PyTorch's named_parameters, which lists a shared tensor once).
+        if (!config.TieWordEmbeddings)
+            LmHead = RegisterModule("lm_head", new Linear(config.HiddenSize, config.VocabSize, rng, bias: false,
+                config.InitializerRange, dtype, device));
+    }
+
+    /// <summary>The architecture.</summary>
+    public MixtralConfig Config { get; }
+
+    /// <summary>The decoder stack.</summary>
+    public MixtralModel Model { get; }
+
+    /// <summary>The output projection, or null with tied embeddings.</summary>
+    public Linear? LmHead { get; }
+
+    /// <summary>int64 ids [B, S] → logits [B, S, vocab]. With a cache, only the new positions are computed.</summary>
+    public Tensor Forward(Tensor inputIds, KvCache? cache = null)
+    {
+        var h = Model.Forward(inputIds, cache);
+        return LmHead is Linear head ? head.Forward(h) : h.MatMul(Model.EmbedTokens.Weight.T);
+    }
+
+    /// <summary>
+    /// Mean next-token cross-entropy of a batch of sequences [B, S]: the logits at positions 0 … S−2 predict the
+    /// ids at 1 … S−1.
+    /// </summary>
+    public Tensor Loss(Tensor inputIds)
+    {
+        int s = inputIds.Size(1);
+        if (s < 2) throw new ArgumentException($"Loss: sequences need at least 2 tokens, got {inputIds.Shape}");
+        var logits = Forward(inputIds);
+        return logits.Narrow(1, 0, s - 1).CrossEntropy(inputIds.Narrow(1, 1, s - 1));
+    }
+
+    /// <summary>A fresh key/value cache sized for this model.</summary>
+    public KvCache NewCache() => new(Config.NumHiddenLayers);
+
+    /// <summary>
+    /// Extends each prompt in <paramref name="inputIds"/> [B, S] by <paramref name="maxNewTokens"/> sampled tokens
+    /// and returns [B, S + maxNewTokens]. Temperature ≤ 0 picks the most likely token; otherwise tokens are drawn
+    /// from softmax(logits / temperature) restricted to the smallest set whose probability reaches
+    /// <paramref name="topP"/> (nucleus sampling). Uses a KV cache; deterministic for a given <paramref name="rng"/> state.
+    /// </summary>
+    public Tensor Generate(Tensor inputIds, int maxNewTokens, double temperature, double topP, Rng rng)
+    {
+        if (inputIds.Rank != 2 || inputIds.Size(1) == 0)
+            throw new ArgumentException($"Generate: prompt ids must be [B, S] with S ≥ 1, got {inputIds.Shape}");
+        int batch = inputIds.Size(0);
+        var rows = Enumerable.Range(0, batch).Select(b => inputIds.Narrow(0, b, 1).ToLongArray().ToList()).ToList();
+        using (GradMode.NoGrad())
+        {
+            var cache = NewCache();
+            var next = inputIds;
+            for (int step = 0; step < maxNewTokens; step++)
+            {
+                var logits = Forward(next, cache);                                  // [B, S_new, V]
+                var last = logits.Narrow(1, logits.Size(1) - 1, 1).ToDoubleArray();   // [B, 1, V] on the host
+                int vocab = logits.Size(2);
+                var picked = new long[batch];
+                for (int b = 0; b < batch; b++)
+                {
+                    picked[b] = Sampling.Sample(last.AsSpan(b * vocab, vocab), temperature, topP, rng);
+                    rows[b].Add(picked[b]);
+                }
+                next = Tensor.FromHost(picked, [batch, 1], inputIds.Device);
+            }
+        }
+        return Tensor.FromHost(rows.SelectMany(r => r).ToArray(), [batch, rows[0].Count], inputIds.Device);
+    }
+}

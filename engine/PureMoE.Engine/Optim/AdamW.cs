@@ -1,0 +1,147 @@
+using PureMoE.Autograd;
+
+namespace PureMoE.Optim;
+
+/// <summary>
+/// Adam with decoupled weight decay (torch.optim.AdamW). For each parameter p with gradient g, at its step t:
+/// p ← p·(1 − lr·λ); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; p ← p − lr·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε).
+/// Parameters without a gradient are skipped and their step does not advance, as in PyTorch.
+/// </summary>
+public sealed class AdamW
+{
+    private readonly Tensor[] _parameters;
+    private readonly string[] _keys;
+    private readonly ParamState?[] _state;
+
+    /// <summary>The per-parameter state: step count and the two moment estimates (created on the first step).</summary>
+    private sealed class ParamState(Tensor expAvg, Tensor expAvgSq)
+    {
+        public long Step;
+        public Tensor ExpAvg = expAvg;
+        public Tensor ExpAvgSq = expAvgSq;
+    }
+
+    /// <summary>
+    /// Creates the optimizer over <paramref name="parameters"/> (leaf tensors; their <see cref="Tensor.Name"/>s,
+    /// when set and unique, key the state dict, else their positions do). Defaults are PyTorch's.
+    /// </summary>
+    public AdamW(IEnumerable<Tensor> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999,
+        double eps = 1e-8, double weightDecay = 0.01)
+    {
+        _parameters = parameters.ToArray();
+        if (lr < 0 || eps < 0 || weightDecay < 0 || beta1 is < 0 or >= 1 || beta2 is < 0 or >= 1)
+            throw new ArgumentException($"AdamW: invalid hyperparameters lr={lr}, betas=({beta1}, {beta2}), eps={eps}, weight_decay={weightDecay}");
+        foreach (var p in _parameters)
+            if (!p.IsLeaf || !p.DType.IsFloatingPoint())
+                throw new ArgumentException($"AdamW: parameter {p} must be a floating-point leaf tensor");
+        var names = _parameters.Select(p => p.Name).ToArray();
+        bool namesUsable = names.All(n => n is not null) && names.Distinct().Count() == names.Length;
+        _keys = namesUsable ? [.. names.Select(n => n!)] : [.. Enumerable.Range(0, _parameters.Length).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture))];
+        _state = new ParamState?[_parameters.Length];
+        LearningRate = lr;
+        Beta1 = beta1;
+        Beta2 = beta2;
+        Eps = eps;
+        WeightDecay = weightDecay;
+    }
+
+    /// <summary>Learning rate; set it before each <see cref="Step"/> to follow a schedule.</summary>
+    public double LearningRate { get; set; }
+
+    /// <summary>β₁: decay of the first-moment average.</summary>
+    public double Beta1 { get; }
+
+    /// <summary>β₂: decay of the second-moment average.</summary>
+    public double Beta2 { get; }
+
+    /// <summary>ε added to the denominator.</summary>
+    public double Eps { get; }
+
+    /// <summary>λ: decoupled weight decay (multiplied by the learning rate).</summary>
+    public double WeightDecay { get; set; }
+
+    /// <summary>The parameters being optimised.</summary>
+    public IReadOnlyList<Tensor> Parameters => _parameters;
+
+    /// <summary>Steps taken (the largest per-parameter step count).</summary>
+    public long StepCount => _state.Max(s => s?.Step ?? 0);
+
+    /// <summary>Updates every parameter that has a gradient, in place.</summary>
+    public void Step()
+    {
+        using var _ = GradMode.NoGrad();
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            var p = _parameters[i];
+            if (p.Grad is not Tensor grad) continue;
+            if (!p.IsContiguous || p.Offset != 0)
+                throw new InvalidOperationException($"AdamW: parameter {p} must own contiguous storage to be updated in place");
+            var st = _state[i] ??= new ParamState(Tensor.ZerosLike(p), Tensor.ZerosLike(p));
+            st.Step++;
+            double bc1 = 1 - Math.Pow(Beta1, st.Step);
+            double bc2 = 1 - Math.Pow(Beta2, st.Step);
+            var g = grad.DType == p.DType ? grad.Dense() : grad.To(p.DType).Dense();
+            p.Backend.AdamW(p.Storage, g.Storage, st.ExpAvg.Storage, st.ExpAvgSq.Storage, p.Numel,
+                LearningRate, Beta1, Beta2, Eps, WeightDecay, bc1, bc2);
+        }
+    }
+
+    /// <summary>Clears the gradients of all parameters.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var p in _parameters) p.ZeroGrad();
+    }
+
+    /// <summary>
+    /// The optimizer state for checkpointing: for each parameter that has taken a step, "{key}.step" (int64
+    /// scalar), "{key}.exp_avg" and "{key}.exp_avg_sq" (parameter-shaped). The tensors are copies.
+    /// </summary>
+    public IReadOnlyDictionary<string, Tensor> StateDict()
+    {
+        var dict = new OrderedDictionary<string, Tensor>();
+        using var _ = GradMode.NoGrad();
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            if (_state[i] is not ParamState st) continue;
+            dict.Add(_keys[i] + ".step", Tensor.FromArray([st.Step], []));
+            dict.Add(_keys[i] + ".exp_avg", st.ExpAvg.Clone());
+            dict.Add(_keys[i] + ".exp_avg_sq", st.ExpAvgSq.Clone());
+        }
+        return dict;
+    }
+
+    /// <summary>
+    /// Restores state saved by <see cref="StateDict"/>. Unknown keys, incomplete entries and shape mismatches
+    /// are reported together, and nothing is changed if there is any. Parameters absent from the dict get fresh state.
+    /// </summary>
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> stateDict)
+    {
+        var problems = new List<string>();
+        var known = new HashSet<string>();
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            string k = _keys[i];
+            string[] parts = [k + ".step", k + ".exp_avg", k + ".exp_avg_sq"];
+            known.UnionWith(parts);
+            int present = parts.Count(stateDict.ContainsKey);
+            if (present == 0) continue;
+            if (present < 3) { problems.Add($"'{k}' needs step, exp_avg and exp_avg_sq"); continue; }
+            if (stateDict[parts[0]].Numel != 1) problems.Add($"{parts[0]}: expected one value, got {stateDict[parts[0]].Shape}");
+            foreach (var key in parts[1..])
+                if (stateDict[key].Shape != _parameters[i].Shape)
+                    problems.Add($"{key}: checkpoint {stateDict[key].Shape}, parameter {_parameters[i].Shape}");
+        }
+        problems.AddRange(stateDict.Keys.Where(k => !known.Contains(k)).Select(k => $"unexpected key {k}"));
+        if (problems.Count > 0) throw new ArgumentException("AdamW.LoadStateDict: " + string.Join("; ", problems));
+
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            string k = _keys[i];
+            if (!stateDict.TryGetValue(k + ".step", out var step)) { _state[i] = null; continue; }
+            var st = new ParamState(Tensor.ZerosLike(_parameters[i]), Tensor.ZerosLike(_parameters[i])) { Step = (long)step.Item() };
+            st.ExpAvg.CopyFrom(stateDict[k + ".exp_avg"]);
+            st.ExpAvgSq.CopyFrom(stateDict[k + ".exp_avg_sq"]);
+            _state[i] = st;
+        }
+    }
+}
