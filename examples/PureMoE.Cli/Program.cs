@@ -1,12 +1,19 @@
+using System.CommandLine;
+
 namespace PureMoE.Cli;
 
-/// <summary>The `puremoe` command-line tool.</summary>
+/// <summary>The `puremoe` command-line tool: train, eval.</summary>
 public static class Program
 {
-    /// <summary>Dispatches to the sub-command named first on the command line.</summary>
-    public static int Main(string[] args)
+    /// <summary>Parses the command line and runs the sub-command.</summary>
+    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+
+    /// <summary>The root command with every sub-command (also used by tests).</summary>
+    public static RootCommand BuildRoot()
     {
-        Console.Error.WriteLine("usage: puremoe <train|eval> [options]");
-        return 2;
+        var root = new RootCommand("PureMoE: Mixture-of-Experts language models in pure .NET");
+        root.Subcommands.Add(TrainCommand.Build());
+        root.Subcommands.Add(EvalCommand.Build());
+        return root;
     }
 }

@@ -49,7 +49,14 @@ public sealed class MixtralForCausalLM : Module
     {
         int s = inputIds.Size(1);
         if (s < 2) throw new ArgumentException($"Loss: sequences need at least 2 tokens, got {inputIds.Shape}");
-        var logits = Forward(inputIds);
+        return NextTokenLoss(Forward(inputIds), inputIds);
+    }
+
+    /// <summary>Mean next-token cross-entropy of logits [B, S, V] for ids [B, S]: position i predicts id i+1.</summary>
+    public static Tensor NextTokenLoss(Tensor logits, Tensor inputIds)
+    {
+        int s = inputIds.Size(1);
+        if (s < 2) throw new ArgumentException($"NextTokenLoss: sequences need at least 2 tokens, got {inputIds.Shape}");
         return logits.Narrow(1, 0, s - 1).CrossEntropy(inputIds.Narrow(1, 1, s - 1));
     }
 

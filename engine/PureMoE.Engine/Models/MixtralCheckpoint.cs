@@ -1,0 +1,116 @@
+using PureMoE.IO;
+
+namespace PureMoE.Models;
+
+/// <summary>
+/// Hugging Face Mixtral-format model directories: config.json plus model.safetensors (or shards listed in
+/// model.safetensors.index.json), tensors named like model.layers.0.block_sparse_moe.experts.3.w1.weight.
+/// Saving is atomic for the whole directory: written to a temporary sibling, then swapped in by rename, so a
+/// crash leaves either the old checkpoint or the new one, never a mix.
+/// </summary>
+public static class MixtralCheckpoint
+{
+    /// <summary>The weights file name.</summary>
+    public const string WeightsFile = "model.safetensors";
+
+    /// <summary>The index of sharded weights (weight_map: tensor name → shard file).</summary>
+    public const string IndexFile = "model.safetensors.index.json";
+
+    /// <summary>Loads a model directory into a new model of the given dtype and device.</summary>
+    public static MixtralForCausalLM Load(string dir, DType dtype = DType.Float32, Device? device = null)
+    {
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: model directory not found");
+        string configPath = Path.Combine(dir, "config.json");
+        if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath}: missing (a Mixtral-format model directory needs config.json)", configPath);
+        var config = MixtralConfig.Load(configPath);
+        var tensors = LoadWeights(dir);
+        // The architecture comes from the config; every weight then comes from the file (strict: all present, no extras).
+        var model = new MixtralForCausalLM(config, new Rng(0), dtype, device);
+        var converted = tensors.ToDictionary(kv => kv.Key, kv =>
+        {
+            var t = kv.Value.DType == dtype ? kv.Value : kv.Value.To(dtype);
+            return device is null ? t : t.To(device);
+        });
+        try
+        {
+            model.LoadStateDict(converted);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{dir}: weights do not fit config.json: {e.Message}", e);
+        }
+        return model;
+    }
+
+    /// <summary>All tensors of a model directory, from model.safetensors or from the shards of its index.</summary>
+    public static Dictionary<string, Tensor> LoadWeights(string dir)
+    {
+        string single = Path.Combine(dir, WeightsFile), index = Path.Combine(dir, IndexFile);
+        if (File.Exists(single)) return TensorIO.Load(single);
+        if (!File.Exists(index)) throw new FileNotFoundException($"{dir}: neither {WeightsFile} nor {IndexFile} found", single);
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (string shard in ShardFiles(index))
+            foreach (var (name, t) in TensorIO.Load(Path.Combine(dir, shard))) result[name] = t;
+        return result;
+    }
+
+    private static IEnumerable<string> ShardFiles(string indexPath)
+    {
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(indexPath));
+        if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != System.Text.Json.JsonValueKind.Object)
+            throw new InvalidDataException($"{indexPath}: no weight_map object");
+        var files = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var entry in map.EnumerateObject())
+        {
+            string file = entry.Value.GetString() ?? throw new InvalidDataException($"{indexPath}: weight_map[{entry.Name}] is not a file name");
+            if (file.Contains('/') || file.Contains('\\') || file.Contains(".."))
+                throw new InvalidDataException($"{indexPath}: shard name '{file}' must be a plain file name");
+            files.Add(file);
+        }
+        return files;
+    }
+
+    /// <summary>Saves config.json and model.safetensors (float32) into <paramref name="dir"/>, atomically.</summary>
+    public static void Save(MixtralForCausalLM model, string dir, IReadOnlyDictionary<string, Tensor>? extraTensors = null)
+    {
+        string full = Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(full) ?? ".";
+        Directory.CreateDirectory(parent);
+        string temp = Path.Combine(parent, $".{Path.GetFileName(full)}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(temp);
+        try
+        {
+            model.Config.Save(Path.Combine(temp, "config.json"));
+            var tensors = model.StateDict().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.DType == DType.Float32 ? kv.Value : kv.Value.To(DType.Float32)));
+            if (extraTensors is not null) tensors = tensors.Concat(extraTensors);
+            TensorIO.Save(Path.Combine(temp, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            SwapIn(temp, full);
+        }
+        catch
+        {
+            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+            throw;
+        }
+    }
+
+    // Replace dir by temp: move the old one aside, move the new one in, then delete the old one.
+    private static void SwapIn(string temp, string dir)
+    {
+        string? old = null;
+        if (Directory.Exists(dir))
+        {
+            old = dir + $".old-{Guid.NewGuid():N}";
+            Directory.Move(dir, old);
+        }
+        try
+        {
+            Directory.Move(temp, dir);
+        }
+        catch
+        {
+            if (old is not null) Directory.Move(old, dir);
+            throw;
+        }
+        if (old is not null) Directory.Delete(old, recursive: true);
+    }
+}
