@@ -1,0 +1,96 @@
+using PureMoE.Moe.Routing;
+
+namespace PureMoE.Moe;
+
+/// <summary>
+/// What one layer's routing did in one step: drops, padding, rectifications, load and its balance, experts per
+/// token, co-activation, and the regulariser values.
+/// </summary>
+public sealed record RoutingStats
+{
+    /// <summary>Tokens routed.</summary>
+    public int Tokens { get; init; }
+    /// <summary>Experts.</summary>
+    public int Experts { get; init; }
+    /// <summary>Pairs chosen by the router (before capacity).</summary>
+    public int PairsChosen { get; init; }
+    /// <summary>Chosen pairs dropped for capacity.</summary>
+    public int PairsDropped { get; init; }
+    /// <summary>Tokens left with no expert at all (their output is 0; the residual carries them).</summary>
+    public int TokensDropped { get; init; }
+    /// <summary>Rows computed on zero padding (capacity · E minus the kept rows inside capacity), when capacity applies.</summary>
+    public int PaddedSlots { get; init; }
+    /// <summary>Rectify: fill-in pairs kept.</summary>
+    public int FillInsUsed { get; init; }
+    /// <summary>Rectify: tokens given an Intra-GPU rectified pair.</summary>
+    public int RectifiedTokens { get; init; }
+    /// <summary>Kept pairs per expert.</summary>
+    public int[] ExpertLoad { get; init; } = [];
+    /// <summary>Coefficient of variation (std/mean) of <see cref="ExpertLoad"/>: 0 is perfectly balanced.</summary>
+    public double LoadCv { get; init; }
+    /// <summary>Mean number of kept experts per token.</summary>
+    public double ActiveExpertsPerToken { get; init; }
+    /// <summary>Co-activation counts [E·E]: entry i·E + j counts tokens that kept both i and j (diagonal: load).</summary>
+    public long[] CoActivation { get; init; } = [];
+    /// <summary>Aux loss value (scaled), NaN when not computed.</summary>
+    public double AuxLoss { get; init; } = double.NaN;
+    /// <summary>z-loss value (scaled), NaN when not computed.</summary>
+    public double ZLoss { get; init; } = double.NaN;
+    /// <summary>Sparsity (L1) regulariser value (scaled), NaN when not computed.</summary>
+    public double SparsityLoss { get; init; } = double.NaN;
+    /// <summary>Router-specific numbers (e.g. "lambda", "sparsity" for ReMoE).</summary>
+    public IReadOnlyDictionary<string, double> Extras { get; init; } = new Dictionary<string, double>();
+
+    /// <summary>Computes the statistics of a plan.</summary>
+    public static RoutingStats From(RoutingPlan plan)
+    {
+        int t = plan.Tokens, m = plan.SlotsPerToken, e = plan.Experts;
+        var load = new int[e];
+        var co = new long[e * e];
+        int chosen = 0, dropped = 0, fillIns = 0, rectified = 0, kept = 0, keptInCapacity = 0;
+        var keptOfToken = new List<int>(m);
+        for (int tok = 0; tok < t; tok++)
+        {
+            keptOfToken.Clear();
+            bool rect = false;
+            for (int j = 0; j < m; j++)
+            {
+                int i = tok * m + j;
+                if (plan.Expert[i] < 0) continue;
+                if (plan.Kind[i] != PairKind.Rectified) chosen++;
+                if (plan.Dropped[i]) { dropped++; continue; }
+                keptOfToken.Add(plan.Expert[i]);
+                if (plan.Kind[i] == PairKind.FillIn) fillIns++;
+                if (plan.Kind[i] == PairKind.Rectified) rect = true;
+                else keptInCapacity++;
+            }
+            if (rect) rectified++;
+            kept += keptOfToken.Count;
+            foreach (int a in keptOfToken)
+            {
+                load[a]++;
+                foreach (int b in keptOfToken) co[a * e + b]++;
+            }
+        }
+        double mean = load.Average(), var = load.Select(l => (l - mean) * (l - mean)).Average();
+        return new RoutingStats
+        {
+            Tokens = t,
+            Experts = e,
+            PairsChosen = chosen,
+            PairsDropped = dropped,
+            TokensDropped = plan.TokensWithoutExpert(),
+            PaddedSlots = plan.Capacity is int c ? Math.Max(0, c * e - keptInCapacity) : 0,
+            FillInsUsed = fillIns,
+            RectifiedTokens = rectified,
+            ExpertLoad = load,
+            LoadCv = mean > 0 ? Math.Sqrt(var) / mean : 0,
+            ActiveExpertsPerToken = t > 0 ? (double)kept / t : 0,
+            CoActivation = co,
+            AuxLoss = plan.AuxLoss?.Item() ?? double.NaN,
+            ZLoss = plan.ZLoss?.Item() ?? double.NaN,
+            SparsityLoss = plan.SparsityLoss?.Item() ?? double.NaN,
+            Extras = plan.Extras,
+        };
+    }
+}
