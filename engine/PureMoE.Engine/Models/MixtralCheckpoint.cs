@@ -16,8 +16,18 @@ public static class MixtralCheckpoint
     /// <summary>The index of sharded weights (weight_map: tensor name → shard file).</summary>
     public const string IndexFile = "model.safetensors.index.json";
 
-    /// <summary>Loads a model directory into a new model of the given dtype and device.</summary>
-    public static MixtralForCausalLM Load(string dir, DType dtype = DType.Float32, Device? device = null)
+    /// <summary>
+    /// Prefix of tensors that hold router state (ReMoE's λ, C2R's collaboration lists) rather than weights; they are
+    /// saved beside the weights and read by PureMoE.Moe, not loaded into the model's parameters.
+    /// </summary>
+    public const string RouterStatePrefix = "router_state.";
+
+    /// <summary>
+    /// Loads a model directory into a new model of the given dtype and device; <paramref name="moeFactory"/>
+    /// builds the MoE sub-layers (default: Mixtral's plain softmax-top-k block).
+    /// </summary>
+    public static MixtralForCausalLM Load(string dir, DType dtype = DType.Float32, Device? device = null,
+        MoeBlockFactory? moeFactory = null)
     {
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: model directory not found");
         string configPath = Path.Combine(dir, "config.json");
@@ -25,8 +35,8 @@ public static class MixtralCheckpoint
         var config = MixtralConfig.Load(configPath);
         var tensors = LoadWeights(dir);
         // The architecture comes from the config; every weight then comes from the file (strict: all present, no extras).
-        var model = new MixtralForCausalLM(config, new Rng(0), dtype, device);
-        var converted = tensors.ToDictionary(kv => kv.Key, kv =>
+        var model = new MixtralForCausalLM(config, new Rng(0), dtype, device, moeFactory);
+        var converted = tensors.Where(kv => !kv.Key.StartsWith(RouterStatePrefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv =>
         {
             var t = kv.Value.DType == dtype ? kv.Value : kv.Value.To(dtype);
             return device is null ? t : t.To(device);

@@ -49,6 +49,12 @@ public sealed record MixtralConfig
     /// <summary>initializer_range: std of the normal weight init (default 0.02).</summary>
     public double InitializerRange { get; init; } = 0.02;
 
+    /// <summary>
+    /// The "router" object of config.json as raw JSON (PureMoE's extension: which router and its options), or null
+    /// for Mixtral's own softmax-top-k routing. The engine keeps it opaque; PureMoE.Moe reads it.
+    /// </summary>
+    public string? RouterJson { get; init; }
+
     /// <summary>Size of one attention head: hidden_size / num_attention_heads.</summary>
     public int HeadDim => HiddenSize / NumAttentionHeads;
 
@@ -123,6 +129,9 @@ public sealed record MixtralConfig
             TieWordEmbeddings = OptionalBool(root, source, "tie_word_embeddings", false),
             MaxPositionEmbeddings = (int)OptionalDouble(root, source, "max_position_embeddings", 32768, integer: true),
             InitializerRange = OptionalDouble(root, source, "initializer_range", 0.02),
+            RouterJson = root["router"] is JsonNode router
+                ? (router is JsonObject ? router.ToJsonString() : throw new InvalidDataException($"{source}: 'router' must be an object, got {router.ToJsonString()}"))
+                : null,
         };
         config.Validate(source);
         return config;
@@ -150,6 +159,7 @@ public sealed record MixtralConfig
             ["initializer_range"] = InitializerRange,
             ["hidden_act"] = "silu",
         };
+        if (RouterJson is not null) root["router"] = JsonNode.Parse(RouterJson);
         return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
 

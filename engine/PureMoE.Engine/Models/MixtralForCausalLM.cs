@@ -14,10 +14,12 @@ public sealed class MixtralForCausalLM : Module
     /// Creates the model with random weights from a seeded <paramref name="rng"/> (Normal(0, initializer_range²)
     /// linear and embedding weights, RMSNorm weights one), in <paramref name="dtype"/> on <paramref name="device"/>.
     /// </summary>
-    public MixtralForCausalLM(MixtralConfig config, Rng rng, DType dtype = DType.Float32, Device? device = null)
+    /// <remarks><paramref name="moeFactory"/> builds each MoE sub-layer (default: the plain <see cref="SparseMoeBlock"/>).</remarks>
+    public MixtralForCausalLM(MixtralConfig config, Rng rng, DType dtype = DType.Float32, Device? device = null,
+        MoeBlockFactory? moeFactory = null)
     {
         Config = config;
-        Model = RegisterModule("model", new MixtralModel(config, rng, dtype, device));
+        Model = RegisterModule("model", new MixtralModel(config, rng, dtype, device, moeFactory));
         // Tied embeddings: lm_head reuses embed_tokens.weight, so it is not a parameter of its own (as in
         // PyTorch's named_parameters, which lists a shared tensor once).
         if (!config.TieWordEmbeddings)
@@ -58,6 +60,18 @@ public sealed class MixtralForCausalLM : Module
         int s = inputIds.Size(1);
         if (s < 2) throw new ArgumentException($"NextTokenLoss: sequences need at least 2 tokens, got {inputIds.Shape}");
         return logits.Narrow(1, 0, s - 1).CrossEntropy(inputIds.Narrow(1, 1, s - 1));
+    }
+
+    /// <summary>
+    /// The sum over layers of the routers' regularisers (aux, z, sparsity losses) of the last forward, or null when
+    /// none were computed: add it to the training loss.
+    /// </summary>
+    public Tensor? RegularizationLoss()
+    {
+        Tensor? total = null;
+        foreach (var layer in Model.Layers)
+            if (layer.Moe.LastRegularizationLoss is Tensor l) total = total is null ? l : total.Add(l);
+        return total;
     }
 
     /// <summary>A fresh key/value cache sized for this model.</summary>

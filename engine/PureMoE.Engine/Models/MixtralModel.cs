@@ -8,15 +8,16 @@ namespace PureMoE.Models;
 /// </summary>
 public sealed class MixtralModel : Module
 {
-    /// <summary>Creates the stack; weights from <paramref name="rng"/> in parameter order.</summary>
-    public MixtralModel(MixtralConfig config, Rng rng, DType dtype = DType.Float32, Device? device = null)
+    /// <summary>Creates the stack; weights from <paramref name="rng"/> in parameter order; <paramref name="moeFactory"/> builds each MoE sub-layer (default: <see cref="SparseMoeBlock"/>).</summary>
+    public MixtralModel(MixtralConfig config, Rng rng, DType dtype = DType.Float32, Device? device = null,
+        MoeBlockFactory? moeFactory = null)
     {
         config.Validate();
         Config = config;
         EmbedTokens = RegisterModule("embed_tokens", new Embedding(config.VocabSize, config.HiddenSize, rng,
             config.InitializerRange, dtype, device));
         Layers = RegisterModule("layers", new ModuleList<MixtralBlock>(
-            Enumerable.Range(0, config.NumHiddenLayers).Select(i => new MixtralBlock(config, i, rng, dtype, device))));
+            Enumerable.Range(0, config.NumHiddenLayers).Select(i => new MixtralBlock(config, i, rng, dtype, device, moeFactory))));
         Norm = RegisterModule("norm", new RmsNorm(config.HiddenSize, config.RmsNormEps, dtype, device));
     }
 

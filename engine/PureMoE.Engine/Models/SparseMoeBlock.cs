@@ -13,7 +13,7 @@ namespace PureMoE.Models;
 /// with IndexSelect, runs the expert on them as one batch, and adds the weighted result back with IndexAdd.
 /// Every step is a recorded op, so gradients reach the experts and, through the routing weights, the gate.
 /// </remarks>
-public sealed class SparseMoeBlock : Module
+public sealed class SparseMoeBlock : Module, IMoeBlock
 {
     /// <summary>Creates the router and <paramref name="numExperts"/> experts, weights Normal(0, initStd²) from <paramref name="rng"/>.</summary>
     public SparseMoeBlock(int hiddenSize, int intermediateSize, int numExperts, int topK, Rng rng,
@@ -49,6 +49,9 @@ public sealed class SparseMoeBlock : Module
     /// routing statistics); null before the first call.
     /// </summary>
     public Tensor? LastRouterLogits { get; private set; }
+
+    /// <summary>Mixtral's plain routing has no regulariser.</summary>
+    public Tensor? LastRegularizationLoss => null;
 
     /// <summary>x [B, S, d] (or [T, d]) → same shape.</summary>
     public Tensor Forward(Tensor x)
