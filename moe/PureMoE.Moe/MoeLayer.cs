@@ -13,7 +13,7 @@ namespace PureMoE.Moe;
 /// y_t = Σ_(e,w) ∈ plan(t) w · Expert_e(x_t) (0 for a token with no pair). Parameter names follow Hugging Face
 /// Mixtral's block_sparse_moe: gate.weight [E, d], experts.{e}.w1/w2/w3.weight.
 /// </summary>
-public sealed class MoeLayer : Module
+public sealed class MoeLayer : Module, PureMoE.Models.IMoeBlock
 {
     /// <summary>Creates a layer of SwiGLU experts d → ff → d (as many as the router has) routed by <paramref name="router"/>.</summary>
     public MoeLayer(int hiddenSize, int intermediateSize, IRouter router, Rng rng, double initStd = 0.02,
