@@ -64,12 +64,17 @@ public sealed class ReluLambda
     /// <summary>Creates λ = <paramref name="initial"/> with step <paramref name="alpha"/>.</summary>
     public ReluLambda(float initial = 1e-8f, float alpha = 1.2f)
     {
-        if (!float.IsFinite(initial) || initial <= 0)
-            throw new ArgumentException($"ReluLambda: InitialLambda must be finite and > 0, got {initial}", nameof(initial));
-        if (!float.IsFinite(alpha) || alpha <= 1)
-            throw new ArgumentException($"ReluLambda: Alpha must be finite and > 1, got {alpha}", nameof(alpha));
+        CheckSettings(initial, alpha, "ReluLambda");
         Value = initial;
         Alpha = alpha;
+    }
+
+    internal static void CheckSettings(float initial, float alpha, string who)
+    {
+        if (!float.IsFinite(initial) || initial <= 0)
+            throw new ArgumentException($"{who}: InitialLambda = {initial} must be finite and > 0", "options");
+        if (!float.IsFinite(alpha) || alpha <= 1)
+            throw new ArgumentException($"{who}: Alpha = {alpha} must be finite and > 1", "options");
     }
 
     /// <summary>The current coefficient λ (fp32).</summary>
@@ -161,6 +166,7 @@ public sealed class ReluRouter : IAdaptiveRouter
         if (experts < 1) throw new ArgumentException($"ReluRouter: Experts must be ≥ 1, got {experts}", nameof(experts));
         if (Options.K < 1 || Options.K > experts)
             throw new ArgumentException($"ReluRouter: K = {Options.K} must lie in [1, {experts}] (E = {experts})", nameof(options));
+        ReluLambda.CheckSettings(Options.InitialLambda, Options.Alpha, "ReluRouter");
         Experts = experts;
         Lambda = lambda ?? new ReluLambda(Options.InitialLambda, Options.Alpha);
         Lambda.Join(this);
@@ -193,9 +199,6 @@ public sealed class ReluRouter : IAdaptiveRouter
     /// <summary>Target sparsity τ = 1 − k/E.</summary>
     public double TargetSparsity => 1.0 - (double)Options.K / Experts;
 
-    /// <summary>Sparsity of the router's most recent plan, as reported in its Extras (NaN before the first).</summary>
-    public double LastSparsity { get; private set; } = double.NaN;
-
     /// <inheritdoc />
     public RoutingPlan Route(Tensor logits, RoutingContext context)
     {
@@ -208,7 +211,7 @@ public sealed class ReluRouter : IAdaptiveRouter
 
         // Slot e holds expert e when its logit is positive. The mask comes from the logits themselves, so it is
         // the same test as the gate's (relu(l) > 0 ⇔ l > 0), and it carries no gradient.
-        double[] l = logits.ToDoubleArray();
+        double[] logitValues = logits.ToDoubleArray();
         var expert = new int[tokens * experts];
         var activeTokens = new double[experts];                                      // count_e
         int active = 0;
@@ -216,11 +219,10 @@ public sealed class ReluRouter : IAdaptiveRouter
             for (int e = 0; e < experts; e++)
             {
                 int i = t * experts + e;
-                if (l[i] > 0) { expert[i] = e; activeTokens[e]++; active++; }
+                if (logitValues[i] > 0) { expert[i] = e; activeTokens[e]++; active++; }
                 else expert[i] = -1;
             }
         double sparsity = tokens == 0 ? 0 : 1.0 - (double)active / (tokens * experts);
-        LastSparsity = sparsity;
 
         Tensor? sparsityLoss = null;
         if (context.Training && tokens > 0)

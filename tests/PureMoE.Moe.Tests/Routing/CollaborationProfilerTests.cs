@@ -175,6 +175,40 @@ public class CollaborationProfilerTests
     }
 
     [Fact]
+    public void ProfilingALayerAndRoutingItWithC2R()
+    {
+        // The offline workflow: run a layer over profiling data, record its plans, build C2R from the profile.
+        // With T = E − 1 C2R picks what the profiled top-k router picked; with co-located lists and T = E/P − 1
+        // every token stays on one device.
+        const int experts = 8, k = 2, devices = 2;
+        var layer = new MoeLayer(12, 16, new SoftmaxTopKTestRouter(experts, k), new Rng(1), 0.3);
+        var profiler = new CollaborationProfiler(1, experts);
+        var rng = new Rng(2);
+        for (int batch = 0; batch < 5; batch++)
+        {
+            layer.Forward(Tensor.Randn(new Shape(32, 12), rng));
+            profiler.Record(0, layer.LastPlan!);
+        }
+        Assert.Equal(160, profiler.TokensSeen(0));
+
+        var x = Tensor.Randn(new Shape(20, 12), rng);
+        layer.Forward(x);
+        var topK = layer.LastPlan!.Expert;
+        var profile = profiler.Profile(0);
+        layer.Router = new C2RRouter(profile, new C2ROptions { K = k, Candidates = experts - 1 });
+        layer.Forward(x);
+        Assert.Equal(topK, layer.LastPlan!.Expert);
+
+        var (placement, coLocated) = profile.CoLocate(devices);
+        layer.Router = new C2RRouter(coLocated, new C2ROptions { K = k, Candidates = experts / devices - 1 });
+        layer.Placement = placement;
+        layer.Forward(x);
+        var plan = layer.LastPlan!;
+        for (int t = 0; t < plan.Tokens; t++)
+            Assert.Equal(placement.DeviceOf(plan.Expert[t * k]), placement.DeviceOf(plan.Expert[t * k + 1]));
+    }
+
+    [Fact]
     public void PlansContributeTheirPrimaryPairs()
     {
         // Token 0: primary 0 and 2 (2 dropped for capacity: still selected). Token 1: primary 1 and a fill-in 3.

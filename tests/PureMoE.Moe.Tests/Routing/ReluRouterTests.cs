@@ -249,9 +249,9 @@ public class ReluRouterTests
     [InlineData(0, 2, 1e-8f, 1.2f, "Experts")]
     [InlineData(8, 0, 1e-8f, 1.2f, "K = 0")]
     [InlineData(8, 9, 1e-8f, 1.2f, "K = 9")]
-    [InlineData(8, 2, 0f, 1.2f, "InitialLambda")]
+    [InlineData(8, 2, 0f, 1.2f, "InitialLambda = 0")]
     [InlineData(8, 2, float.NaN, 1.2f, "InitialLambda")]
-    [InlineData(8, 2, 1e-8f, 1f, "Alpha")]
+    [InlineData(8, 2, 1e-8f, 1f, "Alpha = 1")]
     [InlineData(8, 2, 1e-8f, 0.5f, "Alpha")]
     public void InvalidOptionsAreNamed(int experts, int k, float lambda0, float alpha, string named)
     {
