@@ -11,9 +11,9 @@ public class RouterLayerGradTests
 {
     private const int Hidden = 5, Intermediate = 7, Tokens = 9;
 
-    private static void CheckLayer(string what, IRouter router, ulong seed)
+    private static void CheckLayer(string what, IRouter router, ulong seed, Parallel.ExpertPlacement? placement = null)
     {
-        var layer = new MoeLayer(Hidden, Intermediate, router, new Rng(seed), 0.4, DType.Float64);
+        var layer = new MoeLayer(Hidden, Intermediate, router, new Rng(seed), 0.4, DType.Float64, placement: placement) { SourceDevice = placement is null ? 0 : 1 };
         var x = Tensor.Randn(new Shape(Tokens, Hidden), new Rng(seed + 1), dtype: DType.Float64);
         Tensor Forward()
         {
@@ -120,5 +120,90 @@ public class RouterLayerGradTests
             var expected = layer.Experts.List[plan.Expert[t]].Forward(x.Narrow(0, t, 1)).ToDoubleArray();
             for (int c = 0; c < Hidden; c++) Assert.Equal(expected[c], y[t * Hidden + c], 1e-15);
         }
+    }
+
+    public static TheoryData<string, RectifyOptions> RectifyConfigurations() => new()
+    {
+        { "IR only k=1 All", new RectifyOptions { K = 1, CapacityFactor = 0.6, FillIn = false, IntraGpu = true, Unrouted = UnroutedPolicy.All } },
+        { "IR only k=2 Any", new RectifyOptions { K = 2, CapacityFactor = 0.6, FillIn = false, IntraGpu = true, Unrouted = UnroutedPolicy.Any } },
+        { "FR only k=1 Score", new RectifyOptions { K = 1, CapacityFactor = 0.8, FillIn = true, IntraGpu = false } },
+        { "FR only k=2 Top1Gate", new RectifyOptions { K = 2, CapacityFactor = 0.8, FillIn = true, FillPriority = FillPriority.Top1Gate, IntraGpu = false } },
+        { "FR+IR paper final", RectifyOptions.PaperFinal with { CapacityFactor = 0.6 } },
+        { "FR+IR k=1 All Position aux+z", new RectifyOptions { K = 1, CapacityFactor = 0.6, FillPriority = FillPriority.Position, AuxLossCoeff = 0.5, ZLossCoeff = 0.2 } },
+        { "FR+IR k=2 Any aux+z", new RectifyOptions { K = 2, CapacityFactor = 0.6, Unrouted = UnroutedPolicy.Any, AuxLossCoeff = 0.5, ZLossCoeff = 0.2 } },
+    };
+
+    /// <summary>
+    /// Rectify's denominators are stop-gradient, so its gradient is not the derivative of its forward (which for
+    /// k = 1 is the constant 1). The layer is checked with the denominators frozen at the checked point θ₀ —
+    /// w = μ·g(θ)/D(θ₀), whose true derivative is the stop-gradient one — and the real router's analytic
+    /// gradients must equal the frozen layer's at θ₀.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(RectifyConfigurations))]
+    public void RectifyLayerGradientsMatchFiniteDifferences(string what, RectifyOptions options)
+    {
+        var placement = Parallel.ExpertPlacement.Contiguous(4, 2);
+        for (ulong seed = 10; seed < 12; seed++)
+        {
+            var x = Tensor.Randn(new Shape(Tokens, Hidden), new Rng(seed + 1), dtype: DType.Float64);
+            var router = new RectifyRouter(4, options);
+            var layer = new MoeLayer(Hidden, Intermediate, router, new Rng(seed), 0.4, DType.Float64, placement: placement) { SourceDevice = 1 };
+            layer.Forward(x);
+            var frozen = new RectifyRouter(4, options with { FrozenDenominators = router.LastDenominators });
+            CheckLayer($"Rectify {what} (frozen denominators)", frozen, seed, placement);
+
+            var frozenLayer = new MoeLayer(Hidden, Intermediate, frozen, new Rng(seed), 0.4, DType.Float64, placement: placement) { SourceDevice = 1 };
+            var r = Tensor.Randn(new Shape(Tokens, Hidden), new Rng(seed + 3), dtype: DType.Float64);
+            double[][] Gradients(MoeLayer l)
+            {
+                foreach (var p in l.Parameters()) { p.RequiresGrad = true; p.ZeroGrad(); }
+                var y = l.Forward(x).Mul(r).Sum();
+                (l.LastRegularizationLoss is { } reg ? y.Add(reg) : y).Backward();
+                return l.Parameters().Select(p => p.Grad!.ToDoubleArray()).ToArray();
+            }
+            var expected = Gradients(frozenLayer);
+            var actual = Gradients(layer);
+            for (int p = 0; p < expected.Length; p++)
+                for (int i = 0; i < expected[p].Length; i++) Assert.Equal(expected[p][i], actual[p][i], 1e-12);
+        }
+    }
+
+    [Fact]
+    public void RectifyConfigurationsDoRectify()
+    {
+        // The IR and FR cases above are only meaningful if tokens are dropped, rectified and filled in there.
+        var layer = new MoeLayer(Hidden, Intermediate, new RectifyRouter(4, new RectifyOptions { K = 1, CapacityFactor = 0.6 }), new Rng(10), 0.4, DType.Float64,
+            placement: Parallel.ExpertPlacement.Contiguous(4, 2));
+        layer.Forward(Tensor.Randn(new Shape(Tokens, Hidden), new Rng(11), dtype: DType.Float64));
+        Assert.True(layer.LastStats!.PairsDropped > 0);
+        Assert.True(layer.LastStats.RectifiedTokens > 0);
+        Assert.True(layer.LastStats.FillInsUsed > 0);
+    }
+
+    /// <summary>k = 1, IR on: a token dropped by capacity gets exactly E_h(x), h the best expert on its own device.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void DroppedTokenOutputIsExactlyTheLocalExpert(bool fillIn)
+    {
+        var placement = Parallel.ExpertPlacement.Contiguous(4, 2);
+        var router = new RectifyRouter(4, new RectifyOptions { K = 1, CapacityFactor = 0.3, FillIn = fillIn, Unrouted = UnroutedPolicy.All });
+        var layer = new MoeLayer(Hidden, Intermediate, router, new Rng(21), 0.4, DType.Float64, placement: placement) { SourceDevice = 1 };
+        var x = Tensor.Randn(new Shape(Tokens, Hidden), new Rng(22), dtype: DType.Float64);
+        var y = layer.Forward(x).ToDoubleArray();
+        var plan = layer.LastPlan!;
+        int m = plan.SlotsPerToken, checkedTokens = 0;
+        for (int t = 0; t < Tokens; t++)
+        {
+            var rectified = Enumerable.Range(t * m, m).Where(i => plan.Kind[i] == PairKind.Rectified).ToArray();
+            if (rectified.Length == 0 || Enumerable.Range(t * m, m).Count(plan.IsKept) != 1) continue;
+            int h = plan.Expert[rectified[0]];
+            Assert.Equal(1, placement.DeviceOf(h));
+            var expected = layer.Experts.List[h].Forward(x.Narrow(0, t, 1)).ToDoubleArray();
+            for (int c = 0; c < Hidden; c++) Assert.Equal(expected[c], y[t * Hidden + c]);          // exactly
+            checkedTokens++;
+        }
+        Assert.True(checkedTokens > 0);
     }
 }

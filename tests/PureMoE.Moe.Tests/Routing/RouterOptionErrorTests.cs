@@ -56,3 +56,35 @@ public class TopKErrorTests
         Assert.Contains("[3,5]", error.Message);
     }
 }
+
+/// <summary>Invalid Rectify options throw ArgumentExceptions naming the option and its value.</summary>
+public class RectifyErrorTests
+{
+    public static TheoryData<RectifyOptions, string[]> InvalidRectify => new()
+    {
+        { new RectifyOptions { K = 5, FillIn = false }, ["RectifyOptions.K", "5", "[1, 4]"] },
+        { new RectifyOptions { K = 0 }, ["RectifyOptions.K", "0"] },
+        { new RectifyOptions { K = 4, FillIn = true }, ["RectifyOptions.FillIn", "K = 4", "4 experts"] },
+        { new RectifyOptions { K = 1, CapacityFactor = 0 }, ["RectifyOptions.CapacityFactor", "0"] },
+        { new RectifyOptions { K = 1, CapacityFactor = -2 }, ["RectifyOptions.CapacityFactor", "-2"] },
+        { new RectifyOptions { K = 1, AuxLossCoeff = -0.01 }, ["RectifyOptions.AuxLossCoeff", "-0.01"] },
+        { new RectifyOptions { K = 1, ZLossCoeff = double.NaN }, ["RectifyOptions.ZLossCoeff", "NaN"] },
+    };
+
+    [Theory]
+    [MemberData(nameof(InvalidRectify))]
+    public void InvalidRectifyOptionsThrow(RectifyOptions options, string[] mentions)
+    {
+        var error = Assert.Throws<ArgumentException>(() => new RectifyRouter(4, options));
+        foreach (var m in mentions) Assert.Contains(m, error.Message);
+    }
+
+    [Fact]
+    public void PlacementOfAnotherExpertCountThrows()
+    {
+        var router = new RectifyRouter(4, new RectifyOptions());
+        var context = new RoutingContext { Placement = PureMoE.Moe.Parallel.ExpertPlacement.Contiguous(8, 2) };
+        var error = Assert.Throws<ArgumentException>(() => router.Route(Tensor.Zeros(new Shape(3, 4)), context));
+        Assert.Contains("context.Placement covers 8 experts", error.Message);
+    }
+}

@@ -96,6 +96,18 @@ public sealed record TopKCase(LogitsCase Logits, TopKOptions Options, PlacementC
         $"{(Options.PadToCapacity ? " pad" : "")}{(Options.StraightThroughTop1 ? " straight-through" : "")}; {Placement}";
 }
 
+/// <summary>A Rectify router configuration and its input.</summary>
+public sealed record RectifyCase(LogitsCase Logits, RectifyOptions Options, PlacementCase Placement)
+{
+    /// <summary>The router.</summary>
+    public RectifyRouter Router() => new(Logits.Experts, Options);
+
+    /// <inheritdoc />
+    public override string ToString() =>
+        $"{Logits}; k={Options.K} CF={Options.CapacityFactor} IR={(Options.IntraGpu ? Options.Unrouted.ToString() : "off")}" +
+        $" FR={(Options.FillIn ? Options.FillPriority.ToString() : "off")}; {Placement}";
+}
+
 /// <summary>FsCheck generators for routing cases.</summary>
 public static class RoutingGen
 {
@@ -157,6 +169,28 @@ public static class RoutingGen
         from placement in Placement(logits.Experts)
         select new TopKCase(logits, options, placement);
 
+    /// <summary>Rectify options valid for E experts (k + 1 ≤ E when fill-in is on).</summary>
+    public static Gen<RectifyOptions> RectifyOptionsFor(int experts) =>
+        from fillIn in Gen.Elements(false, true)
+        from k in K(fillIn ? experts - 1 : experts)
+        from cf in CapacityFactor
+        from intraGpu in Gen.Elements(false, true)
+        from unrouted in Gen.Elements(UnroutedPolicy.All, UnroutedPolicy.Any, UnroutedPolicy.IgnoreKth)
+        from priority in Gen.Elements(FillPriority.Score, FillPriority.Top1Gate, FillPriority.Position)
+        from aux in Gen.Elements(0.0, 0.01)
+        from z in Gen.Elements(0.0, 1e-3)
+        select new RectifyOptions
+        {
+            K = k, CapacityFactor = cf, IntraGpu = intraGpu, Unrouted = unrouted, FillIn = fillIn, FillPriority = priority,
+            AuxLossCoeff = aux, ZLossCoeff = z,
+        };
+
+    /// <summary>A Rectify case: logits, valid options, a placement.</summary>
+    public static Gen<RectifyCase> Rectify(bool onlyGaussian = false, int maxTokens = 64, int maxExperts = 16) =>
+        from logits in Logits(maxTokens, maxExperts, onlyGaussian)
+        from options in RectifyOptionsFor(logits.Experts)
+        from placement in Placement(logits.Experts)
+        select new RectifyCase(logits, options, placement);
 }
 
 /// <summary>Arbitraries for [Property] tests.</summary>
@@ -164,6 +198,9 @@ public static class RoutingArbitraries
 {
     /// <summary>Any TopK case.</summary>
     public static Arbitrary<TopKCase> TopKCase() => RoutingGen.TopK().ToArbitrary();
+
+    /// <summary>Any Rectify case.</summary>
+    public static Arbitrary<RectifyCase> RectifyCase() => RoutingGen.Rectify().ToArbitrary();
 
     /// <summary>Any logits.</summary>
     public static Arbitrary<LogitsCase> LogitsCase() => RoutingGen.Logits().ToArbitrary();
