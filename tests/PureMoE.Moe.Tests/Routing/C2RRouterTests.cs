@@ -10,7 +10,7 @@ public class C2RRouterTests
     private static RoutingContext Context(int experts) => RoutingContext.SingleDevice(experts);
 
     /// <summary>A router for case <paramref name="c"/> with random lists, a random T in [k − 1, E − 1] and a random variant.</summary>
-    private static C2RRouter RandomRouter(LogitsCase c, int extraSeed, out int[][] lists)
+    private static C2RRouter RandomRouter(GateLogitsCase c, int extraSeed, out int[][] lists)
     {
         var rng = new Rng(c.Seed ^ (ulong)extraSeed);
         lists = RouterGen.RandomLists(c.Experts, rng);
@@ -29,7 +29,7 @@ public class C2RRouterTests
     private static bool RanksBefore(double[] s, int a, int b) => s[a] > s[b] || (s[a] == s[b] && a < b);
 
     [Property(Arbitrary = [typeof(RouterArbitraries)], MaxTest = 800)]
-    public void ExpertsAreTheTopExpertAndItsBestCandidates(LogitsCase c, PositiveInt extra)
+    public void ExpertsAreTheTopExpertAndItsBestCandidates(GateLogitsCase c, PositiveInt extra)
     {
         var router = RandomRouter(c, extra.Get, out var lists);
         var o = router.Options;
@@ -69,7 +69,7 @@ public class C2RRouterTests
     }
 
     [Property(Arbitrary = [typeof(RouterArbitraries)], MaxTest = 800)]
-    public void WithAllCandidatesItIsExactlyTopK(LogitsCase c, PositiveInt extra, bool selected)
+    public void WithAllCandidatesItIsExactlyTopK(GateLogitsCase c, PositiveInt extra, bool selected)
     {
         // T = E − 1: the engine's TopK of the same scores, same experts in the same slots (ties: lower index first;
         // style 1 makes many ties), same weights. Holds for any lists.

@@ -31,7 +31,7 @@ public class ReluRouterTests
     }
 
     [Property(Arbitrary = [typeof(RouterArbitraries)], MaxTest = 600)]
-    public void PlanIsWellFormedAndHoldsExactlyThePositiveLogits(LogitsCase c)
+    public void PlanIsWellFormedAndHoldsExactlyThePositiveLogits(GateLogitsCase c)
     {
         var router = new ReluRouter(c.Experts, new ReluRouterOptions { K = c.K });
         var logits = c.Tensor();
@@ -59,7 +59,7 @@ public class ReluRouterTests
     }
 
     [Property(Arbitrary = [typeof(RouterArbitraries)], MaxTest = 300)]
-    public void EvaluationRoutesTheSameWithoutRegulariserOrLambdaChange(LogitsCase c)
+    public void EvaluationRoutesTheSameWithoutRegulariserOrLambdaChange(GateLogitsCase c)
     {
         var router = new ReluRouter(c.Experts, new ReluRouterOptions { K = c.K });
         var logits = c.Tensor();
@@ -73,7 +73,7 @@ public class ReluRouterTests
     }
 
     [Property(Arbitrary = [typeof(RouterArbitraries)], MaxTest = 400)]
-    public void ScalingTheLogitsByAPositiveConstantKeepsTheExpertSet(LogitsCase c, PositiveInt scaleSeed)
+    public void ScalingTheLogitsByAPositiveConstantKeepsTheExpertSet(GateLogitsCase c, PositiveInt scaleSeed)
     {
         double scale = Math.Exp((scaleSeed.Get % 1000) / 1000.0 * 9.2 - 4.6);         // c in [0.01, 100]
         var router = new ReluRouter(c.Experts, new ReluRouterOptions { K = c.K });
@@ -99,7 +99,7 @@ public class ReluRouterTests
     }
 
     [Property(Arbitrary = [typeof(RouterArbitraries)], MaxTest = 500)]
-    public void SparsityLossMatchesItsFormula(LogitsCase c, PositiveInt lambdaSeed)
+    public void SparsityLossMatchesItsFormula(GateLogitsCase c, PositiveInt lambdaSeed)
     {
         if (c.Tokens == 0) return;
         float lambda = (float)Math.Pow(10, -8 + (lambdaSeed.Get % 900) / 100.0);      // 1e-8 .. 1e1

@@ -7,7 +7,7 @@ namespace PureMoE.Moe.Tests.Routing;
 /// Router logits [T, E] for a property: a seed for the values, the value style, and float64 or float32.
 /// Styles: 0 Gaussian; 1 a coarse grid (many ties, some exact zeros); 2 mostly negative (sparse ReLU plans).
 /// </summary>
-public sealed record LogitsCase(int Tokens, int Experts, int K, ulong Seed, int Style, bool Double)
+public sealed record GateLogitsCase(int Tokens, int Experts, int K, ulong Seed, int Style, bool Double)
 {
     /// <summary>The logit values, row-major [T·E].</summary>
     public double[] Values()
@@ -45,14 +45,14 @@ public static class RouterGen
     public static Gen<ulong> Seed => Gen.Choose(0, int.MaxValue).Select(i => (ulong)i);
 
     /// <summary>T in 0..maxTokens (0 rarely), E in 1..maxExperts, k in 1..E, any style and dtype.</summary>
-    public static Gen<LogitsCase> Logits(int maxTokens = 12, int maxExperts = 10) =>
+    public static Gen<GateLogitsCase> Logits(int maxTokens = 12, int maxExperts = 10) =>
         from tokens in Gen.Frequency((1, Gen.Constant(0)), (12, Gen.Choose(1, maxTokens)))
         from experts in Gen.Choose(1, maxExperts)
         from k in Gen.Choose(1, experts)
         from seed in Seed
         from style in Gen.Choose(0, 2)
         from dbl in Gen.Elements(true, false)
-        select new LogitsCase(tokens, experts, k, seed, style, dbl);
+        select new GateLogitsCase(tokens, experts, k, seed, style, dbl);
 
     /// <summary>A random permutation of the experts other than i, for each i: arbitrary candidate lists.</summary>
     public static int[][] RandomLists(int experts, Rng rng) =>
@@ -64,9 +64,9 @@ public static class RouterGen
         }).ToArray();
 }
 
-/// <summary>Arbitraries: <see cref="LogitsCase"/>.</summary>
+/// <summary>Arbitraries: <see cref="GateLogitsCase"/>.</summary>
 public static class RouterArbitraries
 {
     /// <summary>Logits cases.</summary>
-    public static Arbitrary<LogitsCase> LogitsCase() => RouterGen.Logits().ToArbitrary();
+    public static Arbitrary<GateLogitsCase> GateLogitsCase() => RouterGen.Logits().ToArbitrary();
 }
