@@ -1,6 +1,7 @@
 using System.CommandLine;
 using PureMoE.IO;
 using PureMoE.Models;
+using PureMoE.Moe.Models;
 
 namespace PureMoE.Cli;
 
@@ -26,7 +27,7 @@ public static class EvalCommand
     /// <summary>Runs the evaluation (the command's body; tests call it directly).</summary>
     public static void Run(string modelDir, string tokensPath, string outPath, bool grads, TextWriter log)
     {
-        var model = MixtralCheckpoint.Load(modelDir);
+        var model = MoeMixtral.Load(modelDir);
         Tensor ids = ReadInputIds(tokensPath, model.Config.VocabSize);
         var logits = model.Forward(ids);
         var loss = MixtralForCausalLM.NextTokenLoss(logits, ids);

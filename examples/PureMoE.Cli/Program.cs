@@ -14,6 +14,7 @@ public static class Program
         var root = new RootCommand("PureMoE: Mixture-of-Experts language models in pure .NET");
         root.Subcommands.Add(TrainCommand.Build());
         root.Subcommands.Add(EvalCommand.Build());
+        root.Subcommands.Add(RouteCommand.Build());
         return root;
     }
 }

@@ -52,15 +52,23 @@ public static class MixtralCheckpoint
         return model;
     }
 
-    /// <summary>All tensors of a model directory, from model.safetensors or from the shards of its index.</summary>
-    public static Dictionary<string, Tensor> LoadWeights(string dir)
+    /// <summary>
+    /// The tensors of a model directory (from model.safetensors or the shards of its index) whose names pass
+    /// <paramref name="filter"/> (all when null); the others are not read.
+    /// </summary>
+    public static Dictionary<string, Tensor> LoadWeights(string dir, Func<string, bool>? filter = null)
     {
         string single = Path.Combine(dir, WeightsFile), index = Path.Combine(dir, IndexFile);
-        if (File.Exists(single)) return TensorIO.Load(single);
-        if (!File.Exists(index)) throw new FileNotFoundException($"{dir}: neither {WeightsFile} nor {IndexFile} found", single);
+        IEnumerable<string> files = File.Exists(single) ? [single]
+            : File.Exists(index) ? ShardFiles(index).Select(f => Path.Combine(dir, f))
+            : throw new FileNotFoundException($"{dir}: neither {WeightsFile} nor {IndexFile} found", single);
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (string shard in ShardFiles(index))
-            foreach (var (name, t) in TensorIO.Load(Path.Combine(dir, shard))) result[name] = t;
+        foreach (string path in files)
+        {
+            using var file = SafetensorsFile.Open(path);
+            foreach (string name in file.Names)
+                if (filter is null || filter(name)) result[name] = file.Read(name).ToTensor();
+        }
         return result;
     }
 

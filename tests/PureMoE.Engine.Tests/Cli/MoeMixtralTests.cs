@@ -1,0 +1,104 @@
+using PureMoE.Cli;
+using PureMoE.Models;
+using PureMoE.Moe;
+using PureMoE.Moe.Models;
+using PureMoE.Moe.Routing;
+
+namespace PureMoE.Engine.Tests.Cli;
+
+/// <summary>Mixtral models with MoeLayer and a configured router: creation, checkpoints with router state, training.</summary>
+public sealed class MoeMixtralTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("puremoe-moemix").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static MixtralConfig Config(RouterSpec spec) => EvalCommandTests.SmallConfig() with { RouterJson = spec.ToJson() };
+
+    [Fact]
+    public void MixtralDefaultEqualsThePlainSparseMoeBlockModel()
+    {
+        // Same seed, same parameter order: MoeLayer (sorted, grouped GEMMs) and the plain per-expert loop agree.
+        var config = EvalCommandTests.SmallConfig();
+        var plain = new MixtralForCausalLM(config, new Rng(8), DType.Float64);
+        var moe = MoeMixtral.Create(config, new Rng(8), DType.Float64);
+        Assert.Equal(plain.NamedParameters().Select(p => p.Name), moe.NamedParameters().Select(p => p.Name));
+        var ids = Tensor.FromArray(Enumerable.Range(0, 14).Select(i => (long)(i * 7 % 50)).ToArray(), 2, 7);
+        double[] a = plain.Forward(ids).ToDoubleArray(), b = moe.Forward(ids).ToDoubleArray();
+        for (int i = 0; i < a.Length; i++) Assert.Equal(a[i], b[i], 1e-10);
+    }
+
+    [Fact]
+    public void ReluLambdaSurvivesSaveAndLoad()
+    {
+        var model = MoeMixtral.Create(Config(RouterSpec.Create("relu")), new Rng(1));
+        var routers = MoeMixtral.Layers(model).Select(l => (ReluRouter)l.Router).ToArray();
+        var ids = Tensor.FromArray(Enumerable.Range(0, 16).Select(i => (long)(i % 50)).ToArray(), 2, 8);
+        for (int step = 0; step < 3; step++)
+        {
+            model.Forward(ids);
+            MoeMixtral.AfterOptimizerStep(model);
+        }
+        double lambda = routers[0].Lambda.Value;
+        Assert.NotEqual(1e-8, lambda, 1e-12);
+        Assert.Same(routers[0].Lambda, routers[1].Lambda);                       // one global λ by default
+        string dir = Path.Combine(_dir, "relu");
+        MoeMixtral.Save(model, dir);
+        var loaded = MoeMixtral.Load(dir);
+        var loadedRouter = (ReluRouter)MoeMixtral.Layers(loaded)[0].Router;
+        Assert.Equal(lambda, loadedRouter.Lambda.Value);
+        Assert.Equal("relu", MoeMixtral.SpecOf(loaded.Config).Name);
+    }
+
+    [Fact]
+    public void C2RListsSurviveSaveAndLoad()
+    {
+        var topk = MoeMixtral.Create(EvalCommandTests.SmallConfig(), new Rng(2));
+        var ids = Tensor.FromArray(Enumerable.Range(0, 32).Select(i => (long)(i * 3 % 50)).ToArray(), 4, 8);
+        var profiles = MoeMixtral.Profile(topk, [ids]);
+        var spec = RouterSpec.Create("c2r", new Dictionary<string, string> { ["candidates"] = "1" });
+        var c2r = MoeMixtral.Create(Config(spec), new Rng(2), profiles: profiles);
+        string dir = Path.Combine(_dir, "c2r");
+        MoeMixtral.Save(c2r, dir);
+        var loaded = MoeMixtral.Load(dir);
+        for (int layer = 0; layer < 2; layer++)
+        {
+            var a = (C2RRouter)MoeMixtral.Layers(c2r)[layer].Router;
+            var b = (C2RRouter)MoeMixtral.Layers(loaded)[layer].Router;
+            for (int e = 0; e < 4; e++) Assert.Equal(a.CandidateList(e), b.CandidateList(e));
+        }
+        Assert.Equal(c2r.Forward(ids).ToArray<float>(), loaded.Forward(ids).ToArray<float>());
+    }
+
+    [Theory]
+    [InlineData("rectify", "k=1,capacity_factor=1.0,aux_loss=0.01")]
+    [InlineData("relu", "k=1")]
+    [InlineData("topk", "k=1,capacity_factor=1.0,aux_loss=0.01")]
+    public void TrainRunsWithEachRouterAndTheLossFalls(string router, string options)
+    {
+        var opts = options.Split(',').Select(o => o.Split('=')).ToDictionary(p => p[0], p => p[1]);
+        var result = TrainCommand.Run(new TrainOptions
+        {
+            Steps = 30, Batch = 4, Seq = 32, Hidden = 32, FeedForward = 64, Layers = 1, Experts = 4, TopK = 1,
+            Warmup = 5, EvalEvery = 1000, Router = RouterSpec.Create(router, opts),
+        }, TextWriter.Null);
+        Assert.True(result.ValidLosses[^1].Loss < result.ValidLosses[0].Loss - 0.5,
+            $"{router}: validation loss {result.ValidLosses[0].Loss:F3} -> {result.ValidLosses[^1].Loss:F3}");
+    }
+
+    [Fact]
+    public void TrainC2RContinuesFromAProfiledTopKModel()
+    {
+        string topkDir = Path.Combine(_dir, "topk2");
+        var small = new TrainOptions { Steps = 10, Batch = 4, Seq = 32, Hidden = 32, FeedForward = 64, Layers = 1, Experts = 4, TopK = 2, Warmup = 2, EvalEvery = 1000 };
+        TrainCommand.Run(small with { OutDir = topkDir }, TextWriter.Null);
+        var log = new StringWriter();
+        var result = TrainCommand.Run(small with
+        {
+            FromDir = topkDir,
+            Router = RouterSpec.Create("c2r", new Dictionary<string, string> { ["candidates"] = "1" }),
+        }, log);
+        Assert.Contains("c2r: profiled", log.ToString());
+        Assert.IsType<C2RRouter>(MoeMixtral.Layers(result.Model)[0].Router);
+    }
+}
