@@ -11,6 +11,12 @@ public enum DeviceKind
     Cpu,
     /// <summary>The CPU with the simple reference kernels: the test oracle, and float64 reference runs.</summary>
     CpuReference,
+    /// <summary>An NVIDIA GPU through ILGPU's CUDA accelerator (float32 and int64 only).</summary>
+    Cuda,
+    /// <summary>An OpenCL device through ILGPU's OpenCL accelerator (float32 and int64 only).</summary>
+    OpenCL,
+    /// <summary>ILGPU's CPU accelerator: a GPU emulator running the same kernels, for tests without a GPU.</summary>
+    IlgpuCpu,
 }
 
 /// <summary>
@@ -32,6 +38,21 @@ public sealed class Device : IEquatable<Device>
     /// <summary>The CPU with plain-loop reference kernels. Shares host memory with <see cref="Cpu"/>.</summary>
     public static Device CpuReference { get; } = new(DeviceKind.CpuReference, 0, new ReferenceBackend());
 
+    /// <summary>
+    /// ILGPU's CPU accelerator (an emulator of a GPU: same kernels, groups, shared memory and barriers, slowly).
+    /// Created on first use; float32 and int64 tensors only.
+    /// </summary>
+    public static Device IlgpuCpu => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.IlgpuCpu, 0);
+
+    /// <summary>CUDA GPU number <paramref name="index"/> (created on first use; errors clearly when there is none).</summary>
+    public static Device Cuda(int index = 0) => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.Cuda, index);
+
+    /// <summary>OpenCL device number <paramref name="index"/> among those ILGPU supports (created on first use).</summary>
+    public static Device OpenCL(int index = 0) => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.OpenCL, index);
+
+    /// <summary>Makes an ILGPU device around its backend (called once per device by the ILGPU device registry).</summary>
+    internal static Device CreateIlgpu(DeviceKind kind, int index, IBackend backend) => new(kind, index, backend);
+
     /// <summary>The device kind.</summary>
     public DeviceKind Kind { get; }
 
@@ -40,6 +61,9 @@ public sealed class Device : IEquatable<Device>
 
     /// <summary>True when tensors on this device live in ordinary host arrays.</summary>
     public bool IsHost => Kind is DeviceKind.Cpu or DeviceKind.CpuReference;
+
+    /// <summary>True for devices whose kernels are ILGPU kernels (CUDA, OpenCL, the ILGPU CPU emulator).</summary>
+    public bool IsIlgpu => Kind is DeviceKind.Cuda or DeviceKind.OpenCL or DeviceKind.IlgpuCpu;
 
     /// <summary>The kernels of this device.</summary>
     internal IBackend Backend { get; }
@@ -50,11 +74,12 @@ public sealed class Device : IEquatable<Device>
     public override bool Equals(object? obj) => Equals(obj as Device);
     /// <inheritdoc />
     public override int GetHashCode() => HashCode.Combine(Kind, Index);
-    /// <summary>"cpu", "cpu-reference".</summary>
+    /// <summary>"cpu", "cpu-reference", "cuda:0", "opencl:0", "ilgpu-cpu".</summary>
     public override string ToString() => Kind switch
     {
         DeviceKind.Cpu => "cpu",
         DeviceKind.CpuReference => "cpu-reference",
+        DeviceKind.IlgpuCpu => "ilgpu-cpu",
         _ => $"{Kind.ToString().ToLowerInvariant()}:{Index}",
     };
 }

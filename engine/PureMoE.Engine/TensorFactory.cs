@@ -119,7 +119,12 @@ public sealed partial class Tensor
     public float[] ToFloatArray() => (DType == DType.Float32 ? this : To(DType.Float32)).ToArray<float>();
 
     /// <summary>The elements as double[] (converting from any dtype).</summary>
-    public double[] ToDoubleArray() => (DType == DType.Float64 ? this : To(DType.Float64)).ToArray<double>();
+    public double[] ToDoubleArray()
+    {
+        // float64 lives on the host only: bring device tensors over first.
+        var host = Device.IsHost ? this : To(Device.Cpu);
+        return (host.DType == DType.Float64 ? host : host.To(DType.Float64)).ToArray<double>();
+    }
 
     /// <summary>The elements as long[] (float values truncate).</summary>
     public long[] ToLongArray() => (DType == DType.Int64 ? this : To(DType.Int64)).ToArray<long>();
@@ -181,7 +186,19 @@ public sealed partial class Tensor
             Device from = Device;
             return Record("ToDevice", moved, [this], g => [g.To(from)]);
         }
-        throw new NotSupportedException($"To: moving from {Device} to {device} is not supported");
+        // Host <-> ILGPU device, or ILGPU device <-> ILGPU device through the host: download, then upload.
+        if (DType == DType.Float64 && !device.IsHost)
+            throw new NotSupportedException($"To: float64 tensors live on the CPU only, not on {device}; convert with To(DType.Float32) first");
+        var staged = Array.CreateInstance(DType switch
+        {
+            DType.Float32 => typeof(float),
+            DType.Float64 => typeof(double),
+            _ => typeof(long),
+        }, Numel);
+        c.Backend.Download(c.Storage, c.Offset, staged, Numel);
+        var target = new Tensor(device.IsHost ? new CpuStorage(staged) : device.Backend.Upload(staged), Shape, device);
+        Device source = Device;
+        return Record("ToDevice", target, [this], g => [g.To(source)]);
     }
 
     /// <summary>this += other (same shape, or broadcast into this shape). Not recorded: for gradient buffers and optimizers.</summary>

@@ -29,7 +29,8 @@ public sealed partial class Tensor
             count++;
         }
         var idx = FromHost(t, [.. expected, 1], Device);
-        var maskT = FromHost(mask, [.. expected, 1], Device).To(DType);
+        // Uploaded as float32 (0/1 exactly) so the mask also goes to devices without float64 (ILGPU).
+        var maskT = FromHost(Array.ConvertAll(mask, v => (float)v), [.. expected, 1], Device).To(DType);
         var picked = LogSoftmax(-1).Gather(-1, idx).Mul(maskT);
         return picked.Sum().MulScalar(-1.0 / Math.Max(count, 1));
     }

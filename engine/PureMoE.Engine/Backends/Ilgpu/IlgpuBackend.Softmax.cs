@@ -1,0 +1,141 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+
+namespace PureMoE.Backends.Ilgpu;
+
+/// <summary>Parameters of the row kernels (softmax, RMSNorm).</summary>
+public struct RowArgs
+{
+    /// <summary>Row length.</summary>
+    public int N;
+    /// <summary>Number of rows.</summary>
+    public int Rows;
+    /// <summary>1 for log-softmax.</summary>
+    public int Log;
+    /// <summary>Causal query length (0: no mask).</summary>
+    public int CausalQuery;
+    /// <summary>RMSNorm epsilon.</summary>
+    public float Eps;
+}
+
+internal static partial class IlgpuKernels
+{
+    /// <summary>Softmax / log-softmax of one row per group (max, Σexp, write), with the optional causal mask.</summary>
+    [IlgpuKernel]
+    public static void Softmax(ArrayView<float> x, ArrayView<float> y, RowArgs p)
+    {
+        var shared = SharedMemory.GetDynamic<float>();
+        int r = Grid.IdxX, t = Group.IdxX, step = Group.DimX, o = r * p.N;
+        int valid = p.CausalQuery > 0 ? XMath.Min(p.N, r % p.CausalQuery + p.N - p.CausalQuery + 1) : p.N;
+        float max = float.NegativeInfinity;
+        for (int j = t; j < valid; j += step) max = XMath.Max(max, x[o + j]);
+        max = GroupReduce<MaxReduce>(max, shared);
+        float sum = 0f;
+        for (int j = t; j < valid; j += step) sum += XMath.Exp(x[o + j] - max);
+        sum = GroupReduce<SumReduce>(sum, shared);
+        float logSum = XMath.Log(sum);
+        for (int j = t; j < p.N; j += step)
+        {
+            if (j >= valid) y[o + j] = p.Log != 0 ? float.NegativeInfinity : 0f;
+            else y[o + j] = p.Log != 0 ? x[o + j] - max - logSum : XMath.Exp(x[o + j] - max) / sum;
+        }
+    }
+
+    /// <summary>Softmax backward of one row per group: dx = p(dy − Σp·dy), or dx = dy − p·Σdy for log-softmax.</summary>
+    [IlgpuKernel]
+    public static void SoftmaxBackward(ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, RowArgs p)
+    {
+        var shared = SharedMemory.GetDynamic<float>();
+        int r = Grid.IdxX, t = Group.IdxX, step = Group.DimX, o = r * p.N;
+        float s = 0f;
+        for (int j = t; j < p.N; j += step) s += p.Log != 0 ? dy[o + j] : y[o + j] * dy[o + j];
+        s = GroupReduce<SumReduce>(s, shared);
+        for (int j = t; j < p.N; j += step)
+            dx[o + j] = p.Log != 0 ? dy[o + j] - XMath.Exp(y[o + j]) * s : y[o + j] * (dy[o + j] - s);
+    }
+
+    /// <summary>RMSNorm of one row per group; thread 0 saves rstd.</summary>
+    [IlgpuKernel]
+    public static void RmsNorm(ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, ArrayView<float> rstd, RowArgs p)
+    {
+        var shared = SharedMemory.GetDynamic<float>();
+        int r = Grid.IdxX, t = Group.IdxX, step = Group.DimX, o = r * p.N;
+        float ss = 0f;
+        for (int j = t; j < p.N; j += step) ss += x[o + j] * x[o + j];
+        ss = GroupReduce<SumReduce>(ss, shared);
+        float rs = 1f / XMath.Sqrt(ss / p.N + p.Eps);
+        if (t == 0) rstd[r] = rs;
+        for (int j = t; j < p.N; j += step) y[o + j] = x[o + j] * rs * w[j];
+    }
+
+    /// <summary>RMSNorm backward dx of one row per group.</summary>
+    [IlgpuKernel]
+    public static void RmsNormBackwardDx(ArrayView<float> x, ArrayView<float> w, ArrayView<float> rstd, ArrayView<float> dy, ArrayView<float> dx, RowArgs p)
+    {
+        var shared = SharedMemory.GetDynamic<float>();
+        int r = Grid.IdxX, t = Group.IdxX, step = Group.DimX, o = r * p.N;
+        float dot = 0f;
+        for (int j = t; j < p.N; j += step) dot += w[j] * dy[o + j] * x[o + j];
+        dot = GroupReduce<SumReduce>(dot, shared);
+        float rs = rstd[r];
+        float coef = rs * rs * rs * dot / p.N;
+        for (int j = t; j < p.N; j += step) dx[o + j] = rs * w[j] * dy[o + j] - x[o + j] * coef;
+    }
+
+    /// <summary>RMSNorm backward dw: one thread per column summing over rows in order (deterministic, no atomics).</summary>
+    [IlgpuKernel]
+    public static void RmsNormBackwardDw(Index1D j, ArrayView<float> x, ArrayView<float> rstd, ArrayView<float> dy, ArrayView<float> dw, RowArgs p)
+    {
+        float acc = 0f;
+        for (int r = 0; r < p.Rows; r++) acc += dy[r * p.N + j] * x[r * p.N + j] * rstd[r];
+        dw[j] = acc;
+    }
+}
+
+public sealed partial class IlgpuBackend
+{
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, RowArgs>? _softmax;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>? _softmaxBackward;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>? _rmsNorm;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>? _rmsNormDx;
+    private Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>? _rmsNormDw;
+
+    /// <inheritdoc />
+    public void Softmax(Storage x, Storage y, int rows, int n, bool log, int causalQuery)
+    {
+        if (rows == 0 || n == 0) return;
+        var k = Cached(ref _softmax, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.Softmax));
+        k(RowConfig(rows), F(x, "Softmax"), F(y, "Softmax"), new RowArgs { N = n, Rows = rows, Log = log ? 1 : 0, CausalQuery = causalQuery });
+    }
+
+    /// <inheritdoc />
+    public void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log)
+    {
+        if (rows == 0 || n == 0) return;
+        var k = Cached(ref _softmaxBackward, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.SoftmaxBackward));
+        k(RowConfig(rows), F(y, "SoftmaxBackward"), F(dy, "SoftmaxBackward"), F(dx, "SoftmaxBackward"), new RowArgs { N = n, Rows = rows, Log = log ? 1 : 0 });
+    }
+
+    /// <inheritdoc />
+    public void RmsNorm(Storage x, Storage w, Storage y, Storage rstd, int rows, int n, double eps)
+    {
+        if (rows == 0) return;
+        var k = Cached(ref _rmsNorm, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.RmsNorm));
+        k(RowConfig(rows), F(x, "RmsNorm"), F(w, "RmsNorm"), F(y, "RmsNorm"), F(rstd, "RmsNorm"), new RowArgs { N = n, Rows = rows, Eps = (float)eps });
+    }
+
+    /// <inheritdoc />
+    public void RmsNormBackward(Storage x, Storage w, Storage rstd, Storage dy, Storage dx, Storage dw, int rows, int n)
+    {
+        if (n == 0) return;
+        var p = new RowArgs { N = n, Rows = rows };
+        if (rows > 0)
+        {
+            var k = Cached(ref _rmsNormDx, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.RmsNormBackwardDx));
+            k(RowConfig(rows), F(x, "RmsNormBackward"), F(w, "RmsNormBackward"), F(rstd, "RmsNormBackward"), F(dy, "RmsNormBackward"), F(dx, "RmsNormBackward"), p);
+        }
+        var kw = Cached(ref _rmsNormDw, () => Auto<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.RmsNormBackwardDw));
+        kw(n, F(x, "RmsNormBackward"), F(rstd, "RmsNormBackward"), F(dy, "RmsNormBackward"), F(dw, "RmsNormBackward").SubView(0, n), p);
+    }
+}

@@ -1,0 +1,208 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace PureMoE.Backends.Ilgpu;
+
+/// <summary>
+/// Every <see cref="IBackend"/> primitive as ILGPU kernels, for one accelerator (CUDA, OpenCL or ILGPU's CPU
+/// emulator). Kernels live in <see cref="IlgpuKernels"/>, one file per family; each is compiled once per
+/// accelerator on first use and cached in a field. Group sizes come from the accelerator (its warp size and
+/// maximum group size), never from a constant. All work is queued in order on the accelerator's default stream;
+/// only downloads wait for it. Buffers come from a caching <see cref="IlgpuMemoryPool"/>.
+/// Elements are float32 or int64; float64 is not supported on ILGPU devices (a clear NotSupportedException).
+/// Index kernels cannot throw on the device: an out-of-range index reads as zero and adds nothing (the CPU
+/// backends throw). A backend is not thread-safe: use a device from one thread at a time (like a CUDA stream).
+/// </summary>
+public sealed partial class IlgpuBackend : IBackend, IDisposable
+{
+    private readonly object _compileLock = new();
+
+    /// <summary>Wraps an accelerator (the backend owns it and disposes it).</summary>
+    public IlgpuBackend(Accelerator accelerator)
+    {
+        Accelerator = accelerator;
+        Pool = new IlgpuMemoryPool(accelerator);
+        WarpSize = Math.Max(1, accelerator.WarpSize);
+        // A power of two (tree reductions halve it), at most 256, from the accelerator's own limit.
+        int max = Math.Min(256, accelerator.MaxNumThreadsPerGroup);
+        GroupSize = 1 << (31 - int.LeadingZeroCount(Math.Max(1, max)));
+    }
+
+    /// <summary>The accelerator.</summary>
+    public Accelerator Accelerator { get; }
+
+    /// <summary>The memory pool of this accelerator.</summary>
+    public IlgpuMemoryPool Pool { get; }
+
+    /// <summary>The accelerator's warp size.</summary>
+    public int WarpSize { get; }
+
+    /// <summary>Threads per group of the grouped kernels (row reductions, SGEMM): a power of two ≤ 256 the accelerator allows.</summary>
+    public int GroupSize { get; }
+
+    /// <summary>Waits for all queued work.</summary>
+    public void Synchronize() => Accelerator.Synchronize();
+
+    /// <summary>Frees the pool and the accelerator.</summary>
+    public void Dispose()
+    {
+        try { Accelerator.Synchronize(); } catch (Exception) { /* disposing anyway */ }
+        Pool.Dispose();
+        Accelerator.Dispose();
+    }
+
+    // ---------------------------------------------------------------- kernel cache
+
+    /// <summary>Compiles a kernel on first use (under a lock) and keeps it in <paramref name="field"/>.</summary>
+    private T Cached<T>(ref T? field, Func<T> load) where T : class
+    {
+        var k = Volatile.Read(ref field);
+        if (k is not null) return k;
+        lock (_compileLock)
+        {
+            field ??= load();
+            return field;
+        }
+    }
+
+    private Action<Index1D, T1, T2> Auto<T1, T2>(Action<Index1D, T1, T2> kernel)
+        where T1 : struct where T2 : struct => Accelerator.LoadAutoGroupedStreamKernel(kernel);
+
+    private Action<Index1D, T1, T2, T3> Auto<T1, T2, T3>(Action<Index1D, T1, T2, T3> kernel)
+        where T1 : struct where T2 : struct where T3 : struct => Accelerator.LoadAutoGroupedStreamKernel(kernel);
+
+    private Action<Index1D, T1, T2, T3, T4> Auto<T1, T2, T3, T4>(Action<Index1D, T1, T2, T3, T4> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct => Accelerator.LoadAutoGroupedStreamKernel(kernel);
+
+    private Action<Index1D, T1, T2, T3, T4, T5> Auto<T1, T2, T3, T4, T5>(Action<Index1D, T1, T2, T3, T4, T5> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct =>
+        Accelerator.LoadAutoGroupedStreamKernel(kernel);
+
+    /// <summary>A launch of <paramref name="groups"/> groups of <see cref="GroupSize"/> threads with one float of shared memory per thread.</summary>
+    private KernelConfig RowConfig(int groups) =>
+        new(new Index1D(groups), new Index1D(GroupSize), SharedMemoryConfig.RequestDynamic<float>(GroupSize));
+
+    // ---------------------------------------------------------------- storage helpers
+
+    private IlgpuStorage S(Storage s, string op)
+    {
+        if (s is IlgpuStorage g && ReferenceEquals(g.Accelerator, Accelerator)) return g;
+        throw new InvalidOperationException(
+            $"{op}: the buffer ({s.GetType().Name}, {s.DType.Name()}) does not belong to this ILGPU device ({Accelerator.Name}); move tensors with To(device)");
+    }
+
+    private ArrayView<float> F(Storage s, string op) => S(s, op).F;
+
+    private ArrayView<long> L(Storage s, string op) => S(s, op).L;
+
+    private static NotSupportedException Float64(string op) =>
+        new($"{op}: float64 is not supported on ILGPU devices (float32 and int64 only); keep float64 work on Device.Cpu");
+
+    private IlgpuStorage Rent(DType dtype, int length, string op)
+    {
+        if (dtype == DType.Float64) throw Float64(op);
+        if (length < 0) throw new ArgumentOutOfRangeException(nameof(length), length, $"{op}: negative length");
+        long bytes = Math.Max(1L, (long)length * dtype.SizeInBytes());
+        return new IlgpuStorage(Pool, Pool.Rent(bytes), dtype, length);
+    }
+
+    // ---------------------------------------------------------------- memory and copies
+
+    /// <inheritdoc />
+    public Storage Allocate(DType dtype, int length)
+    {
+        var s = Rent(dtype, length, "Allocate");
+        if (length > 0) s.Bytes.MemSetToZero(Accelerator.DefaultStream);
+        return s;
+    }
+
+    /// <inheritdoc />
+    public Storage Upload(Array data)
+    {
+        switch (data)
+        {
+            case float[] f:
+            {
+                var s = Rent(DType.Float32, f.Length, "Upload");
+                if (f.Length > 0) s.F.CopyFromCPU(Accelerator.DefaultStream, f);
+                return s;
+            }
+            case long[] l:
+            {
+                var s = Rent(DType.Int64, l.Length, "Upload");
+                if (l.Length > 0) s.L.CopyFromCPU(Accelerator.DefaultStream, l);
+                return s;
+            }
+            case double[]:
+                throw Float64("Upload");
+            default:
+                throw new ArgumentException($"Upload: unsupported array type {data.GetType().Name}");
+        }
+    }
+
+    /// <inheritdoc />
+    public void Download(Storage src, int srcOffset, Array dst, int count)
+    {
+        if (count == 0) return;
+        var s = S(src, "Download");
+        var stream = Accelerator.DefaultStream;
+        switch (dst)
+        {
+            case float[] f when s.DType == DType.Float32:
+                s.F.SubView(srcOffset, count).CopyToCPU(stream, f.AsSpan(0, count));
+                break;
+            case long[] l when s.DType == DType.Int64:
+                s.L.SubView(srcOffset, count).CopyToCPU(stream, l.AsSpan(0, count));
+                break;
+            default:
+                throw new ArgumentException($"Download: a {s.DType.Name()} buffer cannot be read into {dst.GetType().Name}");
+        }
+        stream.Synchronize();
+    }
+
+    private Action<Index1D, ArrayView<float>, float>? _fillF;
+    private Action<Index1D, ArrayView<long>, long>? _fillL;
+
+    /// <inheritdoc />
+    public void Fill(Storage dst, int offset, int count, double value)
+    {
+        if (count == 0) return;
+        var d = S(dst, "Fill");
+        if (d.DType == DType.Float32)
+            Cached(ref _fillF, () => Auto<ArrayView<float>, float>(IlgpuKernels.Fill))(count, d.F.SubView(offset, count), (float)value);
+        else
+            Cached(ref _fillL, () => Auto<ArrayView<long>, long>(IlgpuKernels.Fill))(count, d.L.SubView(offset, count), (long)value);
+    }
+
+    private Action<Index1D, ArrayView<float>, ArrayView<float>, StridedArgs>? _copyF;
+    private Action<Index1D, ArrayView<long>, ArrayView<long>, StridedArgs>? _copyL;
+    private Action<Index1D, ArrayView<float>, ArrayView<long>, StridedArgs>? _copyFL;
+    private Action<Index1D, ArrayView<long>, ArrayView<float>, StridedArgs>? _copyLF;
+
+    /// <inheritdoc />
+    public void CopyStrided(Strided src, Shape shape, Storage dst, int dstOffset)
+    {
+        int n = shape.Numel;
+        if (n == 0) return;
+        var s = S(src.Storage, "CopyStrided");
+        var d = S(dst, "CopyStrided");
+        var args = StridedArgs.Create(shape, "CopyStrided", src);
+        switch (s.DType, d.DType)
+        {
+            case (DType.Float32, DType.Float32):
+                Cached(ref _copyF, () => Auto<ArrayView<float>, ArrayView<float>, StridedArgs>(IlgpuKernels.CopyStrided))(n, s.F, d.F.SubView(dstOffset, n), args);
+                break;
+            case (DType.Int64, DType.Int64):
+                Cached(ref _copyL, () => Auto<ArrayView<long>, ArrayView<long>, StridedArgs>(IlgpuKernels.CopyStrided))(n, s.L, d.L.SubView(dstOffset, n), args);
+                break;
+            case (DType.Float32, DType.Int64):
+                Cached(ref _copyFL, () => Auto<ArrayView<float>, ArrayView<long>, StridedArgs>(IlgpuKernels.CopyFloatToLong))(n, s.F, d.L.SubView(dstOffset, n), args);
+                break;
+            case (DType.Int64, DType.Float32):
+                Cached(ref _copyLF, () => Auto<ArrayView<long>, ArrayView<float>, StridedArgs>(IlgpuKernels.CopyLongToFloat))(n, s.L, d.F.SubView(dstOffset, n), args);
+                break;
+            default:
+                throw Float64("CopyStrided");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace PureMoE.Backends.Ilgpu;
+
+/// <summary>
+/// A caching allocator for one accelerator. Requests are rounded up to a size class (powers of two split in four
+/// steps: 1, 1.25, 1.5, 1.75 × 2ᵏ bytes, at least 256 bytes, so at most 25 % is wasted) and served from that
+/// class's free list when it has a buffer; only a miss allocates device memory. A storage's Dispose, or its
+/// finalizer when it was dropped, returns its buffer to the free list; buffers are freed only by
+/// <see cref="Trim"/> (called automatically when an allocation runs out of memory) and when the device is disposed.
+/// The pool keeps every buffer it handed out reachable, so a buffer is never finalized while a storage uses it.
+/// Reuse is safe without synchronisation because every kernel and copy of a device runs in order on its one
+/// default stream. Thread-safe.
+/// </summary>
+public sealed class IlgpuMemoryPool : IDisposable
+{
+    private readonly object _lock = new();
+    private readonly Dictionary<long, Stack<MemoryBuffer1D<byte, Stride1D.Dense>>> _free = new();
+    private readonly HashSet<MemoryBuffer1D<byte, Stride1D.Dense>> _leased = new(ReferenceEqualityComparer.Instance);
+    private bool _disposed;
+
+    internal IlgpuMemoryPool(Accelerator accelerator) => Accelerator = accelerator;
+
+    /// <summary>The accelerator whose memory this pool manages.</summary>
+    public Accelerator Accelerator { get; }
+
+    /// <summary>Bytes held in free lists (cached, not in use).</summary>
+    public long CachedBytes { get; private set; }
+
+    /// <summary>Bytes in buffers currently leased to storages.</summary>
+    public long LeasedBytes { get; private set; }
+
+    /// <summary>Number of device allocations made so far (misses); a steady training step should stop adding to it.</summary>
+    public long Allocations { get; private set; }
+
+    /// <summary>The size class of a request of <paramref name="bytes"/> bytes.</summary>
+    public static long SizeClass(long bytes)
+    {
+        if (bytes <= 256) return 256;
+        long pow = 1L << (63 - (int)long.LeadingZeroCount(bytes - 1)); // largest power of two < bytes
+        long step = pow / 4;
+        return (bytes + step - 1) / step * step;
+    }
+
+    /// <summary>A buffer of at least <paramref name="bytes"/> bytes (contents undefined).</summary>
+    internal MemoryBuffer1D<byte, Stride1D.Dense> Rent(long bytes)
+    {
+        long size = SizeClass(bytes);
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_free.TryGetValue(size, out var stack) && stack.Count > 0)
+            {
+                var b = stack.Pop();
+                CachedBytes -= size;
+                return Lease(b, size);
+            }
+        }
+        MemoryBuffer1D<byte, Stride1D.Dense> buffer;
+        try
+        {
+            buffer = Accelerator.Allocate1D<byte>(size);
+        }
+        catch (Exception e) when (e is OutOfMemoryException or AcceleratorException)
+        {
+            // Give the cached buffers back to the device and try once more.
+            Trim();
+            buffer = Accelerator.Allocate1D<byte>(size);
+        }
+        lock (_lock)
+        {
+            Allocations++;
+            return Lease(buffer, size);
+        }
+    }
+
+    private MemoryBuffer1D<byte, Stride1D.Dense> Lease(MemoryBuffer1D<byte, Stride1D.Dense> b, long size)
+    {
+        _leased.Add(b);
+        LeasedBytes += size;
+        return b;
+    }
+
+    /// <summary>Puts a leased buffer back on its free list.</summary>
+    internal void Return(MemoryBuffer1D<byte, Stride1D.Dense> buffer)
+    {
+        lock (_lock)
+        {
+            if (!_leased.Remove(buffer)) return;
+            long size = buffer.Length;
+            LeasedBytes -= size;
+            if (_disposed) return;
+            if (!_free.TryGetValue(size, out var stack)) _free[size] = stack = new();
+            stack.Push(buffer);
+            CachedBytes += size;
+        }
+    }
+
+    /// <summary>Frees every cached (unused) buffer.</summary>
+    public void Trim()
+    {
+        List<MemoryBuffer1D<byte, Stride1D.Dense>> drop = [];
+        lock (_lock)
+        {
+            foreach (var s in _free.Values) drop.AddRange(s);
+            _free.Clear();
+            CachedBytes = 0;
+        }
+        if (drop.Count > 0) Accelerator.Synchronize();
+        foreach (var b in drop) b.Dispose();
+    }
+
+    /// <summary>Frees all memory of the pool (cached and leased); storages of this device are unusable afterwards.</summary>
+    public void Dispose()
+    {
+        List<MemoryBuffer1D<byte, Stride1D.Dense>> drop = [];
+        lock (_lock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            foreach (var s in _free.Values) drop.AddRange(s);
+            drop.AddRange(_leased);
+            _free.Clear();
+            _leased.Clear();
+        }
+        foreach (var b in drop) b.Dispose();
+    }
+}

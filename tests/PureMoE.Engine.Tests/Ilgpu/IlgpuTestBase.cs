@@ -1,0 +1,70 @@
+using PureMoE.Backends;
+using PureMoE.Backends.Ilgpu;
+using PureMoE.Engine.Tests.Backends;
+
+namespace PureMoE.Engine.Tests.Ilgpu;
+
+/// <summary>
+/// ILGPU tests share one collection: a device is used from one thread at a time (like a CUDA stream), and the
+/// CPU emulator is slow enough that running its tests side by side would only contend for the two cores.
+/// </summary>
+[CollectionDefinition("Ilgpu", DisableParallelization = true)]
+public sealed class IlgpuCollection;
+
+/// <summary>
+/// The device under test. Each test class is written once against this base and instantiated per device kind:
+/// ILGPU's CPU emulator (always present) and CUDA device 0 (skipped cleanly where there is none).
+/// </summary>
+public abstract class IlgpuTestBase
+{
+    /// <summary>Which ILGPU device the derived class tests.</summary>
+    protected abstract DeviceKind Kind { get; }
+
+    /// <summary>The device; skips the test when it does not exist on this machine.</summary>
+    protected Device Dev
+    {
+        get
+        {
+            if (Kind == DeviceKind.Cuda)
+            {
+                int count = 0;
+                try { count = IlgpuDevices.CudaCount; } catch (Exception) { count = 0; }
+                Assert.SkipUnless(count > 0, "no CUDA device on this machine");
+                return Device.Cuda(0);
+            }
+            return Device.IlgpuCpu;
+        }
+    }
+
+    /// <summary>The backend of <see cref="Dev"/>.</summary>
+    protected IlgpuBackend B => (IlgpuBackend)Dev.Backend;
+
+    /// <summary>Tolerance scale: GPUs contract a·b+c into FMAs and use their own exp/log, the emulator runs .NET math.</summary>
+    protected double Slack => Kind == DeviceKind.IlgpuCpu ? 1 : 8;
+
+    protected Storage Up(Array a) => B.Upload(a);
+
+    protected float[] DownF(Storage s)
+    {
+        var r = new float[s.Length];
+        B.Download(s, 0, r, r.Length);
+        return r;
+    }
+
+    protected long[] DownL(Storage s)
+    {
+        var r = new long[s.Length];
+        B.Download(s, 0, r, r.Length);
+        return r;
+    }
+
+    protected static long[] RandIdx(int n, int max, int seed)
+    {
+        var rng = new Random(seed);
+        var r = new long[n];
+        for (int i = 0; i < n; i++) r[i] = rng.Next(max);
+        return r;
+    }
+
+    protected static readonly PureMoE.Backends.Reference.ReferenceBackend Ref = K.Ref;
+}
