@@ -14,7 +14,7 @@ public sealed class ExchangeStats
     private readonly long[] _dispatchSent, _dispatchReceived, _combineSent, _combineReceived;
     private readonly long[] _backwardSent, _backwardReceived;
     private readonly long[] _tokensSent, _tokensReceived, _rows, _matrix;
-    private long _messages, _metadata, _backwardMessages;
+    private long _messages, _metadata, _backwardMessages, _copyTicks;
 
     /// <summary>Empty statistics for <paramref name="devices"/> ranks, width d and element size.</summary>
     public ExchangeStats(int devices, int hiddenSize, int bytesPerElement)
@@ -79,6 +79,9 @@ public sealed class ExchangeStats
     /// <summary>Max / mean of <see cref="TokensReceived"/> over ranks.</summary>
     public double ReceiveImbalance => Imbalance(_tokensReceived);
 
+    /// <summary>Time spent in forward copies between ranks, summed over the copies (they may overlap in wall time).</summary>
+    public TimeSpan CopyTime => TimeSpan.FromTicks(Interlocked.Read(ref _copyTicks));
+
     /// <summary>Wall time of the forward exchange step.</summary>
     public TimeSpan Elapsed { get; internal set; }
 
@@ -124,7 +127,7 @@ public sealed class ExchangeStats
             Add(total._tokensSent, s._tokensSent); Add(total._tokensReceived, s._tokensReceived);
             Add(total._rows, s._rows); Add(total._matrix, s._matrix);
             total._messages += s.Messages; total._metadata += s.MetadataBytes; total._backwardMessages += s.BackwardMessages;
-            total.Elapsed += s.Elapsed;
+            total.Elapsed += s.Elapsed; total._copyTicks += s._copyTicks;
         }
         return total ?? throw new ArgumentException("ExchangeStats.Sum: no steps");
     }
@@ -143,6 +146,8 @@ public sealed class ExchangeStats
     }
 
     internal void RecordRows(int rank, int rows) => Interlocked.Add(ref _rows[rank], rows);
+
+    internal void RecordCopyTime(TimeSpan time) => Interlocked.Add(ref _copyTicks, time.Ticks);
 
     internal void RecordMetadata(long bytes) => Interlocked.Add(ref _metadata, bytes);
 

@@ -193,10 +193,14 @@ public sealed class ExpertParallelMoeLayer : Module
         var clock = Stopwatch.StartNew();
         var dtype = _shards[0].Gate.Weight.DType;
         var stats = new ExchangeStats(p, d, dtype.SizeInBytes());
-        bool training = IsTraining;
+        bool training = IsTraining, record = PureMoE.Autograd.GradMode.IsEnabled;
 
         // 1. Route and pack, on each source rank.
-        var route = Exchange.RunOnRanks("route", r => Task.FromResult(RouteAndPack(r, inputs[r], training, dtype)), cancellation);
+        var route = Exchange.RunOnRanks("route", r =>
+        {
+            using var _ = TokenExchange.GradScope(record);
+            return Task.FromResult(RouteAndPack(r, inputs[r], training, dtype));
+        }, cancellation);
         Exchange.WaitAll(route, "route", cancellation);
         var packs = route.Select(t => t.Result).ToArray();
 
@@ -206,7 +210,11 @@ public sealed class ExpertParallelMoeLayer : Module
             for (int q = 0; q < p; q++) stats.RecordTokens(s, q, packs[s].Counts[q]);
 
         // 3. Payload and experts, on each destination rank.
-        var compute = Exchange.RunOnRanks("experts", q => Task.FromResult(ReceiveAndCompute(q, packs, receiveCounts[q], stats, cancellation)), cancellation);
+        var compute = Exchange.RunOnRanks("experts", q =>
+        {
+            using var _ = TokenExchange.GradScope(record);
+            return Task.FromResult(ReceiveAndCompute(q, packs, receiveCounts[q], stats, cancellation));
+        }, cancellation);
 
         // 4. Combine, on each source rank, as each destination finishes.
         var combine = Exchange.RunOnRanks("combine", async r =>
@@ -217,10 +225,11 @@ public sealed class ExpertParallelMoeLayer : Module
             {
                 if (pack.Counts[q] == 0) continue;
                 var parts = await compute[q].WaitAsync(cancellation).ConfigureAwait(false);
+                using var _ = TokenExchange.GradScope(record);           // no await inside: the scope is per thread
                 var back = Exchange.Send(parts[r]!, q, r, stats, ExchangeDirection.Combine, cancellation: cancellation);
                 y = y.IndexAdd(0, pack.TokenIndex[q]!, back);
             }
-            return y.Reshape(inputs[r].Shape.ToArray());
+            using (TokenExchange.GradScope(record)) return y.Reshape(inputs[r].Shape.ToArray());
         }, cancellation);
         Exchange.WaitAll([.. compute, .. combine], "dispatch/experts/combine", cancellation);
 

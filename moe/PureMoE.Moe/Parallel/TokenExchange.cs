@@ -57,7 +57,9 @@ public sealed class TokenExchange
     {
         if (from == to) return payload;
         cancellation.ThrowIfCancellationRequested();
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         var moved = Group.Copy(payload, from, to);
+        stats.RecordCopyTime(System.Diagnostics.Stopwatch.GetElapsedTime(start));
         long bytes = (long)payload.Numel * payload.DType.SizeInBytes();
         if (metadata) stats.RecordMetadata(bytes);
         else stats.RecordPayload(direction, from, to, bytes);
@@ -75,14 +77,13 @@ public sealed class TokenExchange
     /// <summary>
     /// Starts one task per rank running <paramref name="work"/>(rank). An exception escapes as a
     /// <see cref="DeviceFailureException"/> naming the rank and <paramref name="phase"/> (one already naming a rank —
-    /// propagated from a rank this one waited on — is kept as it is). Gradient recording follows the caller's mode.
+    /// propagated from a rank this one waited on — is kept as it is). Gradient recording is per thread: the work
+    /// enters the caller's mode itself with <see cref="GradScope"/> around each synchronous stretch (never across an
+    /// await, which may resume on another thread).
     /// </summary>
-    public Task<T>[] RunOnRanks<T>(string phase, Func<int, Task<T>> work, CancellationToken cancellation = default)
-    {
-        bool record = PureMoE.Autograd.GradMode.IsEnabled;
-        return Enumerable.Range(0, Group.Count).Select(rank => Task.Run(async () =>
+    public Task<T>[] RunOnRanks<T>(string phase, Func<int, Task<T>> work, CancellationToken cancellation = default) =>
+        Enumerable.Range(0, Group.Count).Select(rank => Task.Run(async () =>
         {
-            using var scope = record ? null : Tensor.NoGrad();
             try
             {
                 cancellation.ThrowIfCancellationRequested();
@@ -92,7 +93,9 @@ public sealed class TokenExchange
             catch (OperationCanceledException) when (cancellation.IsCancellationRequested) { throw; }
             catch (Exception e) { throw new DeviceFailureException(rank, Group.NameOf(rank), phase, e); }
         }, CancellationToken.None)).ToArray();
-    }
+
+    /// <summary>A scope that turns recording off on this thread when <paramref name="record"/> is false (else null).</summary>
+    public static IDisposable? GradScope(bool record) => record ? null : Tensor.NoGrad();
 
     /// <summary>
     /// Waits for every task (task i belongs to rank i) within <see cref="Timeout"/>. Throws the lowest-ranked
