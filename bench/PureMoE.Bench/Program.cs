@@ -12,6 +12,7 @@ public static class Program
     private static readonly Dictionary<string, Func<QuickArgs, int>> QuickCommands = new(StringComparer.Ordinal)
     {
         ["gemm"] = GemmQuick.Run,
+        ["exchange"] = ExchangeQuick.Run,
     };
 
     /// <summary>Runs the benchmark named on the command line.</summary>
