@@ -93,4 +93,39 @@ public sealed record RoutingStats
             Extras = plan.Extras,
         };
     }
+
+    /// <summary>Statistics of several plans taken together (e.g. the ranks of one expert-parallel step).</summary>
+    public static RoutingStats Merge(IReadOnlyList<RoutingStats> parts)
+    {
+        if (parts.Count == 1) return parts[0];
+        int e = parts[0].Experts, tokens = parts.Sum(p => p.Tokens);
+        var load = new int[e];
+        var co = new long[e * e];
+        foreach (var p in parts)
+        {
+            for (int i = 0; i < e; i++) load[i] += p.ExpertLoad[i];
+            for (int i = 0; i < co.Length; i++) co[i] += p.CoActivation[i];
+        }
+        double mean = load.Average(), var = load.Select(l => (l - mean) * (l - mean)).Average();
+        static double SumOrNaN(IEnumerable<double> xs) => xs.All(double.IsNaN) ? double.NaN : xs.Where(x => !double.IsNaN(x)).Sum();
+        return new RoutingStats
+        {
+            Tokens = tokens,
+            Experts = e,
+            PairsChosen = parts.Sum(p => p.PairsChosen),
+            PairsDropped = parts.Sum(p => p.PairsDropped),
+            TokensDropped = parts.Sum(p => p.TokensDropped),
+            PaddedSlots = parts.Sum(p => p.PaddedSlots),
+            FillInsUsed = parts.Sum(p => p.FillInsUsed),
+            RectifiedTokens = parts.Sum(p => p.RectifiedTokens),
+            ExpertLoad = load,
+            LoadCv = mean > 0 ? Math.Sqrt(var) / mean : 0,
+            ActiveExpertsPerToken = tokens > 0 ? parts.Sum(p => p.ActiveExpertsPerToken * p.Tokens) / tokens : 0,
+            CoActivation = co,
+            AuxLoss = SumOrNaN(parts.Select(p => p.AuxLoss)),
+            ZLoss = SumOrNaN(parts.Select(p => p.ZLoss)),
+            SparsityLoss = SumOrNaN(parts.Select(p => p.SparsityLoss)),
+            Extras = parts[0].Extras,
+        };
+    }
 }

@@ -1,5 +1,6 @@
 using PureMoE.Autograd;
 using PureMoE.Models;
+using PureMoE.Moe.Parallel;
 using PureMoE.Moe.Routing;
 
 namespace PureMoE.Moe.Models;
@@ -24,25 +25,60 @@ public static class MoeMixtral
     /// A new model with random weights. C2R needs <paramref name="profiles"/> (one per layer, e.g. from
     /// <see cref="Profile"/> on a trained model).
     /// </summary>
+    /// <remarks>
+    /// With <paramref name="devices"/> &gt; 1 every MoE layer runs expert-parallel on that many logical CPU devices
+    /// (<see cref="ExpertParallelBlock"/>): experts placed contiguously, or for C2R co-located with their
+    /// collaborators (each layer's profile clustered into groups of E/P, lists reordered group mates first).
+    /// </remarks>
     public static MixtralForCausalLM Create(MixtralConfig config, Rng rng, DType dtype = DType.Float32, Device? device = null,
-        IReadOnlyList<CollaborationProfile>? profiles = null)
+        IReadOnlyList<CollaborationProfile>? profiles = null, int devices = 1)
     {
         config.Validate();
-        var routers = SpecOf(config).Build(config.NumHiddenLayers, config.NumLocalExperts, config.NumExpertsPerTok, profiles);
-        return new MixtralForCausalLM(config, rng, dtype, device, Factory(routers));
+        var spec = SpecOf(config);
+        IReadOnlyList<ExpertPlacement>? placements = null;
+        if (devices > 1 && spec.Name == "c2r" && profiles is not null)
+        {
+            var colocated = profiles.Select(p => p.CoLocate(devices)).ToArray();
+            profiles = colocated.Select(c => c.Profile).ToArray();
+            placements = colocated.Select(c => c.Placement).ToArray();
+        }
+        var routers = spec.Build(config.NumHiddenLayers, config.NumLocalExperts, config.NumExpertsPerTok, profiles);
+        return new MixtralForCausalLM(config, rng, dtype, device, Factory(routers, devices, placements));
     }
 
-    /// <summary>The factory that gives decoder layer i a MoeLayer with router i.</summary>
-    public static MoeBlockFactory Factory(IReadOnlyList<IRouter> routers) => (config, layer, rng, dtype, device) =>
-        new MoeLayer(config.HiddenSize, config.IntermediateSize, routers[layer], rng, config.InitializerRange, dtype, device);
+    /// <summary>
+    /// The factory that gives decoder layer i a MoeLayer with router i — wrapped to run expert-parallel on
+    /// <paramref name="devices"/> logical devices when more than one (placement i, contiguous when not given).
+    /// </summary>
+    public static MoeBlockFactory Factory(IReadOnlyList<IRouter> routers, int devices = 1, IReadOnlyList<ExpertPlacement>? placements = null) =>
+        (config, layer, rng, dtype, device) =>
+        {
+            var moe = new MoeLayer(config.HiddenSize, config.IntermediateSize, routers[layer], rng, config.InitializerRange, dtype, device);
+            if (devices <= 1) return moe;
+            return new ExpertParallelBlock(moe, DeviceGroup.LogicalCpu(devices), placements?[layer]);
+        };
 
-    /// <summary>The MoE layers of a model built by this class.</summary>
+    /// <summary>The MoE layers of a model built by this class (the wrapped layer of an expert-parallel block).</summary>
     public static IReadOnlyList<MoeLayer> Layers(MixtralForCausalLM model) =>
-        model.Model.Layers.Select((l, i) => l.BlockSparseMoe as MoeLayer
-            ?? throw new InvalidOperationException($"layer {i} has a {l.BlockSparseMoe.GetType().Name}, not a MoeLayer")).ToArray();
+        model.Model.Layers.Select((l, i) => l.BlockSparseMoe switch
+        {
+            MoeLayer m => m,
+            ExpertParallelBlock b => b.Inner,
+            _ => throw new InvalidOperationException($"layer {i} has a {l.BlockSparseMoe.GetType().Name}, not a MoeLayer"),
+        }).ToArray();
 
-    /// <summary>The routing statistics of each layer's last forward.</summary>
-    public static IReadOnlyList<RoutingStats?> LastStats(MixtralForCausalLM model) => Layers(model).Select(l => l.LastStats).ToArray();
+    /// <summary>The routing statistics of each layer's last forward (merged over ranks when expert-parallel).</summary>
+    public static IReadOnlyList<RoutingStats?> LastStats(MixtralForCausalLM model) =>
+        model.Model.Layers.Select(l => l.BlockSparseMoe switch
+        {
+            MoeLayer m => m.LastStats,
+            ExpertParallelBlock b => b.LastStats,
+            _ => null,
+        }).ToArray();
+
+    /// <summary>Bytes the last step's dispatch sent between devices, summed over layers (0 on one device).</summary>
+    public static long LastDispatchBytes(MixtralForCausalLM model) =>
+        model.Model.Layers.Sum(l => l.BlockSparseMoe is ExpertParallelBlock b ? b.LastExchange?.DispatchBytes ?? 0 : 0);
 
     /// <summary>
     /// Tells adaptive routers (ReMoE's λ) that an optimizer step happened, with the plans of that step's training
@@ -50,9 +86,16 @@ public static class MoeMixtral
     /// </summary>
     public static void AfterOptimizerStep(MixtralForCausalLM model)
     {
-        foreach (var layer in Layers(model))
-            if (layer.Router is IAdaptiveRouter adaptive && layer.LastPlan is RoutingPlan plan)
-                adaptive.AfterOptimizerStep([plan]);
+        foreach (var l in model.Model.Layers)
+        {
+            var (router, plans) = l.BlockSparseMoe switch
+            {
+                MoeLayer m => (m.Router, m.LastPlan is RoutingPlan plan ? new[] { plan } : null),
+                ExpertParallelBlock b => (b.Inner.Router, b.LastPlans?.ToArray()),
+                _ => ((IRouter?)null, null),
+            };
+            if (router is IAdaptiveRouter adaptive && plans is not null) adaptive.AfterOptimizerStep(plans);
+        }
     }
 
     /// <summary>
@@ -97,15 +140,22 @@ public static class MoeMixtral
     public static void Save(MixtralForCausalLM model, string dir) => MixtralCheckpoint.Save(model, dir, RouterState(model));
 
     /// <summary>Loads a directory saved by <see cref="Save"/> or any Hugging Face Mixtral checkpoint.</summary>
-    public static MixtralForCausalLM Load(string dir, DType dtype = DType.Float32, Device? device = null)
+    public static MixtralForCausalLM Load(string dir, DType dtype = DType.Float32, Device? device = null, int devices = 1)
     {
         var config = MixtralConfig.Load(Path.Combine(dir, "config.json"));
         var spec = SpecOf(config);
         var state = MixtralCheckpoint.LoadWeights(dir, name => name.StartsWith(MixtralCheckpoint.RouterStatePrefix, StringComparison.Ordinal));
         IReadOnlyList<CollaborationProfile>? profiles = null;
         if (spec.Name == "c2r") profiles = ReadC2RLists(state, config, dir);
+        IReadOnlyList<ExpertPlacement>? placements = null;
+        if (devices > 1 && profiles is not null)
+        {
+            var colocated = profiles.Select(p => p.CoLocate(devices)).ToArray();
+            profiles = colocated.Select(c => c.Profile).ToArray();
+            placements = colocated.Select(c => c.Placement).ToArray();
+        }
         var routers = spec.Build(config.NumHiddenLayers, config.NumLocalExperts, config.NumExpertsPerTok, profiles);
-        var model = MixtralCheckpoint.Load(dir, dtype, device, Factory(routers));
+        var model = MixtralCheckpoint.Load(dir, dtype, device, Factory(routers, devices, placements));
         for (int i = 0; i < routers.Count; i++)
             if (routers[i] is ReluRouter relu && state.Keys.Any(k => k.StartsWith($"{LambdaPrefix}layers.{i}.", StringComparison.Ordinal)))
                 relu.Lambda.LoadStateDict(state, $"{LambdaPrefix}layers.{i}.");

@@ -101,4 +101,43 @@ public sealed class MoeMixtralTests : IDisposable
         Assert.Contains("c2r: profiled", log.ToString());
         Assert.IsType<C2RRouter>(MoeMixtral.Layers(result.Model)[0].Router);
     }
+
+    [Theory]
+    [InlineData("topk", 2)]
+    [InlineData("topk", 4)]
+    [InlineData("relu", 2)]
+    public void ExpertParallelModelEqualsTheSingleDeviceModel(string router, int devices)
+    {
+        // Dropless routers decide per token, so splitting the tokens over ranks changes nothing: outputs, the
+        // language-model loss and every parameter's gradient must agree. (Regularisers are computed per rank on
+        // its own tokens, as in the papers' expert-parallel training, so they are not additive across ranks.)
+        var config = Config(RouterSpec.Create(router));
+        var single = MoeMixtral.Create(config, new Rng(21), DType.Float64);
+        var parallel = MoeMixtral.Create(config, new Rng(21), DType.Float64, devices: devices);
+        Assert.Equal(single.NamedParameters().Select(p => p.Name), parallel.NamedParameters().Select(p => p.Name));
+        var ids = Tensor.FromArray(Enumerable.Range(0, 32).Select(i => (long)(i * 11 % 50)).ToArray(), 4, 8);
+        var a = single.Loss(ids);
+        var b = parallel.Loss(ids);
+        Assert.Equal(a.Item(), b.Item(), 1e-10);
+        a.Backward();
+        b.Backward();
+        var gb = parallel.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter.Grad!.ToDoubleArray());
+        foreach (var (name, p) in single.NamedParameters())
+        {
+            double[] x = p.Grad!.ToDoubleArray(), y = gb[name];
+            double scale = Math.Max(x.Max(Math.Abs), 1e-12);
+            for (int i = 0; i < x.Length; i++) Assert.True(Math.Abs(x[i] - y[i]) <= 1e-9 * scale, $"{name}[{i}]: {x[i]} vs {y[i]}");
+        }
+        Assert.True(MoeMixtral.LastDispatchBytes(parallel) > 0);
+        if (router == "relu")
+        {
+            // The per-rank sparsity losses reach the wrapped gate through the block's backward.
+            parallel.ZeroGrad();
+            parallel.Loss(ids);
+            parallel.RegularizationLoss()!.Backward();
+            var gate = parallel.NamedParameters().First(p => p.Name.EndsWith("block_sparse_moe.gate.weight")).Parameter;
+            Assert.Contains(gate.Grad!.ToDoubleArray(), v => v != 0);
+        }
+        Assert.Equal(32, MoeMixtral.LastStats(parallel)[0]!.Tokens);
+    }
 }
