@@ -12,6 +12,7 @@ public static class Program
     private static readonly Dictionary<string, Func<QuickArgs, int>> QuickCommands = new(StringComparer.Ordinal)
     {
         ["gemm"] = GemmQuick.Run,
+        ["moe"] = MoeQuick.Run,
     };
 
     /// <summary>Runs the benchmark named on the command line.</summary>
@@ -52,6 +53,7 @@ public static class Program
         Console.Error.WriteLine("usage:");
         Console.Error.WriteLine("  PureMoE.Bench quick <command> [options]   commands: " + string.Join(", ", QuickCommands.Keys));
         Console.Error.WriteLine("  PureMoE.Bench quick gemm --n N [--m M --k K] [--ta] [--tb] [--json] [--repeats R] [--warmup W]");
+        Console.Error.WriteLine("  PureMoE.Bench quick moe [--tokens T --d D --ff F --experts E --k K --router topk] [--json] [--repeats R] [--warmup W]");
         Console.Error.WriteLine("  PureMoE.Bench [BenchmarkDotNet args, e.g. --filter '*Gemm*']");
     }
 }
