@@ -46,10 +46,10 @@ public sealed partial class Tensor
         var w1d = w1.Select(w => w.Dense()).ToArray();
         var w3d = w3.Select(w => w.Dense()).ToArray();
         var w2d = w2.Select(w => w.Dense()).ToArray();
-        var h1 = Zeros(new Shape(n, ff), x.DType, x.Device);
-        var h3 = Zeros(new Shape(n, ff), x.DType, x.Device);
-        var p = Zeros(new Shape(n, ff), x.DType, x.Device);
-        var y = Zeros(new Shape(n, d), x.DType, x.Device);
+        var h1 = Empty(new Shape(n, ff), x.DType, x.Device);
+        var h3 = Empty(new Shape(n, ff), x.DType, x.Device);
+        var p = Empty(new Shape(n, ff), x.DType, x.Device);
+        var y = Empty(new Shape(n, d), x.DType, x.Device);
         int row = 0;
         for (int g = 0; g < groups; row += groupSizes[g], g++)
         {
@@ -73,7 +73,7 @@ public sealed partial class Tensor
             var gyd = gy.Dense();
             var grads = new Tensor?[inputs.Length];
             // dp = dy·W2 [N, ff]; dW2 = dyᵀ·p.
-            var dp = Zeros(new Shape(n, ff), x.DType, x.Device);
+            var dp = Empty(new Shape(n, ff), x.DType, x.Device);
             int r = 0;
             for (int g = 0; g < groups; r += groupSizes[g], g++)
             {
@@ -83,10 +83,10 @@ public sealed partial class Tensor
                 if (w2[g].RequiresGrad) grads[1 + 2 * groups + g] = WeightGrad(gyd, r, m, d, p, ff);
             }
             // dh1 = dp·h3·silu'(h1), dh3 = dp·silu(h1) (written over dp).
-            var dh1 = Zeros(new Shape(n, ff), x.DType, x.Device);
+            var dh1 = Empty(new Shape(n, ff), x.DType, x.Device);
             b.SwiGluBackward(h1.Storage, h3.Storage, dp.Storage, dh1.Storage, dp.Storage, n * ff);
             var dh3 = dp;
-            Tensor? dx = x.RequiresGrad ? Zeros(x.Shape, x.DType, x.Device) : null;
+            Tensor? dx = x.RequiresGrad ? Empty(x.Shape, x.DType, x.Device).AsFreshGradient() : null;
             r = 0;
             for (int g = 0; g < groups; r += groupSizes[g], g++)
             {
@@ -107,8 +107,8 @@ public sealed partial class Tensor
         // dW [outDim, inDim] = gᵀ·a over the group's rows [r, r+m) of g [N, outDim] and a [N, inDim] (0 when empty).
         Tensor WeightGrad(Tensor gRows, int r0, int m, int outDim, Tensor aRows, int inDim)
         {
-            var dw = Zeros(new Shape(outDim, inDim), x.DType, x.Device);
-            if (m > 0)
+            if (m == 0) return Zeros(new Shape(outDim, inDim), x.DType, x.Device).AsFreshGradient();
+            var dw = Empty(new Shape(outDim, inDim), x.DType, x.Device).AsFreshGradient();
                 b.Gemm(true, false, outDim, inDim, m, 1.0, gRows.Storage, r0 * outDim, outDim, 0, aRows.Storage, r0 * inDim, inDim, 0,
                     0.0, dw.Storage, 0, inDim, 0, 1);
             return dw;

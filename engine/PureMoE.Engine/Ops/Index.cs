@@ -25,7 +25,7 @@ public sealed partial class Tensor
         Tensor x = this;
         return Record("IndexSelect", y, [x], g =>
         {
-            var gx = ZerosLike(x);
+            var gx = ZerosLike(x).AsFreshGradient();
             x.Backend.IndexAdd(gx.Storage, idx.Storage, g.Dense().Storage, outer, n, idx.Numel, inner);
             return [gx];
         });
@@ -140,12 +140,12 @@ public sealed partial class Tensor
         }
         var rd = rows.Dense();
         var wd = weights.Dense();
-        var y = Zeros(new Shape(tokens, d), rows.DType, rows.Device);
+        var y = Empty(new Shape(tokens, d), rows.DType, rows.Device);
         rows.Backend.WeightedGatherSum(rd.Storage, idx.Storage, wd.Storage, y.Storage, tokens, m, d, rowCount);
         return Record(op, y, [rows, weights], g =>
         {
-            var dRows = rows.RequiresGrad ? Zeros(rows.Shape, rows.DType, rows.Device) : null;
-            var dW = weights.RequiresGrad ? Zeros(weights.Shape, weights.DType, weights.Device) : null;
+            var dRows = rows.RequiresGrad ? Empty(rows.Shape, rows.DType, rows.Device).AsFreshGradient() : null;
+            var dW = weights.RequiresGrad ? Empty(weights.Shape, weights.DType, weights.Device).AsFreshGradient() : null;
             rows.Backend.WeightedGatherSumBackward(rd.Storage, idx.Storage, wd.Storage, g.Dense().Storage, dRows?.Storage, dW?.Storage,
                 tokens, m, d, rowCount);
             return [dRows, dW];
