@@ -235,7 +235,8 @@ public static class MoeQuick
         return n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
     }
 
-    /// <summary>Mixtral routing: the real TopKRouter once it exists (found by name), else the bench-local equivalent.</summary>
+    /// <summary>Mixtral routing: the engine's TopKRouter with SoftmaxRenorm (softmax over all E, top-k, renormalised), dropless.</summary>
     private static (IRouter Router, string Kind) MakeTopK(int experts, int k) =>
-        (new BenchTopKRouter(experts, k), "bench-softmax-topk-renorm");
+        (new TopKRouter(experts, new TopKOptions { K = k, Normalization = TopKNormalization.SoftmaxRenorm, CapacityFactor = null }),
+            "TopKRouter(SoftmaxRenorm,dropless)");
 }
