@@ -72,8 +72,10 @@ public sealed partial class Tensor
         {
             var gyd = gy.Dense();
             var grads = new Tensor?[inputs.Length];
+            // dp and dh1 live only in this function: pooled scratch, not fresh allocations on every step.
+            using var scratch = new Scratch(x.DType, x.Device);
             // dp = dy·W2 [N, ff]; dW2 = dyᵀ·p.
-            var dp = Empty(new Shape(n, ff), x.DType, x.Device);
+            var dp = scratch.Rent(new Shape(n, ff));
             int r = 0;
             for (int g = 0; g < groups; r += groupSizes[g], g++)
             {
@@ -83,7 +85,7 @@ public sealed partial class Tensor
                 if (w2[g].RequiresGrad) grads[1 + 2 * groups + g] = WeightGrad(gyd, r, m, d, p, ff);
             }
             // dh1 = dp·h3·silu'(h1), dh3 = dp·silu(h1) (written over dp).
-            var dh1 = Empty(new Shape(n, ff), x.DType, x.Device);
+            var dh1 = scratch.Rent(new Shape(n, ff));
             b.SwiGluBackward(h1.Storage, h3.Storage, dp.Storage, dh1.Storage, dp.Storage, n * ff);
             var dh3 = dp;
             Tensor? dx = x.RequiresGrad ? Empty(x.Shape, x.DType, x.Device).AsFreshGradient() : null;
@@ -112,6 +114,29 @@ public sealed partial class Tensor
                 b.Gemm(true, false, outDim, inDim, m, 1.0, gRows.Storage, r0 * outDim, outDim, 0, aRows.Storage, r0 * inDim, inDim, 0,
                     0.0, dw.Storage, 0, inDim, 0, 1);
             return dw;
+        }
+    }
+
+    /// <summary>
+    /// Temporary buffers that never escape one function: on host devices, float32 arrays rented from the shared
+    /// array pool (contents unspecified) and returned on Dispose; elsewhere plain allocations.
+    /// </summary>
+    private sealed class Scratch(DType dtype, Device device) : IDisposable
+    {
+        private readonly List<float[]> _rented = [];
+
+        public Tensor Rent(Shape shape)
+        {
+            if (!device.IsHost || dtype != DType.Float32) return Empty(shape, dtype, device);
+            var array = System.Buffers.ArrayPool<float>.Shared.Rent(shape.Numel);
+            _rented.Add(array);
+            return new Tensor(new Backends.CpuStorage(array), shape, device);
+        }
+
+        public void Dispose()
+        {
+            foreach (var a in _rented) System.Buffers.ArrayPool<float>.Shared.Return(a);
+            _rented.Clear();
         }
     }
 }
