@@ -25,7 +25,7 @@ dotnet build -c Release bench/PureMoE.Bench -v q -nologo >&2
 OURS=(dotnet bench/PureMoE.Bench/bin/Release/net10.0/PureMoE.Bench.dll quick moe)
 PEER=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS "$PY" bench/peers/moe_torch.py)
 
-echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus; size: ${SIZE[*]}"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus; size: ${SIZE[*]}; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 ours_all=()
 peer_all=()
 for ((r = 0; r < ROUNDS; r++)); do
@@ -47,3 +47,4 @@ print(f"ratio ours/PyTorch (tokens/s): {ours['tokens_per_s'] / peer['tokens_per_
 for name, r in (("puremoe", ours), ("pytorch", peer)):
     print(f"{name} breakdown ms: " + ", ".join(f"{k} {v:.1f}" for k, v in r["breakdown_ms"].items()))
 PYEOF
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: above ~2 both sides are slowed; rerun when quiet)"

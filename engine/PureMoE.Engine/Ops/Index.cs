@@ -19,7 +19,7 @@ public sealed partial class Tensor
         var (outer, n, inner) = SplitAround(a);
         var shape = Shape.ToArray();
         shape[a] = index.Numel;
-        var y = Zeros(new Shape(shape), DType, Device);
+        var y = Empty(new Shape(shape), DType, Device);   // every element is written
         var idx = index.Dense();
         Backend.IndexSelect(Dense().Storage, idx.Storage, y.Storage, outer, n, index.Numel, inner);
         Tensor x = this;
