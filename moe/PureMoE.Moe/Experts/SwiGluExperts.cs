@@ -4,8 +4,8 @@ namespace PureMoE.Moe.Experts;
 
 /// <summary>
 /// E SwiGLU experts, Expert(x) = W2·(silu(W1·x) ⊙ W3·x), stored as Hugging Face Mixtral names
-/// (experts.{e}.w1/w2/w3.weight) and run as three grouped matrix products over the expert-major rows: one op over
-/// all experts, each group its own weight.
+/// (experts.{e}.w1/w2/w3.weight) and run over the expert-major rows as one fused op (Tensor.GroupedSwiGlu: three
+/// grouped matrix products, each group its own weights, with the silu·mul and its backward in one pass each).
 /// </summary>
 public sealed class SwiGluExperts : Module
 {
