@@ -13,6 +13,7 @@ public static class Program
     {
         ["gemm"] = GemmQuick.Run,
         ["exchange"] = ExchangeQuick.Run,
+        ["moe"] = MoeQuick.Run,
     };
 
     /// <summary>Runs the benchmark named on the command line.</summary>
@@ -53,6 +54,7 @@ public static class Program
         Console.Error.WriteLine("usage:");
         Console.Error.WriteLine("  PureMoE.Bench quick <command> [options]   commands: " + string.Join(", ", QuickCommands.Keys));
         Console.Error.WriteLine("  PureMoE.Bench quick gemm --n N [--m M --k K] [--ta] [--tb] [--json] [--repeats R] [--warmup W]");
+        Console.Error.WriteLine("  PureMoE.Bench quick moe [--tokens T --d D --ff F --experts E --k K --router topk] [--json] [--repeats R] [--warmup W]");
         Console.Error.WriteLine("  PureMoE.Bench [BenchmarkDotNet args, e.g. --filter '*Gemm*']");
     }
 }

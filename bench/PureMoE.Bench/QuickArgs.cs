@@ -60,6 +60,20 @@ public sealed class QuickArgs
         return fallback ?? throw new ArgumentException($"--{name} is required");
     }
 
+    /// <summary>String option, or <paramref name="fallback"/> when absent.</summary>
+    /// <param name="name">Option name without dashes.</param>
+    /// <param name="fallback">Value when the option is absent.</param>
+    public string Text(string name, string fallback)
+    {
+        used.Add(name);
+        if (values.TryGetValue(name, out string? text))
+        {
+            return text ?? throw new ArgumentException($"--{name} needs a value");
+        }
+
+        return fallback;
+    }
+
     /// <summary>Throws if an option was given that no accessor asked for.</summary>
     public void ThrowIfUnused()
     {

@@ -150,12 +150,33 @@ public sealed partial class Tensor
         Backprop.Run(this, gradient);
     }
 
-    /// <summary>Adds a gradient into <see cref="Grad"/> (a fresh contiguous copy the first time).</summary>
+    /// <summary>
+    /// Set by a backward function on a gradient it has just allocated and hands out once, nowhere else referenced:
+    /// the first leaf it reaches may keep it as its <see cref="Grad"/> instead of a copy (the mark is then cleared).
+    /// </summary>
+    internal bool IsFreshGradient { get; private set; }
+
+    /// <summary>Marks this tensor as a fresh, unshared gradient buffer (see <see cref="IsFreshGradient"/>); returns it.</summary>
+    internal Tensor AsFreshGradient()
+    {
+        IsFreshGradient = true;
+        return this;
+    }
+
+    /// <summary>
+    /// Adds a gradient into <see cref="Grad"/>: the first time a contiguous copy, or the gradient itself when it is
+    /// a fresh, unshared buffer (<see cref="IsFreshGradient"/>) of this tensor's dtype.
+    /// </summary>
     internal void AccumulateGrad(Tensor g)
     {
         if (g.DType != DType) g = g.To(DType);
-        if (Grad is null) Grad = g.Clone();
-        else Grad.AddInPlace(g);
+        if (Grad is not null) Grad.AddInPlace(g);
+        else if (g.IsFreshGradient && g.GradFn is null && g.IsContiguous && g.Offset == 0 && g.Storage.Length == g.Numel && g.Shape == Shape)
+        {
+            g.IsFreshGradient = false;
+            Grad = g;
+        }
+        else Grad = g.Clone();
     }
 
     /// <summary>Sets <see cref="Grad"/> to null.</summary>

@@ -14,6 +14,17 @@ public sealed partial class Tensor
         return new Tensor(d.Backend.Allocate(dtype, shape.Numel), shape, d);
     }
 
+    /// <summary>
+    /// A new contiguous tensor whose contents are unspecified, for outputs a kernel writes entirely (host devices skip
+    /// the zero fill; other devices get zeros).
+    /// </summary>
+    internal static Tensor Empty(Shape shape, DType dtype, Device device)
+    {
+        if (!device.IsHost) return Zeros(shape, dtype, device);
+        CheckDeviceDType(device, dtype);
+        return new Tensor(CpuStorage.AllocateUninitialized(dtype, shape.Numel), shape, device);
+    }
+
     /// <summary>A new tensor filled with <paramref name="value"/>.</summary>
     public static Tensor Full(Shape shape, double value, DType dtype = DType.Float32, Device? device = null)
     {

@@ -31,7 +31,7 @@ internal static class Backprop
                 if (ig.Shape != inputs[j].Shape)
                     throw new InvalidOperationException(
                         $"{t.GradFn.Op} backward: gradient shape {ig.Shape} does not match input shape {inputs[j].Shape}");
-                grads[inputs[j]] = grads.TryGetValue(inputs[j], out Tensor? prev) ? prev.Add(ig) : ig;
+                grads[inputs[j]] = grads.TryGetValue(inputs[j], out Tensor? prev) ? prev.Add(ig).AsFreshGradient() : ig;
             }
         }
     }

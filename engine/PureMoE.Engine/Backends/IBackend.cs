@@ -166,6 +166,92 @@ public interface IBackend
     /// </summary>
     void Rope(Storage x, Storage cos, Storage sin, Storage y, int outer, int seq, int dim, bool inverse);
 
+    /// <summary>
+    /// SwiGLU's elementwise part: y[i] = silu(gate[i]) · up[i] for n elements (contiguous, offset 0). The default
+    /// composes <see cref="Unary"/> and <see cref="Binary"/>; backends override it with one fused pass.
+    /// </summary>
+    void SwiGlu(Storage gate, Storage up, Storage y, int n)
+    {
+        using var s = Allocate(gate.DType, n);
+        Unary(UnaryOp.Silu, gate, 0, s, 0, n, 0);
+        var shape = new Shape(n);
+        Binary(BinaryOp.Mul, new Strided(s, 0, [1]), new Strided(up, 0, [1]), y, shape);
+    }
+
+    /// <summary>
+    /// The backward of <see cref="SwiGlu"/>: dGate = dy · up · silu'(gate), dUp = dy · silu(gate), n elements.
+    /// dUp may be the same buffer as dy (each element is read before it is written). The default composes
+    /// <see cref="Unary"/> and <see cref="Binary"/>.
+    /// </summary>
+    void SwiGluBackward(Storage gate, Storage up, Storage dy, Storage dGate, Storage dUp, int n)
+    {
+        var shape = new Shape(n);
+        Strided V(Storage x) => new(x, 0, [1]);
+        using var t = Allocate(gate.DType, n);
+        Binary(BinaryOp.Mul, V(dy), V(up), t, shape);                       // dy·up
+        Binary(BinaryOp.SiluBackward, V(gate), V(t), dGate, shape);         // silu'(gate)·dy·up
+        Unary(UnaryOp.Silu, gate, 0, t, 0, n, 0);                            // silu(gate)
+        Binary(BinaryOp.Mul, V(dy), V(t), dUp, shape);                       // dy·silu(gate)
+    }
+
+    /// <summary>
+    /// The MoE combine: out[t, :] = Σ_j w[t, j] · rows[index[t, j], :] for t &lt; tokens, j &lt; m, summed in j order;
+    /// index is int64 [tokens, m] with −1 for "no row" (skipped); rows [rowCount, d], out [tokens, d] (written).
+    /// </summary>
+    void WeightedGatherSum(Storage rows, Storage index, Storage w, Storage output, int tokens, int m, int d, int rowCount)
+    {
+        var ix = new long[tokens * m];
+        Download(index, 0, ix, ix.Length);
+        Fill(output, 0, tokens * d, 0);
+        using var tmp = Allocate(rows.DType, d);
+        using var sum = Allocate(rows.DType, d);
+        for (int t = 0; t < tokens; t++)
+            for (int j = 0; j < m; j++)
+            {
+                long r = ix[t * m + j];
+                if (r < 0) continue;
+                if (r >= rowCount) throw new IndexOutOfRangeException($"WeightedGatherSum: row {r} outside [0, {rowCount})");
+                // out[t] += w[t, j] · rows[r]
+                Binary(BinaryOp.Mul, new Strided(rows, (int)r * d, [1]), new Strided(w, t * m + j, [0]), tmp, new Shape(d));
+                Binary(BinaryOp.Add, new Strided(output, t * d, [1]), new Strided(tmp, 0, [1]), sum, new Shape(d));
+                CopyStrided(new Strided(sum, 0, [1]), new Shape(d), output, t * d);
+            }
+    }
+
+    /// <summary>
+    /// The backward of <see cref="WeightedGatherSum"/> given dOut [tokens, d]: dRows[index[t, j], :] = w[t, j] · dOut[t, :]
+    /// (dRows [rowCount, d] is written; rows no pair reads get 0; each row is read by at most one pair) and
+    /// dW[t, j] = Σ_i dOut[t, i] · rows[index[t, j], i] (0 where index is −1). Either output may be null.
+    /// </summary>
+    void WeightedGatherSumBackward(Storage rows, Storage index, Storage w, Storage dOut, Storage? dRows, Storage? dW,
+        int tokens, int m, int d, int rowCount)
+    {
+        var ix = new long[tokens * m];
+        Download(index, 0, ix, ix.Length);
+        if (dRows is not null) Fill(dRows, 0, rowCount * d, 0);
+        if (dW is not null) Fill(dW, 0, tokens * m, 0);
+        using var tmp = Allocate(rows.DType, d);
+        using var one = Allocate(rows.DType, 1);
+        for (int t = 0; t < tokens; t++)
+            for (int j = 0; j < m; j++)
+            {
+                long r = ix[t * m + j];
+                if (r < 0) continue;
+                if (r >= rowCount) throw new IndexOutOfRangeException($"WeightedGatherSum: row {r} outside [0, {rowCount})");
+                if (dRows is not null)
+                {
+                    Binary(BinaryOp.Mul, new Strided(dOut, t * d, [1]), new Strided(w, t * m + j, [0]), tmp, new Shape(d));
+                    CopyStrided(new Strided(tmp, 0, [1]), new Shape(d), dRows, (int)r * d);
+                }
+                if (dW is not null)
+                {
+                    Binary(BinaryOp.Mul, new Strided(dOut, t * d, [1]), new Strided(rows, (int)r * d, [1]), tmp, new Shape(d));
+                    Reduce(ReduceOp.Sum, tmp, 0, one, 1, d, 1);
+                    CopyStrided(new Strided(one, 0, [1]), new Shape(1), dW, t * m + j);
+                }
+            }
+    }
+
     /// <summary>One AdamW step over n parameters (decoupled weight decay); m, v updated in place.</summary>
     void AdamW(Storage param, Storage grad, Storage m, Storage v, int n,
         double lr, double beta1, double beta2, double eps, double weightDecay, double biasCorrection1, double biasCorrection2);

@@ -40,6 +40,15 @@ public sealed class CpuStorage : Storage
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     });
 
+    /// <summary>Allocates an array whose contents are unspecified (for buffers a kernel overwrites entirely).</summary>
+    public static CpuStorage AllocateUninitialized(DType dtype, int length) => new(dtype switch
+    {
+        DType.Float32 => GC.AllocateUninitializedArray<float>(length),
+        DType.Float64 => GC.AllocateUninitializedArray<double>(length),
+        DType.Int64 => GC.AllocateUninitializedArray<long>(length),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
+    });
+
     /// <summary>The array.</summary>
     public Array Data { get; }
 

@@ -32,7 +32,7 @@ public sealed partial class Tensor
         }
         var xd = x.Dense();
         var wd = weights.Select(w => w.Dense()).ToArray();
-        var y = Zeros(new Shape(n, outDim), x.DType, x.Device);
+        var y = Empty(new Shape(n, outDim), x.DType, x.Device);
         var b = x.Backend;
         int row = 0;
         for (int g = 0; g < groupSizes.Length; row += groupSizes[g], g++)
@@ -47,7 +47,7 @@ public sealed partial class Tensor
         {
             var g = gy.Dense();
             var grads = new Tensor?[inputs.Length];
-            Tensor? dx = x.RequiresGrad ? Zeros(x.Shape, x.DType, x.Device) : null;
+            Tensor? dx = x.RequiresGrad ? Empty(x.Shape, x.DType, x.Device).AsFreshGradient() : null;
             int r = 0;
             for (int i = 0; i < groupSizes.Length; r += groupSizes[i], i++)
             {
@@ -58,7 +58,7 @@ public sealed partial class Tensor
                         0.0, dx.Storage, r * k, k, 0, 1);
                 if (!weights[i].RequiresGrad) continue;
                 // dW_g [Out, K] = dy_gᵀ [Out, m] · x_g [m, K]  (zero for an empty group)
-                var dw = Zeros(weights[i].Shape, x.DType, x.Device);
+                var dw = (m > 0 ? Empty(weights[i].Shape, x.DType, x.Device) : Zeros(weights[i].Shape, x.DType, x.Device)).AsFreshGradient();
                 if (m > 0)
                     b.Gemm(true, false, outDim, k, m, 1.0, g.Storage, r * outDim, outDim, 0, xd.Storage, r * k, k, 0,
                         0.0, dw.Storage, 0, k, 0, 1);

@@ -19,13 +19,13 @@ public sealed partial class Tensor
         var (outer, n, inner) = SplitAround(a);
         var shape = Shape.ToArray();
         shape[a] = index.Numel;
-        var y = Zeros(new Shape(shape), DType, Device);
+        var y = Empty(new Shape(shape), DType, Device);   // every element is written
         var idx = index.Dense();
         Backend.IndexSelect(Dense().Storage, idx.Storage, y.Storage, outer, n, index.Numel, inner);
         Tensor x = this;
         return Record("IndexSelect", y, [x], g =>
         {
-            var gx = ZerosLike(x);
+            var gx = ZerosLike(x).AsFreshGradient();
             x.Backend.IndexAdd(gx.Storage, idx.Storage, g.Dense().Storage, outer, n, idx.Numel, inner);
             return [gx];
         });
@@ -110,5 +110,45 @@ public sealed partial class Tensor
         var idx = index.Dense();
         Backend.IndexAdd(y.Storage, idx.Storage, src.Dense().Storage, outer, n, index.Numel, inner);
         return Record("IndexAdd", y, [this, src], g => [g, g.IndexSelect(a, idx)]);
+    }
+
+    /// <summary>
+    /// The MoE combine as one op: out[t, :] = Σ_j weights[t, j] · rows[index[t, j], :] (summed in j order), with rows
+    /// [N, d], index int64 [T, m] (−1: no row; each row is read by at most one (t, j)) and weights [T, m]; out is
+    /// [T, d] (a token without rows gets 0). Differentiable in rows and weights.
+    /// </summary>
+    public static Tensor WeightedGatherSum(Tensor rows, Tensor index, Tensor weights)
+    {
+        const string op = "WeightedGatherSum";
+        CheckIndexTensor(op, index);
+        CheckSameDevice(op, rows, index);
+        CheckSameDevice(op, rows, weights);
+        if (rows.Rank != 2) throw new ArgumentException($"{op}: rows must be [N, d], got {rows.Shape}");
+        if (index.Rank != 2 || weights.Shape != index.Shape)
+            throw new ArgumentException($"{op}: index {index.Shape} and weights {weights.Shape} must both be [T, m]");
+        if (weights.DType != rows.DType)
+            throw new ArgumentException($"{op}: weights {weights.Shape} {weights.DType.Name()} differ in dtype from rows {rows.Shape} {rows.DType.Name()}");
+        int tokens = index.Shape[0], m = index.Shape[1], rowCount = rows.Shape[0], d = rows.Shape[1];
+        var idx = index.Dense();
+        var seen = new bool[rowCount];
+        foreach (long r in idx.ToArray<long>())
+        {
+            if (r < -1 || r >= rowCount) throw new IndexOutOfRangeException($"{op}: index {r} is out of range for {rowCount} rows");
+            if (r < 0) continue;
+            if (seen[r]) throw new ArgumentException($"{op}: row {r} is read by more than one (token, slot) of index {index.Shape}");
+            seen[r] = true;
+        }
+        var rd = rows.Dense();
+        var wd = weights.Dense();
+        var y = Empty(new Shape(tokens, d), rows.DType, rows.Device);
+        rows.Backend.WeightedGatherSum(rd.Storage, idx.Storage, wd.Storage, y.Storage, tokens, m, d, rowCount);
+        return Record(op, y, [rows, weights], g =>
+        {
+            var dRows = rows.RequiresGrad ? Empty(rows.Shape, rows.DType, rows.Device).AsFreshGradient() : null;
+            var dW = weights.RequiresGrad ? Empty(weights.Shape, weights.DType, weights.Device).AsFreshGradient() : null;
+            rows.Backend.WeightedGatherSumBackward(rd.Storage, idx.Storage, wd.Storage, g.Dense().Storage, dRows?.Storage, dW?.Storage,
+                tokens, m, d, rowCount);
+            return [dRows, dW];
+        });
     }
 }

@@ -41,8 +41,8 @@ public sealed partial class Tensor
             RunGemm(aE, bE, y, batch.Numel);
         }
         return Record("MatMul", y, [a, b], g => [
-            a.RequiresGrad ? g.MatMul(b.T).SumToShape(a.Shape) : null,
-            b.RequiresGrad ? a.T.MatMul(g).SumToShape(b.Shape) : null]);
+            a.RequiresGrad ? g.MatMul(b.T).SumToShape(a.Shape).AsFreshGradient() : null,
+            b.RequiresGrad ? a.T.MatMul(g).SumToShape(b.Shape).AsFreshGradient() : null]);
     }
 
     /// <summary>

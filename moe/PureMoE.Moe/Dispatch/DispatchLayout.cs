@@ -33,32 +33,41 @@ public sealed class DispatchLayout
     /// <summary>Number of permuted rows N.</summary>
     public int Rows => RowToken.Numel;
 
+    /// <summary>
+    /// int64 [T, m]: the permuted row that holds each pair t·m + j, or −1 for a pair that is not kept (the inverse
+    /// of <see cref="RowPair"/>; the combine reads it).
+    /// </summary>
+    public Tensor PairRow { get; private set; } = null!;
+
     /// <summary>Builds the layout of <paramref name="plan"/> on <paramref name="device"/>.</summary>
     public static DispatchLayout Build(RoutingPlan plan, Device device)
     {
         int m = plan.SlotsPerToken, pairs = plan.Tokens * m, experts = plan.Experts;
         if (plan.PadToCapacity) return BuildPadded(plan, device);
 
-        // Sort key of each pair: its expert if kept, else E (sorts after every expert, then cut off).
-        var keys = new long[pairs];
-        var tokenOfPair = new long[pairs];
+        // A counting sort of the kept pairs by expert: stable (token order within an expert), O(pairs), on the host
+        // where the plan's arrays already are; the same order as a stable argsort of the expert ids.
+        var groupSizes = new int[experts];
+        for (int i = 0; i < pairs; i++)
+            if (plan.IsKept(i)) groupSizes[plan.Expert[i]]++;
+        var next = new int[experts];
+        for (int e = 1; e < experts; e++) next[e] = next[e - 1] + groupSizes[e - 1];
+        int rows = experts == 0 ? 0 : next[experts - 1] + groupSizes[experts - 1];
+        var rowToken = new long[rows];
+        var rowPair = new long[rows];
+        var pairRow = new long[pairs];
         for (int i = 0; i < pairs; i++)
         {
-            keys[i] = plan.IsKept(i) ? plan.Expert[i] : experts;
-            tokenOfPair[i] = i / m;
+            if (!plan.IsKept(i)) { pairRow[i] = -1; continue; }
+            int r = next[plan.Expert[i]]++;
+            rowToken[r] = i / m;
+            rowPair[r] = i;
+            pairRow[i] = r;
         }
-        var keyTensor = Tensor.FromHost(keys, [pairs], device);
-        var order = keyTensor.ArgSort();                                   // stable: token order within an expert
-
-        // Counts per expert (a histogram over the keys): the one host read the sizes need.
-        var counts = Tensor.Zeros(new Shape(experts + 1), DType.Int64, device)
-            .ScatterAdd(0, keyTensor, Tensor.Ones(new Shape(pairs), DType.Int64, device)).ToArray<long>();
-        var groupSizes = counts[..experts].Select(c => (int)c).ToArray();
-        int rows = groupSizes.Sum();
-
-        var rowPair = order.Narrow(0, 0, rows).Contiguous();
-        var rowToken = Tensor.FromHost(tokenOfPair, [pairs], device).IndexSelect(0, rowPair);
-        return new DispatchLayout(rowToken, rowPair, groupSizes, padded: false);
+        return new DispatchLayout(Tensor.FromHost(rowToken, [rows], device), Tensor.FromHost(rowPair, [rows], device), groupSizes, padded: false)
+        {
+            PairRow = Tensor.FromHost(pairRow, [plan.Tokens, m], device),
+        };
     }
 
     // Padded (GShard) layout: expert e's rows are [e·C, (e+1)·C); a kept pair goes to row e·C + its slot.
@@ -90,8 +99,15 @@ public sealed class DispatchLayout
             foreach (int i in extra[e]) { tokens.Add(i / m); pairsList.Add(i); }
             sizes[e] = c + extra[e].Count;
         }
+        var pairRow = new long[plan.Tokens * m];
+        Array.Fill(pairRow, -1L);
+        for (int r = 0; r < pairsList.Count; r++)
+            if (pairsList[r] < pairRow.Length) pairRow[pairsList[r]] = r;
         return new DispatchLayout(Tensor.FromHost(tokens.ToArray(), [tokens.Count], device),
-            Tensor.FromHost(pairsList.ToArray(), [pairsList.Count], device), sizes, padded: true);
+            Tensor.FromHost(pairsList.ToArray(), [pairsList.Count], device), sizes, padded: true)
+        {
+            PairRow = Tensor.FromHost(pairRow, [plan.Tokens, m], device),
+        };
     }
 
     /// <summary>Gathers the permuted rows [N, d] from x [T, d] (differentiable).</summary>
@@ -102,16 +118,14 @@ public sealed class DispatchLayout
     }
 
     /// <summary>
-    /// The combine: out[t] = Σ over rows r of token t of w[pair(r)] · y[r], as an index-add into [T, d]
-    /// (differentiable in y and in the weights).
+    /// The combine: out[t] = Σ over rows r of token t of w[pair(r)] · y[r] (in slot order), as one fused
+    /// gather-weighted-sum over <see cref="PairRow"/> into [T, d] (differentiable in y and in the weights).
     /// </summary>
     public Tensor Combine(Tensor y, Tensor weights, int tokens)
     {
-        var flatWeights = weights.Reshape(weights.Numel);
-        if (Padded) flatWeights = Tensor.Concat([flatWeights, Tensor.Zeros(new Shape(1), weights.DType, weights.Device)], 0);
-        var rowWeights = flatWeights.IndexSelect(0, RowPair).Unsqueeze(1);                 // [N, 1]
-        int outRows = Padded ? tokens + 1 : tokens;
-        var output = Tensor.Zeros(new Shape(outRows, y.Shape[1]), y.DType, y.Device).IndexAdd(0, RowToken, y.Mul(rowWeights));
-        return Padded ? output.Narrow(0, 0, tokens) : output;
+        int m = PairRow.Shape[1];
+        if (tokens != PairRow.Shape[0] || weights.Numel != tokens * m)
+            throw new ArgumentException($"Combine: weights {weights.Shape} and {tokens} tokens do not match the layout's pairs {PairRow.Shape}");
+        return Tensor.WeightedGatherSum(y, PairRow, weights.Reshape(tokens, m));
     }
 }

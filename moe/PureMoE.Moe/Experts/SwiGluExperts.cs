@@ -4,8 +4,8 @@ namespace PureMoE.Moe.Experts;
 
 /// <summary>
 /// E SwiGLU experts, Expert(x) = W2·(silu(W1·x) ⊙ W3·x), stored as Hugging Face Mixtral names
-/// (experts.{e}.w1/w2/w3.weight) and run as three grouped matrix products over the expert-major rows: one op over
-/// all experts, each group its own weight.
+/// (experts.{e}.w1/w2/w3.weight) and run over the expert-major rows as one fused op (Tensor.GroupedSwiGlu: three
+/// grouped matrix products, each group its own weights, with the silu·mul and its backward in one pass each).
 /// </summary>
 public sealed class SwiGluExperts : Module
 {
@@ -33,8 +33,7 @@ public sealed class SwiGluExperts : Module
         var w1 = List.Select(e => e.W1.Weight).ToArray();
         var w3 = List.Select(e => e.W3.Weight).ToArray();
         var w2 = List.Select(e => e.W2.Weight).ToArray();
-        var gate = Tensor.GroupedMatMul(rows, w1, groupSizes);
-        var up = Tensor.GroupedMatMul(rows, w3, groupSizes);
-        return Tensor.GroupedMatMul(gate.Silu().Mul(up), w2, groupSizes);
+        // One fused op: silu·mul in one pass each way, the two input-gradient products accumulated in place.
+        return Tensor.GroupedSwiGlu(rows, w1, w3, w2, groupSizes);
     }
 }

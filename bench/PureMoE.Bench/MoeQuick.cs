@@ -1,0 +1,242 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using PureMoE.Moe;
+using PureMoE.Moe.Dispatch;
+using PureMoE.Moe.Routing;
+
+namespace PureMoE.Bench;
+
+/// <summary>
+/// `quick moe`: forward + backward of one <see cref="MoeLayer"/> (fp32, dropless, SwiGLU experts, Mixtral routing),
+/// timed with the protocol shared with bench/peers/moe_torch.py: at least `warmup` untimed steps and one second of
+/// warm-up, then the median of `repeats` timed steps. A step is y = layer(x); y.backward(gy) with x requiring a
+/// gradient and the parameter gradients reset (set to null) before each step.
+/// The headline tokens/s comes from plain steps; the per-phase breakdown comes from a separate instrumented pass
+/// that runs the same phases one at a time with a detached boundary between them (each phase's backward is then
+/// timed on its own), so the plain steps carry no timing code.
+/// </summary>
+public static class MoeQuick
+{
+    private static readonly string[] PhaseNames = ["gate", "route", "dispatch", "experts", "combine"];
+
+    /// <summary>Runs the measurement and prints the result.</summary>
+    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json].</param>
+    public static int Run(QuickArgs args)
+    {
+        int tokens = args.Int("tokens", 4096);
+        int d = args.Int("d", 512);
+        int ff = args.Int("ff", 1024);
+        int experts = args.Int("experts", 8);
+        int k = args.Int("k", 2);
+        string routerName = args.Text("router", "topk");
+        int repeats = Math.Max(1, args.Int("repeats", 10));
+        int warmup = args.Int("warmup", 3);
+        bool json = args.Flag("json");
+        args.ThrowIfUnused();
+        if (routerName != "topk")
+        {
+            throw new ArgumentException($"--router {routerName}: only topk is supported");
+        }
+
+        var (router, routerKind) = MakeTopK(experts, k);
+        var rng = new Rng(42);
+        var layer = new MoeLayer(d, ff, router, rng, initStd: 0.02);
+        var x = Tensor.Randn(new Shape(tokens, d), rng);
+        x.RequiresGrad = true;
+        var gy = Tensor.Randn(new Shape(tokens, d), rng);
+        var parameters = layer.Parameters().ToArray();
+
+        double lastForwardMs = 0;
+        void Step()
+        {
+            foreach (var p in parameters)
+            {
+                p.Grad = null;
+            }
+
+            x.Grad = null;
+            long start = Stopwatch.GetTimestamp();
+            var y = layer.Forward(x);
+            lastForwardMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            y.Backward(gy);
+        }
+
+        // Warm-up: at least `warmup` steps and at least one second (JIT tiering, caches, thread pool).
+        long warmStart = Stopwatch.GetTimestamp();
+        for (int i = 0; i < warmup || Stopwatch.GetElapsedTime(warmStart).TotalSeconds < 1; i++)
+        {
+            Step();
+        }
+
+        var times = new double[repeats];
+        var forwardTimes = new double[repeats];
+        for (int i = 0; i < repeats; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            Step();
+            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            forwardTimes[i] = lastForwardMs;
+        }
+
+        double medianMs = Median(times);
+        double forwardMs = Median(forwardTimes);
+
+        // Instrumented pass: the same work phase by phase (the median of `repeats` per phase).
+        var phaseTimes = new double[PhaseNames.Length, 2, repeats];
+        for (int i = 0; i < Math.Max(2, warmup) + repeats; i++)
+        {
+            var one = InstrumentedStep(layer, x, gy, parameters);
+            if (i < Math.Max(2, warmup))
+            {
+                continue;
+            }
+
+            int r = i - Math.Max(2, warmup);
+            for (int p = 0; p < PhaseNames.Length; p++)
+            {
+                phaseTimes[p, 0, r] = one[p, 0];
+                phaseTimes[p, 1, r] = one[p, 1];
+            }
+        }
+
+        var phaseMs = new double[PhaseNames.Length, 2];
+        double phaseSum = 0;
+        for (int p = 0; p < PhaseNames.Length; p++)
+        {
+            for (int dir = 0; dir < 2; dir++)
+            {
+                var sample = new double[repeats];
+                for (int r = 0; r < repeats; r++)
+                {
+                    sample[r] = phaseTimes[p, dir, r];
+                }
+
+                phaseMs[p, dir] = Median(sample);
+                phaseSum += phaseMs[p, dir];
+            }
+        }
+
+        double Frac(int p) => (phaseMs[p, 0] + phaseMs[p, 1]) / medianMs;
+        double overheadMs = medianMs - phaseSum;
+        double glue = Frac(1) + Frac(2) + Frac(4);
+        double tokensPerS = tokens / (medianMs / 1000.0);
+        int threads = Environment.ProcessorCount;
+        var stats = layer.LastStats!;
+
+        var sb = new StringBuilder();
+        if (json)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"{{\"bench\":\"moe\",\"impl\":\"puremoe\",\"router\":\"{routerKind}\",\"tokens\":{tokens},\"d\":{d},\"ff\":{ff},\"experts\":{experts},\"k\":{k},");
+            sb.Append(CultureInfo.InvariantCulture, $"\"tokens_per_s\":{tokensPerS:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times.Min():F3},\"forward_ms\":{forwardMs:F3},\"repeats\":{repeats},\"threads\":{threads},");
+            sb.Append("\"breakdown_ms\":{");
+            for (int p = 0; p < PhaseNames.Length; p++)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"\"{PhaseNames[p]}_fwd\":{phaseMs[p, 0]:F3},\"{PhaseNames[p]}_bwd\":{phaseMs[p, 1]:F3},");
+            }
+
+            sb.Append(CultureInfo.InvariantCulture, $"\"overhead\":{overheadMs:F3}}},\"fractions\":{{");
+            for (int p = 0; p < PhaseNames.Length; p++)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"\"{PhaseNames[p]}\":{Frac(p):F4},");
+            }
+
+            sb.Append(CultureInfo.InvariantCulture, $"\"overhead\":{overheadMs / medianMs:F4},\"route_dispatch_combine\":{glue:F4}}},");
+            sb.Append(CultureInfo.InvariantCulture, $"\"max_group\":{stats.ExpertLoad.Max()},\"min_group\":{stats.ExpertLoad.Min()}}}");
+        }
+        else
+        {
+            sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind}: median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads");
+            for (int p = 0; p < PhaseNames.Length; p++)
+            {
+                sb.AppendLine(CultureInfo.InvariantCulture, $"  {PhaseNames[p],-9} fwd {phaseMs[p, 0],8:F2} ms  bwd {phaseMs[p, 1],8:F2} ms  {100 * Frac(p),5:F1}%");
+            }
+
+            sb.AppendLine(CultureInfo.InvariantCulture, $"  {"overhead",-9} {overheadMs,8:F2} ms (plain step − Σ phases)  {100 * overheadMs / medianMs,5:F1}%");
+            sb.Append(CultureInfo.InvariantCulture, $"  route + dispatch + combine: {100 * glue:F1}% (with the gate matmul: {100 * (glue + Frac(0)):F1}%)");
+        }
+
+        Console.WriteLine(sb.ToString());
+        return 0;
+    }
+
+    /// <summary>
+    /// The layer's forward split at detached boundaries, then each phase's backward on its own, in reverse order.
+    /// Returns [phase, fwd/bwd] milliseconds.
+    /// </summary>
+    private static double[,] InstrumentedStep(MoeLayer layer, Tensor x, Tensor gy, Tensor[] parameters)
+    {
+        foreach (var p in parameters)
+        {
+            p.Grad = null;
+        }
+
+        var ms = new double[PhaseNames.Length, 2];
+        int tokens = x.Shape[0];
+        long t0 = Stopwatch.GetTimestamp();
+
+        var xg = Leaf(x);
+        var logits = layer.Gate.Forward(xg);
+        ms[0, 0] = Lap(ref t0);
+
+        var logitsLeaf = Leaf(logits);
+        var plan = layer.Router.Route(logitsLeaf, new RoutingContext { Placement = layer.Placement, Training = layer.IsTraining });
+        plan.DebugValidate();
+        _ = RoutingStats.From(plan);
+        ms[1, 0] = Lap(ref t0);
+
+        var xd = Leaf(x);
+        var layout = DispatchLayout.Build(plan, x.Device);
+        var rows = layout.Gather(xd);
+        ms[2, 0] = Lap(ref t0);
+
+        var rowsLeaf = Leaf(rows);
+        var expertOut = layer.Experts.Forward(rowsLeaf, layout.GroupSizes);
+        ms[3, 0] = Lap(ref t0);
+
+        var outLeaf = Leaf(expertOut);
+        var weightsLeaf = Leaf(plan.Weights);
+        var y = layout.Combine(outLeaf, weightsLeaf, tokens);
+        ms[4, 0] = Lap(ref t0);
+
+        y.Backward(gy);
+        ms[4, 1] = Lap(ref t0);
+        expertOut.Backward(outLeaf.Grad!);
+        ms[3, 1] = Lap(ref t0);
+        rows.Backward(rowsLeaf.Grad!);
+        ms[2, 1] = Lap(ref t0);
+        plan.Weights.Backward(weightsLeaf.Grad!);
+        ms[1, 1] = Lap(ref t0);
+        logits.Backward(logitsLeaf.Grad!);
+        ms[0, 1] = Lap(ref t0);
+        return ms;
+    }
+
+    private static Tensor Leaf(Tensor t)
+    {
+        var leaf = t.Detach();
+        leaf.RequiresGrad = true;
+        return leaf;
+    }
+
+    private static double Lap(ref long start)
+    {
+        long now = Stopwatch.GetTimestamp();
+        double ms = Stopwatch.GetElapsedTime(start, now).TotalMilliseconds;
+        start = now;
+        return ms;
+    }
+
+    private static double Median(double[] values)
+    {
+        var sorted = (double[])values.Clone();
+        Array.Sort(sorted);
+        int n = sorted.Length;
+        return n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+    }
+
+    /// <summary>Mixtral routing: the engine's TopKRouter with SoftmaxRenorm (softmax over all E, top-k, renormalised), dropless.</summary>
+    private static (IRouter Router, string Kind) MakeTopK(int experts, int k) =>
+        (new TopKRouter(experts, new TopKOptions { K = k, Normalization = TopKNormalization.SoftmaxRenorm, CapacityFactor = null }),
+            "TopKRouter(SoftmaxRenorm,dropless)");
+}
