@@ -116,3 +116,23 @@ public sealed partial class SnippetTests
         NumKeyValueHeads = 1, NumLocalExperts = 4, NumExpertsPerTok = 2, RouterJson = routerJson,
     };
 }
+
+public sealed class RoutingPlanTourTests
+{
+    [Theory]
+    [InlineData("topk")]
+    [InlineData("rectify")]
+    [InlineData("relu")]
+    [InlineData("c2r")]
+    public void TheTourShowsAConsistentPlanAndLayout(string name)
+    {
+        var (experts, dropped, groups, rowToken) = global::RoutingPlanTour.Run(global::MyMoeBlock.Router(name));
+        int kept = experts.Where((e, i) => e >= 0 && !dropped[i]).Count();
+        Assert.Equal(kept, groups.Sum());
+        Assert.Equal(kept, rowToken.Length);
+        int row = 0;
+        for (int e = 0; e < 4; e++)                                      // expert-major, token order within
+            for (int i = 0; i < groups[e]; i++, row++)
+                if (i > 0) Assert.True(rowToken[row] > rowToken[row - 1]);
+    }
+}
