@@ -76,7 +76,7 @@ public sealed class AdamW
             if (p.Grad is not Tensor grad) continue;
             if (!p.IsContiguous || p.Offset != 0)
                 throw new InvalidOperationException($"AdamW: parameter {p} must own contiguous storage to be updated in place");
-            var st = _state[i] ??= new ParamState(Tensor.ZerosLike(p), Tensor.ZerosLike(p));
+            var st = _state[i] ??= NewState(p);
             st.Step++;
             double bc1 = 1 - Math.Pow(Beta1, st.Step);
             double bc2 = 1 - Math.Pow(Beta2, st.Step);
@@ -84,6 +84,13 @@ public sealed class AdamW
             p.Backend.AdamW(p.Storage, g.Storage, st.ExpAvg.Storage, st.ExpAvgSq.Storage, p.Numel,
                 LearningRate, Beta1, Beta2, Eps, WeightDecay, bc1, bc2);
         }
+    }
+
+    /// <summary>Zero moments for <paramref name="p"/>, owned by no <see cref="DeviceScope"/> (they live as long as the optimizer).</summary>
+    private static ParamState NewState(Tensor p)
+    {
+        using var _ = DeviceScope.Suspend();
+        return new ParamState(Tensor.ZerosLike(p), Tensor.ZerosLike(p));
     }
 
     /// <summary>Clears the gradients of all parameters.</summary>
@@ -138,7 +145,8 @@ public sealed class AdamW
         {
             string k = _keys[i];
             if (!stateDict.TryGetValue(k + ".step", out var step)) { _state[i] = null; continue; }
-            var st = new ParamState(Tensor.ZerosLike(_parameters[i]), Tensor.ZerosLike(_parameters[i])) { Step = (long)step.Item() };
+            var st = NewState(_parameters[i]);
+            st.Step = (long)step.Item();
             st.ExpAvg.CopyFrom(stateDict[k + ".exp_avg"]);
             st.ExpAvgSq.CopyFrom(stateDict[k + ".exp_avg_sq"]);
             _state[i] = st;

@@ -23,6 +23,7 @@ public sealed class IlgpuStorage : Storage
         Length = length;
         ArrayView<byte> bytes = buffer.View;
         Bytes = bytes.SubView(0, (long)length * dtype.SizeInBytes());
+        DeviceScope.Track(this);
     }
 
     /// <inheritdoc />

@@ -1,0 +1,131 @@
+using PureMoE.Backends;
+using PureMoE.Nn;
+
+namespace PureMoE;
+
+/// <summary>
+/// Frees device memory deterministically: every tensor whose data is allocated on an ILGPU device (CUDA, OpenCL,
+/// <see cref="Device.IlgpuCpu"/>) while the scope is current on this thread is owned by the scope, and
+/// <see cref="Dispose"/> returns its buffer to the device's memory pool — intermediates, gradients, everything —
+/// except the tensors handed to <see cref="Keep(Tensor)"/> (or allocated under <see cref="Suspend"/>). Like
+/// TorchSharp's dispose scopes; without a scope, a dropped tensor's buffer goes back to the pool when the garbage
+/// collector finalizes it. Host tensors (<see cref="Device.Cpu"/>) are ordinary managed arrays and are not tracked.
+/// </summary>
+/// <remarks>
+/// Scopes nest; <see cref="Keep(Tensor)"/> moves a tensor to the enclosing scope, if any. A scope belongs to the
+/// thread that began it: begin and dispose it on the same thread, in <c>using</c> order. A tensor used after its
+/// scope is disposed throws <see cref="ObjectDisposedException"/>. Optimizer state (<see cref="Optim.AdamW"/>) is
+/// never owned by a scope; create models and other long-lived tensors outside a scope, keep them, or create them
+/// under <see cref="Suspend"/>.
+/// <code>
+/// using (var scope = DeviceScope.Begin())
+/// {
+///     var loss = model.Loss(batch);
+///     loss.Backward();
+///     optimizer.Step();
+///     lossValue = loss.Item();
+/// }   // every device buffer of this step, the gradients included, is back in the pool
+/// </code>
+/// </remarks>
+public sealed class DeviceScope : IDisposable
+{
+    [ThreadStatic] private static DeviceScope? _current;
+
+    private readonly DeviceScope? _outer;
+    private readonly HashSet<Storage> _owned = new(ReferenceEqualityComparer.Instance);
+    private readonly Lock _lock = new();
+    private bool _disposed;
+
+    private DeviceScope(DeviceScope? outer) => _outer = outer;
+
+    /// <summary>Starts a scope that owns the device memory allocated on this thread until it is disposed.</summary>
+    public static DeviceScope Begin()
+    {
+        var scope = new DeviceScope(_current);
+        _current = scope;
+        return scope;
+    }
+
+    /// <summary>The innermost scope of this thread, or null.</summary>
+    public static DeviceScope? Current => _current;
+
+    /// <summary>
+    /// Until the returned handle is disposed, device memory allocated on this thread belongs to no scope (for
+    /// long-lived tensors such as parameters and optimizer state created inside a scope).
+    /// </summary>
+    public static IDisposable Suspend()
+    {
+        var saved = _current;
+        _current = null;
+        return new Restore(saved);
+    }
+
+    /// <summary>How many device buffers the scope owns now.</summary>
+    public int OwnedCount
+    {
+        get { lock (_lock) return _owned.Count; }
+    }
+
+    /// <summary>
+    /// Takes <paramref name="tensor"/>'s buffer (and its gradient's) out of this scope, into the enclosing scope if
+    /// there is one, so it survives <see cref="Dispose"/>. Returns the tensor.
+    /// </summary>
+    public Tensor Keep(Tensor tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        Release(tensor.Storage);
+        if (tensor.Grad is Tensor g) Release(g.Storage);
+        return tensor;
+    }
+
+    /// <summary>Keeps every parameter of <paramref name="module"/> and their gradients (see <see cref="Keep(Tensor)"/>).</summary>
+    public TModule Keep<TModule>(TModule module) where TModule : Module
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        foreach (var p in module.Parameters()) Keep(p);
+        return module;
+    }
+
+    /// <summary>Returns every buffer the scope still owns to its device's pool and ends the scope.</summary>
+    public void Dispose()
+    {
+        Storage[] owned;
+        lock (_lock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            owned = [.. _owned];
+            _owned.Clear();
+        }
+        if (ReferenceEquals(_current, this)) _current = _outer;
+        foreach (var s in owned) s.Dispose();
+    }
+
+    /// <summary>Called by device storages when they are created: the current scope of this thread owns them.</summary>
+    internal static void Track(Storage storage) => _current?.Add(storage);
+
+    private void Add(Storage storage)
+    {
+        lock (_lock)
+            if (!_disposed) _owned.Add(storage);
+    }
+
+    private void Release(Storage storage)
+    {
+        bool removed;
+        lock (_lock) removed = _owned.Remove(storage);
+        if (removed && _outer is not null) _outer.Add(storage);
+    }
+
+    private sealed class Restore(DeviceScope? saved) : IDisposable
+    {
+        private bool _done;
+
+        public void Dispose()
+        {
+            if (_done) return;
+            _done = true;
+            _current = saved;
+        }
+    }
+}
