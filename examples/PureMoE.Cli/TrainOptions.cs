@@ -103,7 +103,9 @@ public sealed record TrainOptions
         var o = start ?? new TrainOptions();
         var routerOptions = new Dictionary<string, string>(o.Router.Options);
         string routerName = o.Router.Name;
-        var routerKnown = RouterSpec.KnownOptions.Values.SelectMany(x => x).ToHashSet();
+        // "k" is the model's experts per token (num_experts_per_tok); the router's own k defaults to it and is set
+        // only inside a "router" object.
+        var routerKnown = RouterSpec.KnownOptions.Values.SelectMany(x => x).Where(x => x != "k").ToHashSet();
         foreach (var (rawKey, v) in values.OrderBy(kv => kv.Key == "router" ? 0 : 1))
         {
             string key = rawKey.Replace('_', '-').ToLowerInvariant();
