@@ -41,9 +41,10 @@ public static class ComparePlots
             if (map is null) continue;
             var plt = new Plot();
             var hm = plt.Add.Heatmap(map);
+            hm.FlipVertically = true;   // row 0 at the bottom, so the y axis reads as the row index
             hm.Colormap = new ScottPlot.Colormaps.Viridis();
             plt.Add.ColorBar(hm);
-            Finish(plt, $"{r.Config.Name}: expert load share per step (rows from the bottom: layer 0 experts 0..{experts - 1}, then layer 1, ...; {layers} layers)",
+            Finish(plt, $"{r.Config.Name}: expert load share per step (y = {experts + 1}·layer + expert: layer 0 at the bottom; {layers} layers)",
                 "step", "layer · expert", Path.Combine(dir, $"load-{r.Config.Name}.png"), files, legend: false);
         }
 
@@ -93,10 +94,11 @@ public static class ComparePlots
             }
             var plt = new Plot();
             var hm = plt.Add.Heatmap(m);
+            hm.FlipVertically = true;
             hm.Colormap = new ScottPlot.Colormaps.Viridis();
             plt.Add.ColorBar(hm);
-            Finish(plt, $"Co-activation (row expert → share of its partners), last quarter of steps; blocks top to bottom: {string.Join(", ", co.Select(r => r.Config.Name))}; layers left to right",
-                "layer · partner expert", "config · expert", Path.Combine(dir, "coactivation.png"), files, legend: false);
+            Finish(plt, $"Co-activation (row expert → share of its partners), last quarter of steps; blocks bottom to top: {string.Join(", ", co.Select(r => r.Config.Name))}; layers left to right",
+                $"{e + 1}·layer + partner expert", $"{e + 1}·config + expert", Path.Combine(dir, "coactivation.png"), files, legend: false);
         }
         return files;
     }
