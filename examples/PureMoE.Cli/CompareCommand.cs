@@ -50,8 +50,10 @@ public static class CompareCommand
     /// <summary>The configurations compared (in run order: TopK top-2 comes before the C2R run that starts from it).</summary>
     public static IReadOnlyList<CompareConfig> Configs { get; } =
     [
-        new("topk1", "TopK top-1, dropless, aux 0.01", 1, R("topk", ("k", "1"), ("aux_loss", "0.01"))),
-        new("topk1-cf1", "TopK top-1, CF 1.0 (drops), aux 0.01", 1, R("topk", ("k", "1"), ("capacity_factor", "1.0"), ("aux_loss", "0.01"))),
+        // Top-1 TopK weights the expert by its softmax probability (Switch Transformer); Mixtral's renormalisation
+        // would make every top-1 weight 1 and leave the router no gradient but the aux loss's.
+        new("topk1", "TopK top-1, dropless, aux 0.01", 1, R("topk", ("k", "1"), ("normalization", "pre_softmax"), ("aux_loss", "0.01"))),
+        new("topk1-cf1", "TopK top-1, CF 1.0 (drops), aux 0.01", 1, R("topk", ("k", "1"), ("normalization", "pre_softmax"), ("capacity_factor", "1.0"), ("aux_loss", "0.01"))),
         new("rectify-ir", "Rectify top-1, CF 1.0, IR", 1, R("rectify", ("k", "1"), ("capacity_factor", "1.0"), ("intra_gpu", "true"), ("fill_in", "false"), ("aux_loss", "0.01"))),
         new("rectify-fr-ir", "Rectify top-1, CF 1.0, FR + IR", 1, R("rectify", ("k", "1"), ("capacity_factor", "1.0"), ("intra_gpu", "true"), ("fill_in", "true"), ("aux_loss", "0.01"))),
         new("remoe", "ReMoE (ReLU, target k = 1)", 1, R("relu", ("k", "1"))),
