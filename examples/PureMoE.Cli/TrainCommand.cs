@@ -135,16 +135,15 @@ public static class TrainCommand
         TrainResult? result = null;
         AnsiConsole.Progress()
             .AutoClear(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
-                     new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn { Width = 20 }, new PercentageColumn(),
+                     new RemainingTimeColumn())
             .Start(ctx =>
             {
                 var task = ctx.AddTask("train", maxValue: o.Steps);
                 result = Run(o, new AnsiLog(), cancel, report =>
                 {
                     task.Value = report.Step;
-                    task.Description = Markup.Escape(
-                        $"step {report.Step}/{report.Steps} loss {report.Loss:F3} {report.TokensPerSecond:N0} tok/s {Describe(report.Stats)}");
+                    task.Description = Markup.Escape($"loss {report.Loss:F3} | {report.TokensPerSecond:N0} tok/s | {Compact(report.Stats)}");
                 });
             });
         return result!;
@@ -364,6 +363,18 @@ public static class TrainCommand
         if (s.Sum(x => x.RectifiedTokens) > 0 || s.Sum(x => x.FillInsUsed) > 0)
             line += $"  ir {s.Sum(x => x.RectifiedTokens)}  fill-ins {s.Sum(x => x.FillInsUsed)}";
         if (s[0].Extras.TryGetValue("lambda", out double lambda)) line += $"  λ {lambda:E1}";
+        return line;
+    }
+
+    // The short form for the progress bar's line: drops, balance, experts per token, IR/fill-ins, λ.
+    private static string Compact(IReadOnlyList<RoutingStats?> stats)
+    {
+        var s = stats.OfType<RoutingStats>().ToArray();
+        if (s.Length == 0) return "";
+        double drop = s.Average(x => x.PairsChosen == 0 ? 0 : (double)x.PairsDropped / x.PairsChosen);
+        string line = $"drop {drop:P0} cv {s.Average(x => x.LoadCv):F2} e/tok {s.Average(x => x.ActiveExpertsPerToken):F2}";
+        if (s.Sum(x => x.RectifiedTokens) > 0 || s.Sum(x => x.FillInsUsed) > 0) line += $" ir {s.Sum(x => x.RectifiedTokens)} fill {s.Sum(x => x.FillInsUsed)}";
+        if (s[0].Extras.TryGetValue("lambda", out double lambda)) line += $" λ {lambda:E1}";
         return line;
     }
 
