@@ -2,7 +2,7 @@ using System.CommandLine;
 
 namespace PureMoE.Cli;
 
-/// <summary>The `puremoe` command-line tool: train, eval.</summary>
+/// <summary>The `puremoe` command-line tool: train, compare, generate, inspect, eval, route.</summary>
 public static class Program
 {
     /// <summary>Parses the command line and runs the sub-command.</summary>
@@ -15,6 +15,9 @@ public static class Program
         root.Subcommands.Add(TrainCommand.Build());
         root.Subcommands.Add(EvalCommand.Build());
         root.Subcommands.Add(RouteCommand.Build());
+        root.Subcommands.Add(CompareCommand.Build());
+        root.Subcommands.Add(GenerateCommand.Build());
+        root.Subcommands.Add(InspectCommand.Build());
         return root;
     }
 }

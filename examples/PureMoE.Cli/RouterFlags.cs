@@ -34,6 +34,15 @@ public sealed class RouterFlags
         }
     }
 
+    /// <summary>The router flags given on the command line as option name → text ("router" for --router).</summary>
+    public IEnumerable<KeyValuePair<string, string>> GivenValues(ParseResult result)
+    {
+        if (result.GetResult(_router) is { Implicit: false }) yield return new("router", result.GetValue(_router)!);
+        foreach (var option in _options)
+            if (result.GetValue(option) is string v)
+                yield return new(option.Name.TrimStart('-').Replace('-', '_'), v);
+    }
+
     /// <summary>The spec the given flags describe (only flags given on the command line become options).</summary>
     public RouterSpec Spec(ParseResult result, IReadOnlyDictionary<string, string>? extra = null)
     {

@@ -1,52 +1,26 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Globalization;
 using PureMoE.Cli.Data;
 using PureMoE.Models;
 using PureMoE.Moe;
 using PureMoE.Moe.Models;
 using PureMoE.Optim;
+using Spectre.Console;
 
 namespace PureMoE.Cli;
 
-/// <summary>Everything a training run depends on (the command's options).</summary>
-public sealed record TrainOptions
+/// <summary>What the training loop reports after every step (for progress displays and plots).</summary>
+/// <param name="Step">The step just completed (1-based).</param>
+/// <param name="Steps">Total steps of the run.</param>
+/// <param name="Loss">The language-model loss of the step.</param>
+/// <param name="LearningRate">The learning rate the step used.</param>
+/// <param name="TokensPerSecond">Training throughput of this process so far.</param>
+/// <param name="Stats">Each layer's routing statistics of the step's forward.</param>
+public sealed record StepReport(int Step, int Steps, double Loss, double LearningRate, double TokensPerSecond, IReadOnlyList<RoutingStats?> Stats)
 {
-    /// <summary>A UTF-8 text file to train on; null for the embedded generated corpus.</summary>
-    public string? DataPath { get; init; }
-    /// <summary>Optimizer steps.</summary>
-    public int Steps { get; init; } = 300;
-    /// <summary>Sequences per batch.</summary>
-    public int Batch { get; init; } = 16;
-    /// <summary>Tokens per sequence.</summary>
-    public int Seq { get; init; } = 64;
-    /// <summary>Seed of the model init and the batch order.</summary>
-    public ulong Seed { get; init; } = 1;
-    /// <summary>Peak learning rate.</summary>
-    public double LearningRate { get; init; } = 3e-3;
-    /// <summary>Warmup steps.</summary>
-    public int Warmup { get; init; } = 30;
-    /// <summary>Model width.</summary>
-    public int Hidden { get; init; } = 64;
-    /// <summary>Expert MLP width.</summary>
-    public int FeedForward { get; init; } = 128;
-    /// <summary>Decoder layers.</summary>
-    public int Layers { get; init; } = 2;
-    /// <summary>Attention heads.</summary>
-    public int Heads { get; init; } = 4;
-    /// <summary>Key/value heads (grouped-query attention).</summary>
-    public int KvHeads { get; init; } = 2;
-    /// <summary>Experts per MoE layer.</summary>
-    public int Experts { get; init; } = 4;
-    /// <summary>Experts per token.</summary>
-    public int TopK { get; init; } = 2;
-    /// <summary>Validate every this many steps.</summary>
-    public int EvalEvery { get; init; } = 50;
-    /// <summary>Where to save the final checkpoint (a Mixtral-format directory); null to skip.</summary>
-    public string? OutDir { get; init; }
-    /// <summary>The router of every MoE layer (default: Mixtral's softmax-top-k-renormalise, dropless).</summary>
-    public RouterSpec Router { get; init; } = RouterSpec.MixtralDefault;
-    /// <summary>Start from this saved model's weights (for C2R: profile it first, then continue with C2R).</summary>
-    public string? FromDir { get; init; }
+    /// <summary>Bytes this step's dispatch sent between devices, summed over layers (0 on one device; combine moves the same).</summary>
+    public long DispatchBytes { get; init; }
 }
 
 /// <summary>`puremoe train`: trains a small Mixtral-architecture MoE language model on byte-level text.</summary>
@@ -55,50 +29,281 @@ public static class TrainCommand
     /// <summary>The command with its options.</summary>
     public static Command Build()
     {
-        var data = new Option<string?>("--data") { Description = "UTF-8 text file to train on (default: the embedded generated corpus)" };
-        var steps = new Option<int>("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => new TrainOptions().Steps };
-        var batch = new Option<int>("--batch") { Description = "sequences per batch", DefaultValueFactory = _ => new TrainOptions().Batch };
-        var seq = new Option<int>("--seq") { Description = "tokens per sequence", DefaultValueFactory = _ => new TrainOptions().Seq };
-        var seed = new Option<ulong>("--seed") { Description = "random seed", DefaultValueFactory = _ => new TrainOptions().Seed };
-        var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => new TrainOptions().LearningRate };
-        var layers = new Option<int>("--layers") { Description = "decoder layers", DefaultValueFactory = _ => new TrainOptions().Layers };
-        var hidden = new Option<int>("--hidden") { Description = "model width", DefaultValueFactory = _ => new TrainOptions().Hidden };
-        var experts = new Option<int>("--experts") { Description = "experts per layer", DefaultValueFactory = _ => new TrainOptions().Experts };
-        var topk = new Option<int>("--k") { Description = "experts per token", DefaultValueFactory = _ => new TrainOptions().TopK };
-        var output = new Option<string?>("--out") { Description = "save the trained model here (Mixtral-format directory)" };
-        var from = new Option<string?>("--from") { Description = "start from a saved model (with --router c2r: profile it, then continue with C2R)" };
-        var cmd = new Command("train", "Train a small MoE language model (default: on the embedded generated corpus)")
-        {
-            data, steps, batch, seq, seed, lr, layers, hidden, experts, topk, output, from,
-        };
+        var d = new TrainOptions();
+        var config = new Option<string?>("--config") { Description = "JSON file of options (keys: the flag names without dashes; flags given on the command line win)" };
+        var cmd = new Command("train", "Train a small MoE language model (default: on the embedded generated corpus)") { config };
+        var flags = AddRunFlags(cmd, d);
+        flags.Add(("out", Add(cmd, new Option<string?>("--out") { Description = "save the final model here (a Mixtral-format directory, resumable)" })));
+        flags.Add(("from", Add(cmd, new Option<string?>("--from") { Description = "start from a saved model (with --router c2r: profile it, then continue with C2R)" })));
+        flags.Add(("checkpoint", Add(cmd, new Option<string?>("--checkpoint") { Description = "save resumable checkpoints under this directory (step-NNNNNN)" })));
+        flags.Add(("save-every", Add(cmd, new Option<int>("--save-every") { Description = "checkpoint every N steps (0: at the end and on Ctrl-C only)" })));
+        flags.Add(("keep", Add(cmd, new Option<int>("--keep") { Description = "keep the newest N step checkpoints (0: all)", DefaultValueFactory = _ => d.Keep })));
+        flags.Add(("resume", Add(cmd, new Option<string?>("--resume") { Description = "continue exactly from a checkpoint (step directory, or its parent for the newest); options come from it" })));
         var router = new RouterFlags(cmd, includeK: false);
-        cmd.SetAction(r => CliErrors.Run(() => Run(new TrainOptions
+        cmd.SetAction(r => CliErrors.Run(() =>
         {
-            DataPath = r.GetValue(data),
-            Steps = r.GetValue(steps),
-            Batch = r.GetValue(batch),
-            Seq = r.GetValue(seq),
-            Seed = r.GetValue(seed),
-            LearningRate = r.GetValue(lr),
-            Layers = r.GetValue(layers),
-            Hidden = r.GetValue(hidden),
-            Experts = r.GetValue(experts),
-            TopK = r.GetValue(topk),
-            OutDir = r.GetValue(output),
-            FromDir = r.GetValue(from),
-            Router = router.Spec(r),
-        }, Console.Out)));
+            var options = OptionsFrom(r, flags, router, r.GetValue(config));
+            using var cancel = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
+            Console.CancelKeyPress += onCancel;
+            try
+            {
+                RunInTerminal(options, cancel.Token);
+            }
+            finally
+            {
+                Console.CancelKeyPress -= onCancel;
+            }
+        }));
         return cmd;
     }
 
-    /// <summary>The result of a run: the loss after every step and the validation losses.</summary>
-    public sealed record TrainResult(IReadOnlyList<double> TrainLosses, IReadOnlyList<(int Step, double Loss)> ValidLosses, MixtralForCausalLM Model);
+    /// <summary>Adds the flags that define a run (data, model size, optimizer, schedule) and returns them by option name.</summary>
+    public static List<(string Name, Option Option)> AddRunFlags(Command cmd, TrainOptions d) =>
+    [
+        ("data", Add(cmd, new Option<string?>("--data") { Description = "UTF-8 text file to train on (default: the embedded generated corpus)" })),
+        ("steps", Add(cmd, new Option<int>("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => d.Steps })),
+        ("batch", Add(cmd, new Option<int>("--batch") { Description = "sequences per batch", DefaultValueFactory = _ => d.Batch })),
+        ("seq", Add(cmd, new Option<int>("--seq") { Description = "tokens per sequence (context)", DefaultValueFactory = _ => d.Seq })),
+        ("seed", Add(cmd, new Option<ulong>("--seed") { Description = "random seed (model init and batch order)", DefaultValueFactory = _ => d.Seed })),
+        ("lr", Add(cmd, new Option<double>("--lr") { Description = "peak learning rate (AdamW, linear warmup then cosine to lr/10)", DefaultValueFactory = _ => d.LearningRate })),
+        ("warmup", Add(cmd, new Option<int>("--warmup") { Description = "warmup steps", DefaultValueFactory = _ => d.Warmup })),
+        ("weight-decay", Add(cmd, new Option<double>("--weight-decay") { Description = "AdamW decoupled weight decay", DefaultValueFactory = _ => d.WeightDecay })),
+        ("clip", Add(cmd, new Option<double>("--clip") { Description = "clip the global gradient norm to this", DefaultValueFactory = _ => d.Clip })),
+        ("layers", Add(cmd, new Option<int>("--layers") { Description = "decoder layers", DefaultValueFactory = _ => d.Layers })),
+        ("hidden", Add(cmd, new Option<int>("--hidden") { Description = "model width", DefaultValueFactory = _ => d.Hidden })),
+        ("ff", Add(cmd, new Option<int>("--ff") { Description = "expert (SwiGLU) width", DefaultValueFactory = _ => d.FeedForward })),
+        ("heads", Add(cmd, new Option<int>("--heads") { Description = "attention heads", DefaultValueFactory = _ => d.Heads })),
+        ("kv-heads", Add(cmd, new Option<int>("--kv-heads") { Description = "key/value heads", DefaultValueFactory = _ => d.KvHeads })),
+        ("experts", Add(cmd, new Option<int>("--experts") { Description = "experts per layer", DefaultValueFactory = _ => d.Experts })),
+        ("k", Add(cmd, new Option<int>("--k") { Description = "experts per token", DefaultValueFactory = _ => d.TopK })),
+        ("eval-every", Add(cmd, new Option<int>("--eval-every") { Description = "validate every N steps", DefaultValueFactory = _ => d.EvalEvery })),
+        ("eval-batches", Add(cmd, new Option<int>("--eval-batches") { Description = "fixed validation batches per validation", DefaultValueFactory = _ => d.EvalBatches })),
+        ("devices", Add(cmd, new Option<int>("--devices") { Description = "expert-parallel ranks P: each MoE layer runs on P logical devices (experts placed contiguously; C2R co-located)", DefaultValueFactory = _ => d.Devices })),
+    ];
 
-    /// <summary>Trains (the command's body; tests call it directly).</summary>
-    public static TrainResult Run(TrainOptions o, TextWriter log)
+    private static Option Add(Command cmd, Option option)
     {
+        cmd.Options.Add(option);
+        return option;
+    }
+
+    /// <summary>
+    /// Options from, in rising priority: the defaults, a checkpoint's saved options (--resume), the --config file,
+    /// and the flags given on the command line.
+    /// </summary>
+    public static TrainOptions OptionsFrom(ParseResult r, IEnumerable<(string Name, Option Option)> flags, RouterFlags router, string? configPath)
+    {
+        var values = new Dictionary<string, string>();
+        var given = flags.Where(f => r.GetResult(f.Option) is { Implicit: false }).ToList();
+        string? resume = given.FirstOrDefault(f => f.Name == "resume").Option is Option ro ? r.GetValue((Option<string?>)ro) : null;
+        if (configPath is not null)
+            foreach (var (k, v) in TrainOptions.ReadConfigFile(configPath)) values[k] = v;
+        resume ??= values.GetValueOrDefault("resume");
+        if (resume is not null)
+        {
+            // The checkpoint's own options are the base; the file and the flags may change output options (or the router, to c2r).
+            var saved = ReadSavedOptions(resume);
+            foreach (var (k, v) in values) saved[k] = v;
+            values = saved;
+        }
+        foreach (var (name, option) in given)
+            values[name] = Convert.ToString(r.GetValue<object>(option.Name), CultureInfo.InvariantCulture) ?? "";
+        foreach (var (k, v) in router.GivenValues(r)) values[k] = v;
+        return TrainOptions.FromValues(values, configPath is null ? "train options" : $"--config {configPath}");
+    }
+
+    private static Dictionary<string, string> ReadSavedOptions(string dir)
+    {
+        string path = Path.Combine(TrainCheckpoint.Resolve(dir), TrainCheckpoint.StateFile);
+        try
+        {
+            var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!;
+            return root["options"]!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<string>());
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or NullReferenceException or InvalidOperationException)
+        {
+            throw new CliException($"--resume {dir}: {TrainCheckpoint.StateFile} is damaged ({e.Message}); the checkpoint cannot be resumed");
+        }
+    }
+
+    /// <summary>True when a live progress bar fits: an interactive terminal, output not redirected, not CI.</summary>
+    public static bool LiveTerminal =>
+        !Console.IsOutputRedirected && Environment.GetEnvironmentVariable("CI") is not ("true" or "1" or "True") &&
+        AnsiConsole.Profile.Capabilities.Interactive;
+
+    /// <summary>Runs with a live Spectre.Console progress bar when the terminal allows, plain lines otherwise.</summary>
+    public static TrainResult RunInTerminal(TrainOptions o, CancellationToken cancel)
+    {
+        if (!LiveTerminal) return Run(o, Console.Out, cancel);
+        TrainResult? result = null;
+        AnsiConsole.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn { Width = 20 }, new PercentageColumn(),
+                     new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask("train", maxValue: o.Steps);
+                result = Run(o, new AnsiLog(), cancel, report =>
+                {
+                    task.Value = report.Step;
+                    task.Description = Markup.Escape($"loss {report.Loss:F3} | {report.TokensPerSecond:N0} tok/s | {Compact(report.Stats)}");
+                });
+            });
+        return result!;
+    }
+
+    // Lines written while the progress bar is live go through Spectre so they appear above it.
+    private sealed class AnsiLog : TextWriter
+    {
+        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+        public override void WriteLine(string? value) => AnsiConsole.WriteLine(value ?? "");
+        public override void Write(char value) => AnsiConsole.Write(value.ToString());
+    }
+
+    /// <summary>The result of a run.</summary>
+    /// <param name="TrainLosses">The loss after every step (from step 1, also for a resumed run).</param>
+    /// <param name="ValidLosses">The validation losses.</param>
+    /// <param name="Model">The trained model.</param>
+    /// <param name="History">This process's steps: per-layer routing statistics of each step (for plots).</param>
+    /// <param name="TokensPerSecond">Training throughput of this process (steps run here only).</param>
+    /// <param name="Cancelled">True when the run stopped early on cancellation (a checkpoint was saved).</param>
+    /// <param name="CheckpointPath">The last checkpoint saved, if any.</param>
+    public sealed record TrainResult(IReadOnlyList<double> TrainLosses, IReadOnlyList<(int Step, double Loss)> ValidLosses, MixtralForCausalLM Model,
+        IReadOnlyList<StepReport> History, double TokensPerSecond, bool Cancelled, string? CheckpointPath);
+
+    /// <summary>Trains (the command's body; tests call it directly). Cancelling <paramref name="cancel"/> saves a checkpoint and returns.</summary>
+    public static TrainResult Run(TrainOptions o, TextWriter log, CancellationToken cancel = default) => Run(o, log, cancel, null);
+
+    /// <summary>Trains, calling <paramref name="onStep"/> after every step.</summary>
+    public static TrainResult Run(TrainOptions o, TextWriter log, CancellationToken cancel, Action<StepReport>? onStep)
+    {
+        if (o.Devices < 1 || o.Experts % o.Devices != 0)
+            throw new CliException($"--devices {o.Devices}: needs 1 ≤ P and the {o.Experts} experts to divide evenly over the P devices");
+        if (o.Steps < 1 || o.Batch < 1 || o.Seq < 2 || o.EvalEvery < 1 || o.EvalBatches < 1 || o.Warmup < 0 || o.Clip <= 0)
+            throw new CliException($"train: need steps ≥ 1, batch ≥ 1, seq ≥ 2, eval-every ≥ 1, eval-batches ≥ 1, warmup ≥ 0, clip > 0");
         string text = o.DataPath is null ? SyntheticCorpus.Generate(400_000, o.Seed) : ReadText(o.DataPath);
         var data = new TokenBatches(text);
+
+        MixtralForCausalLM model;
+        AdamW optimizer;
+        var losses = new List<double>();
+        var valid = new List<(int Step, double Loss)>();
+        int start = 0;
+        long tokens = 0;
+        if (o.ResumeDir is not null)
+        {
+            var ck = TrainCheckpoint.Load(o.ResumeDir, o.Devices);
+            CheckSameRun(o, ck);
+            model = ck.Model;
+            var savedRouter = MoeMixtral.SpecOf(model.Config);
+            if (savedRouter != o.Router && savedRouter.ToJson() != o.Router.ToJson())
+            {
+                if (o.Router.Name != "c2r")
+                    throw new CliException($"--resume {ck.Dir}: the checkpoint trained with router {savedRouter.ToJson()}; a resumed run may only switch to c2r (profiled), not to {o.Router.ToJson()}");
+                model = SwitchToC2R(model, o, data, log, ck.Dir);
+            }
+            optimizer = NewOptimizer(model, o);
+            try { optimizer.LoadStateDict(ck.Optimizer); }
+            catch (ArgumentException e) { throw new CliException($"--resume {ck.Dir}: optimizer state does not fit the model ({e.Message})"); }
+            start = ck.State.Step;
+            losses.AddRange(ck.State.TrainLosses);
+            valid.AddRange(ck.State.ValidLosses);
+            tokens = ck.State.Tokens;
+            log.WriteLine($"resumed {ck.Dir} at step {start}");
+        }
+        else
+        {
+            var config = NewConfig(o);
+            model = o.FromDir is null ? MoeMixtral.Create(config, new Rng(o.Seed).Fork(), devices: o.Devices) : StartFrom(o, data, log);
+            optimizer = NewOptimizer(model, o);
+        }
+        var schedule = new LrSchedule(o.LearningRate, Math.Min(o.Warmup, o.Steps), o.Steps, o.LearningRate / 10);
+        var cfg = model.Config;
+        log.WriteLine($"train: {(o.DataPath ?? "embedded corpus (" + string.Join(", ", SyntheticCorpus.Domains) + ")")}, " +
+                      $"{data.TrainLength:N0} train / {data.ValidLength:N0} valid bytes");
+        log.WriteLine($"model: {cfg.NumHiddenLayers} layers, d {cfg.HiddenSize}, ff {cfg.IntermediateSize}, {cfg.NumLocalExperts} experts, " +
+                      $"router {MoeMixtral.SpecOf(cfg).ToJson()}, {model.ParameterCount:N0} parameters; {o.Steps} steps of {o.Batch}x{o.Seq} tokens, seed {o.Seed}");
+
+        var history = new List<StepReport>();
+        var clock = Stopwatch.StartNew();
+        long tokensHere = 0;
+        string? lastCheckpoint = null;
+        IReadOnlyList<RoutingStats?> lastStats = MoeMixtral.LastStats(model);
+        int logEvery = Math.Max(1, Math.Min(o.EvalEvery, 10));
+        TrainState State(int step) => new(step, o.ToValues(), [.. losses], [.. valid], tokens);
+        string SaveCheckpoint(int step)
+        {
+            if (o.CheckpointDir is not null)
+                return TrainCheckpoint.SaveStep(o.CheckpointDir, o.Keep, model, optimizer, State(step), lastStats);
+            string dir = o.OutDir ?? "puremoe-checkpoint";
+            TrainCheckpoint.Save(dir, model, optimizer, State(step), lastStats);
+            return dir;
+        }
+
+        for (int step = start + 1; step <= o.Steps; step++)
+        {
+            if (cancel.IsCancellationRequested)
+            {
+                lastCheckpoint = SaveCheckpoint(step - 1);
+                log.WriteLine($"cancelled after step {step - 1}: saved {lastCheckpoint} (continue with --resume {lastCheckpoint})");
+                return new TrainResult(losses, valid, model, history, tokensHere / clock.Elapsed.TotalSeconds, true, lastCheckpoint);
+            }
+            // The batch of a step depends only on (seed, step): the step number is the whole data position.
+            var batch = data.TrainBatch(o.Batch, o.Seq, BatchRng(o.Seed, step));
+            model.ZeroGrad();
+            var loss = model.Loss(batch);
+            // The routers' regularisers (aux, z, ReMoE's sparsity loss) join the language-model loss.
+            var total = model.RegularizationLoss() is Tensor reg ? loss.Add(reg) : loss;
+            total.Backward();
+            GradClip.ClipGradNorm(model.Parameters(), o.Clip);
+            optimizer.LearningRate = schedule.LearningRate(step);
+            optimizer.Step();
+            MoeMixtral.AfterOptimizerStep(model);
+            lastStats = MoeMixtral.LastStats(model);
+            losses.Add(loss.Item());
+            tokens += o.Batch * o.Seq;
+            tokensHere += o.Batch * o.Seq;
+            var report = new StepReport(step, o.Steps, losses[^1], optimizer.LearningRate, tokensHere / clock.Elapsed.TotalSeconds, lastStats)
+            {
+                DispatchBytes = MoeMixtral.LastDispatchBytes(model),
+            };
+            history.Add(report);
+            onStep?.Invoke(report);
+            bool eval = step % o.EvalEvery == 0 || step == o.Steps || step == 1;
+            if (eval)
+            {
+                double v = Validate(model, data, o);
+                valid.Add((step, v));
+                log.WriteLine($"step {step,5}/{o.Steps}  loss {losses[^1]:F4}  valid {v:F4}  lr {optimizer.LearningRate:E2}  " +
+                              $"{report.TokensPerSecond:N0} tok/s  {Describe(lastStats)}{Bytes(model)}");
+            }
+            else if (onStep is null && step % logEvery == 0)
+                log.WriteLine($"step {step,5}/{o.Steps}  loss {losses[^1]:F4}  lr {optimizer.LearningRate:E2}  {report.TokensPerSecond:N0} tok/s  {Describe(lastStats)}");
+            if (o.SaveEvery > 0 && step % o.SaveEvery == 0 && step < o.Steps)
+                lastCheckpoint = SaveCheckpoint(step);
+        }
+        double tps = tokensHere / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+        if (losses.Count > 0 && valid.Count > 0)
+            log.WriteLine($"done in {clock.Elapsed.TotalSeconds:F1} s ({tps:N0} tok/s): loss {losses[0]:F4} -> {losses[^1]:F4}, valid {valid[0].Loss:F4} -> {valid[^1].Loss:F4}");
+        if (o.CheckpointDir is not null) lastCheckpoint = TrainCheckpoint.SaveStep(o.CheckpointDir, o.Keep, model, optimizer, State(o.Steps), lastStats);
+        if (o.OutDir is not null)
+        {
+            TrainCheckpoint.Save(o.OutDir, model, optimizer, State(o.Steps), lastStats);
+            log.WriteLine($"saved {o.OutDir}");
+        }
+        return new TrainResult(losses, valid, model, history, tps, false, lastCheckpoint);
+    }
+
+    // Bytes the last step's dispatch moved between devices (with --devices P > 1).
+    private static string Bytes(MixtralForCausalLM model) =>
+        MoeMixtral.LastDispatchBytes(model) is long b && b > 0 ? $"  exchanged {b / 1024.0:N0} KiB/step each way" : "";
+
+    /// <summary>The generator of step <paramref name="step"/>'s batch: a pure function of seed and step.</summary>
+    public static Rng BatchRng(ulong seed, int step) => new(unchecked(seed * 0x9E3779B97F4A7C15UL + (ulong)step * 0xD1B54A32D192ED03UL + 0x632BE59BD9B4E019UL));
+
+    private static MixtralConfig NewConfig(TrainOptions o)
+    {
         var config = new MixtralConfig
         {
             VocabSize = TokenBatches.VocabSize,
@@ -113,51 +318,33 @@ public static class TrainCommand
             RouterJson = o.Router.ToJson(),
         };
         config.Validate("train options");
-        var rng = new Rng(o.Seed);
-        var model = o.FromDir is null ? MoeMixtral.Create(config, rng.Fork()) : StartFrom(o, data, log);
-        config = model.Config;
-        var optimizer = new AdamW(model.Parameters(), o.LearningRate, weightDecay: 0.1);
-        var schedule = new LrSchedule(o.LearningRate, Math.Min(o.Warmup, o.Steps), o.Steps, o.LearningRate / 10);
-        var batchRng = rng.Fork();
-        log.WriteLine($"train: {(o.DataPath ?? "embedded corpus (" + string.Join(", ", SyntheticCorpus.Domains) + ")")}, " +
-                      $"{data.TrainLength:N0} train / {data.ValidLength:N0} valid bytes");
-        log.WriteLine($"model: {config.NumHiddenLayers} layers, d {config.HiddenSize}, {config.NumLocalExperts} experts top-{config.NumExpertsPerTok}, " +
-                      $"{model.ParameterCount:N0} parameters; {o.Steps} steps of {o.Batch}x{o.Seq} tokens, seed {o.Seed}");
+        return config;
+    }
 
-        var losses = new List<double>();
-        var valid = new List<(int, double)>();
-        var clock = Stopwatch.StartNew();
-        long tokens = 0;
-        for (int step = 1; step <= o.Steps; step++)
+    private static AdamW NewOptimizer(MixtralForCausalLM model, TrainOptions o) => new(model.Parameters(), o.LearningRate, weightDecay: o.WeightDecay);
+
+    // A resumed run must be the same run: every run-defining option as saved (the router may switch to c2r).
+    private static void CheckSameRun(TrainOptions o, TrainCheckpoint.Loaded ck)
+    {
+        var now = o.ToValues();
+        foreach (string name in TrainOptions.RunNames)
         {
-            var batch = data.TrainBatch(o.Batch, o.Seq, batchRng);
-            model.ZeroGrad();
-            var loss = model.Loss(batch);
-            // The routers' regularisers (aux, z, ReMoE's sparsity loss) join the language-model loss.
-            var total = model.RegularizationLoss() is Tensor reg ? loss.Add(reg) : loss;
-            total.Backward();
-            GradClip.ClipGradNorm(model.Parameters(), 1.0);
-            optimizer.LearningRate = schedule.LearningRate(step);
-            optimizer.Step();
-            MoeMixtral.AfterOptimizerStep(model);
-            losses.Add(loss.Item());
-            tokens += o.Batch * o.Seq;
-            if (step % o.EvalEvery == 0 || step == o.Steps || step == 1)
-            {
-                string routing = Describe(MoeMixtral.LastStats(model));
-                double v = Validate(model, data, o);
-                valid.Add((step, v));
-                log.WriteLine($"step {step,5}/{o.Steps}  loss {losses[^1]:F4}  valid {v:F4}  lr {optimizer.LearningRate:E2}  " +
-                              $"{tokens / clock.Elapsed.TotalSeconds:N0} tok/s  {routing}");
-            }
+            string? a = ck.State.Options.GetValueOrDefault(name), b = now.GetValueOrDefault(name);
+            if (a != b)
+                throw new CliException($"--resume {ck.Dir}: option {name} is {b ?? "(unset)"} but the checkpoint was trained with {a ?? "(unset)"}; a resumed run keeps its options");
         }
-        log.WriteLine($"done in {clock.Elapsed.TotalSeconds:F1} s: loss {losses[0]:F4} -> {losses[^1]:F4}, valid {valid[0].Item2:F4} -> {valid[^1].Item2:F4}");
-        if (o.OutDir is not null)
-        {
-            MoeMixtral.Save(model, o.OutDir);
-            log.WriteLine($"saved {o.OutDir}");
-        }
-        return new TrainResult(losses, valid, model);
+    }
+
+    private static MixtralForCausalLM SwitchToC2R(MixtralForCausalLM start, TrainOptions o, TokenBatches data, TextWriter log, string from)
+    {
+        var profileRng = new Rng(o.Seed + 1);
+        var batches = Enumerable.Range(0, 8).Select(_ => data.TrainBatch(o.Batch, o.Seq, profileRng)).ToArray();
+        var profiles = MoeMixtral.Profile(start, batches);
+        log.WriteLine($"c2r: profiled {from} on {batches.Length * o.Batch * o.Seq:N0} tokens");
+        var config = start.Config with { RouterJson = o.Router.ToJson() };
+        var model = MoeMixtral.Create(config, new Rng(o.Seed), profiles: profiles, devices: o.Devices);
+        model.LoadStateDict(start.StateDict());
+        return model;
     }
 
     private static double Validate(MixtralForCausalLM model, TokenBatches data, TrainOptions o)
@@ -168,7 +355,7 @@ public static class TrainCommand
         {
             double sum = 0;
             int n = 0;
-            foreach (var b in data.ValidBatches(4, o.Batch, o.Seq)) { sum += model.Loss(b).Item(); n++; }
+            foreach (var b in data.ValidBatches(o.EvalBatches, o.Batch, o.Seq)) { sum += model.Loss(b).Item(); n++; }
             return sum / n;
         }
         finally
@@ -190,20 +377,25 @@ public static class TrainCommand
         return line;
     }
 
+    // The short form for the progress bar's line: drops, balance, experts per token, IR/fill-ins, λ.
+    private static string Compact(IReadOnlyList<RoutingStats?> stats)
+    {
+        var s = stats.OfType<RoutingStats>().ToArray();
+        if (s.Length == 0) return "";
+        double drop = s.Average(x => x.PairsChosen == 0 ? 0 : (double)x.PairsDropped / x.PairsChosen);
+        string line = $"drop {drop:P0} cv {s.Average(x => x.LoadCv):F2} e/tok {s.Average(x => x.ActiveExpertsPerToken):F2}";
+        if (s.Sum(x => x.RectifiedTokens) > 0 || s.Sum(x => x.FillInsUsed) > 0) line += $" ir {s.Sum(x => x.RectifiedTokens)} fill {s.Sum(x => x.FillInsUsed)}";
+        if (s[0].Extras.TryGetValue("lambda", out double lambda)) line += $" λ {lambda:E1}";
+        return line;
+    }
+
     // --from: continue from a saved model; for C2R, profile it on training batches and route with its lists.
     private static MixtralForCausalLM StartFrom(TrainOptions o, TokenBatches data, TextWriter log)
     {
         var start = MoeMixtral.Load(o.FromDir!);
         if (o.Router.Name != "c2r")
             throw new CliException("--from is for continuing with --router c2r (profiled from the saved model)");
-        var profileRng = new Rng(o.Seed + 1);
-        var batches = Enumerable.Range(0, 8).Select(_ => data.TrainBatch(o.Batch, o.Seq, profileRng)).ToArray();
-        var profiles = MoeMixtral.Profile(start, batches);
-        log.WriteLine($"c2r: profiled {o.FromDir} on {batches.Length * o.Batch * o.Seq:N0} tokens");
-        var config = start.Config with { RouterJson = o.Router.ToJson() };
-        var model = MoeMixtral.Create(config, new Rng(o.Seed), profiles: profiles);
-        model.LoadStateDict(start.StateDict());
-        return model;
+        return SwitchToC2R(start, o, data, log, o.FromDir!);
     }
 
     private static string ReadText(string path)

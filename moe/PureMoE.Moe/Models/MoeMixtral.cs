@@ -76,6 +76,15 @@ public static class MoeMixtral
             _ => null,
         }).ToArray();
 
+    /// <summary>Each layer's plans of the last forward: one, or one per rank when expert-parallel.</summary>
+    public static IReadOnlyList<IReadOnlyList<RoutingPlan>> LastPlans(MixtralForCausalLM model) =>
+        model.Model.Layers.Select(l => l.BlockSparseMoe switch
+        {
+            MoeLayer { LastPlan: RoutingPlan plan } => [plan],
+            ExpertParallelBlock { LastPlans: { } plans } => plans,
+            _ => (IReadOnlyList<RoutingPlan>)[],
+        }).ToArray();
+
     /// <summary>Bytes the last step's dispatch sent between devices, summed over layers (0 on one device).</summary>
     public static long LastDispatchBytes(MixtralForCausalLM model) =>
         model.Model.Layers.Sum(l => l.BlockSparseMoe is ExpertParallelBlock b ? b.LastExchange?.DispatchBytes ?? 0 : 0);
@@ -86,16 +95,10 @@ public static class MoeMixtral
     /// </summary>
     public static void AfterOptimizerStep(MixtralForCausalLM model)
     {
-        foreach (var l in model.Model.Layers)
-        {
-            var (router, plans) = l.BlockSparseMoe switch
-            {
-                MoeLayer m => (m.Router, m.LastPlan is RoutingPlan plan ? new[] { plan } : null),
-                ExpertParallelBlock b => (b.Inner.Router, b.LastPlans?.ToArray()),
-                _ => ((IRouter?)null, null),
-            };
-            if (router is IAdaptiveRouter adaptive && plans is not null) adaptive.AfterOptimizerStep(plans);
-        }
+        var plans = LastPlans(model);
+        var layers = Layers(model);
+        for (int i = 0; i < layers.Count; i++)
+            if (layers[i].Router is IAdaptiveRouter adaptive && plans[i].Count > 0) adaptive.AfterOptimizerStep(plans[i]);
     }
 
     /// <summary>
@@ -104,13 +107,14 @@ public static class MoeMixtral
     /// </summary>
     public static IReadOnlyList<CollaborationProfile> Profile(MixtralForCausalLM model, IEnumerable<Tensor> batches)
     {
-        var layers = Layers(model);
-        var profiler = new CollaborationProfiler(layers.Count, model.Config.NumLocalExperts);
+        var profiler = new CollaborationProfiler(model.Model.Layers.Count, model.Config.NumLocalExperts);
         using (GradMode.NoGrad())
             foreach (var batch in batches)
             {
                 model.Forward(batch);
-                for (int i = 0; i < layers.Count; i++) profiler.Record(i, layers[i].LastPlan!);
+                var plans = LastPlans(model);
+                for (int i = 0; i < plans.Count; i++)
+                    foreach (var plan in plans[i]) profiler.Record(i, plan);
             }
         return profiler.Profiles();
     }

@@ -81,7 +81,7 @@ public sealed class MoeMixtralTests : IDisposable
         {
             Steps = 30, Batch = 4, Seq = 32, Hidden = 32, FeedForward = 64, Layers = 1, Experts = 4, TopK = 1,
             Warmup = 5, EvalEvery = 1000, Router = RouterSpec.Create(router, opts),
-        }, TextWriter.Null);
+        }, TextWriter.Null, TestContext.Current.CancellationToken);
         Assert.True(result.ValidLosses[^1].Loss < result.ValidLosses[0].Loss - 0.5,
             $"{router}: validation loss {result.ValidLosses[0].Loss:F3} -> {result.ValidLosses[^1].Loss:F3}");
     }
@@ -91,13 +91,13 @@ public sealed class MoeMixtralTests : IDisposable
     {
         string topkDir = Path.Combine(_dir, "topk2");
         var small = new TrainOptions { Steps = 10, Batch = 4, Seq = 32, Hidden = 32, FeedForward = 64, Layers = 1, Experts = 4, TopK = 2, Warmup = 2, EvalEvery = 1000 };
-        TrainCommand.Run(small with { OutDir = topkDir }, TextWriter.Null);
+        TrainCommand.Run(small with { OutDir = topkDir }, TextWriter.Null, TestContext.Current.CancellationToken);
         var log = new StringWriter();
         var result = TrainCommand.Run(small with
         {
             FromDir = topkDir,
             Router = RouterSpec.Create("c2r", new Dictionary<string, string> { ["candidates"] = "1" }),
-        }, log);
+        }, log, TestContext.Current.CancellationToken);
         Assert.Contains("c2r: profiled", log.ToString());
         Assert.IsType<C2RRouter>(MoeMixtral.Layers(result.Model)[0].Router);
     }

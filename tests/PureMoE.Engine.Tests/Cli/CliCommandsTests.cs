@@ -1,0 +1,81 @@
+using PureMoE.Cli;
+using PureMoE.Moe.Models;
+
+namespace PureMoE.Engine.Tests.Cli;
+
+/// <summary>generate, inspect and compare on tiny settings.</summary>
+public sealed class CliCommandsTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("puremoe-cli").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string TrainTiny(string router, Dictionary<string, string> options)
+    {
+        string dir = Path.Combine(_dir, router);
+        TrainCommand.Run(new TrainOptions
+        {
+            Steps = 6, Batch = 4, Seq = 16, Hidden = 32, FeedForward = 48, Layers = 2, Experts = 4, TopK = 1, Warmup = 2,
+            EvalEvery = 100, EvalBatches = 1, OutDir = dir, Router = RouterSpec.Create(router, options),
+        }, TextWriter.Null, TestContext.Current.CancellationToken);
+        return dir;
+    }
+
+    [Fact]
+    public void GenerateIsDeterministicForASeed()
+    {
+        string dir = TrainTiny("topk", []);
+        string a = GenerateCommand.Run(dir, "the cat", 24, 1.0, 0.95, 7);
+        string b = GenerateCommand.Run(dir, "the cat", 24, 1.0, 0.95, 7);
+        Assert.Equal(a, b);
+        Assert.StartsWith("the cat", a);
+        var others = Enumerable.Range(8, 4).Select(s => GenerateCommand.Run(dir, "the cat", 24, 1.0, 0.95, (ulong)s));
+        Assert.Contains(others, o => o != a);
+        Assert.Equal(GenerateCommand.Run(dir, "x", 5, 0, 1, 1), GenerateCommand.Run(dir, "x", 5, 0, 1, 2));   // greedy ignores the seed
+        Assert.Throws<CliException>(() => GenerateCommand.Run(Path.Combine(_dir, "missing"), "x", 5, 1, 1, 1));
+    }
+
+    [Fact]
+    public void InspectPrintsTheRouterAndSavedStats()
+    {
+        string dir = TrainTiny("rectify", new() { ["k"] = "1", ["capacity_factor"] = "1.0" });
+        var log = new StringWriter();
+        InspectCommand.Run(dir, log);
+        string text = log.ToString();
+        Assert.Contains("router: rectify", text);
+        Assert.Contains("capacity_factor=1", text);
+        Assert.Contains("RectifyOptions", text);
+        Assert.Contains("training: step 6", text);
+        Assert.Contains("routing statistics of the last training step", text);
+        Assert.Contains("parameters:", text);
+    }
+
+    [Fact]
+    public void CompareWritesResultsAndPngPlots()
+    {
+        var o = new TrainOptions
+        {
+            Steps = 6, Batch = 4, Seq = 16, Hidden = 32, FeedForward = 48, Layers = 2, Experts = 4, Warmup = 2, EvalEvery = 3, EvalBatches = 1,
+        };
+        string outDir = Path.Combine(_dir, "compare");
+        var runs = CompareCommand.Run(o, outDir, [1], null, TextWriter.Null, TestContext.Current.CancellationToken);
+        Assert.Equal(CompareCommand.Configs.Count, runs.Count);
+        string md = File.ReadAllText(Path.Combine(outDir, "results.md"));
+        foreach (var c in CompareCommand.Configs) Assert.Contains($"| {c.Name}:", md);
+        Assert.Contains("bytes exchanged", md);
+        var c2r = runs.Single(r => r.Config.Name == "c2r2");
+        Assert.Equal(6, c2r.Result.TrainLosses.Count);
+        Assert.Equal(6, c2r.History.Count);
+        // C2R continued the TopK top-2 run: its first half is that run's.
+        var topk2 = runs.Single(r => r.Config.Name == "topk2");
+        Assert.Equal(topk2.Result.TrainLosses.Take(3), c2r.Result.TrainLosses.Take(3));
+        string[] pngs = ["loss.png", "valid.png", "remoe.png", "coactivation.png", "load-topk1.png", "load-c2r2.png"];
+        byte[] signature = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
+        foreach (string png in pngs)
+        {
+            byte[] bytes = File.ReadAllBytes(Path.Combine(outDir, png));
+            Assert.True(bytes.Length > 1000, png);
+            Assert.Equal(signature, bytes[..8]);
+        }
+    }
+}
