@@ -39,23 +39,13 @@ public static class TrainCheckpoint
     /// <summary>Saves a checkpoint into <paramref name="dir"/> atomically (replacing what is there only once all is written).</summary>
     public static void Save(string dir, MixtralForCausalLM model, AdamW optimizer, TrainState state, IReadOnlyList<RoutingStats?> stats)
     {
-        string full = Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar);
-        string parent = Path.GetDirectoryName(full) ?? ".";
-        Directory.CreateDirectory(parent);
-        string temp = Path.Combine(parent, $".{Path.GetFileName(full)}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        try
+        AtomicDirectory.Write(dir, temp =>
         {
             MoeMixtral.Save(model, temp);
             TensorIO.Save(Path.Combine(temp, OptimizerFile), optimizer.StateDict());
             File.WriteAllText(Path.Combine(temp, StatsFile), StatsJson(stats).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             File.WriteAllText(Path.Combine(temp, StateFile), StateJson(state).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            SwapIn(temp, full);
-        }
-        catch
-        {
-            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
-            throw;
-        }
+        });
     }
 
     /// <summary>Saves step checkpoint <c>parent/step-NNNNNN</c> and removes the oldest beyond <paramref name="keep"/> (0 keeps all).</summary>
@@ -179,26 +169,5 @@ public static class TrainCheckpoint
             });
         }
         return layers;
-    }
-
-    // Replace dir by temp: move the old one aside, move the new one in, then delete the old one.
-    private static void SwapIn(string temp, string dir)
-    {
-        string? old = null;
-        if (Directory.Exists(dir))
-        {
-            old = dir + $".old-{Guid.NewGuid():N}";
-            Directory.Move(dir, old);
-        }
-        try
-        {
-            Directory.Move(temp, dir);
-        }
-        catch
-        {
-            if (old is not null) Directory.Move(old, dir);
-            throw;
-        }
-        if (old is not null) Directory.Delete(old, recursive: true);
     }
 }

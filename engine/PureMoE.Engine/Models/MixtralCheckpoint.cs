@@ -91,44 +91,12 @@ public static class MixtralCheckpoint
     /// <summary>Saves config.json and model.safetensors (float32) into <paramref name="dir"/>, atomically.</summary>
     public static void Save(MixtralForCausalLM model, string dir, IReadOnlyDictionary<string, Tensor>? extraTensors = null)
     {
-        string full = Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar);
-        string parent = Path.GetDirectoryName(full) ?? ".";
-        Directory.CreateDirectory(parent);
-        string temp = Path.Combine(parent, $".{Path.GetFileName(full)}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(temp);
-        try
+        AtomicDirectory.Write(dir, temp =>
         {
             model.Config.Save(Path.Combine(temp, "config.json"));
             var tensors = model.StateDict().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.DType == DType.Float32 ? kv.Value : kv.Value.To(DType.Float32)));
             if (extraTensors is not null) tensors = tensors.Concat(extraTensors);
             TensorIO.Save(Path.Combine(temp, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-            SwapIn(temp, full);
-        }
-        catch
-        {
-            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
-            throw;
-        }
-    }
-
-    // Replace dir by temp: move the old one aside, move the new one in, then delete the old one.
-    private static void SwapIn(string temp, string dir)
-    {
-        string? old = null;
-        if (Directory.Exists(dir))
-        {
-            old = dir + $".old-{Guid.NewGuid():N}";
-            Directory.Move(dir, old);
-        }
-        try
-        {
-            Directory.Move(temp, dir);
-        }
-        catch
-        {
-            if (old is not null) Directory.Move(old, dir);
-            throw;
-        }
-        if (old is not null) Directory.Delete(old, recursive: true);
+        });
     }
 }
