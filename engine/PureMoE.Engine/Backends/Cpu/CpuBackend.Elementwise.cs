@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -28,7 +29,7 @@ public partial class CpuBackend
         else if (x.DType == DType.Float64 && UnaryHasPrimitive(op))
         {
             double[] xs = A<double>(x), ys = A<double>(y);
-            Par.For(n, 4, (s, e) => UnaryD(op, xs.AsSpan(xOffset + s, e - s), ys.AsSpan(yOffset + s, e - s), alpha), ElementGrain);
+            Par.For(n, 4, (s, e) => UnaryPrimitive(op, xs.AsSpan(xOffset + s, e - s), ys.AsSpan(yOffset + s, e - s), alpha), ElementGrain);
         }
         else base.Unary(op, x, xOffset, y, yOffset, n, alpha);
     }
@@ -36,7 +37,8 @@ public partial class CpuBackend
     private static bool UnaryHasPrimitive(UnaryOp op) => op is UnaryOp.Neg or UnaryOp.Exp or UnaryOp.Log or UnaryOp.Sqrt
         or UnaryOp.Rsqrt or UnaryOp.Sigmoid or UnaryOp.Tanh or UnaryOp.Abs or UnaryOp.PowScalar or UnaryOp.AddScalar or UnaryOp.MulScalar;
 
-    private static void UnaryD(UnaryOp op, ReadOnlySpan<double> x, Span<double> y, double a)
+    // The ops TensorPrimitives has a kernel for, one generic dispatch for float and double.
+    private static void UnaryPrimitive<T>(UnaryOp op, ReadOnlySpan<T> x, Span<T> y, T a) where T : IFloatingPointIeee754<T>
     {
         switch (op)
         {
@@ -59,22 +61,11 @@ public partial class CpuBackend
     {
         switch (op)
         {
-            case UnaryOp.Neg: TensorPrimitives.Negate(x, y); break;
-            case UnaryOp.Exp: TensorPrimitives.Exp(x, y); break;
-            case UnaryOp.Log: TensorPrimitives.Log(x, y); break;
-            case UnaryOp.Sqrt: TensorPrimitives.Sqrt(x, y); break;
-            case UnaryOp.Rsqrt: TensorPrimitives.ReciprocalSqrt(x, y); break;
-            case UnaryOp.Sigmoid: TensorPrimitives.Sigmoid(x, y); break;
-            case UnaryOp.Tanh: TensorPrimitives.Tanh(x, y); break;
-            case UnaryOp.Abs: TensorPrimitives.Abs(x, y); break;
-            case UnaryOp.PowScalar: TensorPrimitives.Pow(x, a, y); break;
-            case UnaryOp.AddScalar: TensorPrimitives.Add(x, a, y); break;
-            case UnaryOp.MulScalar: TensorPrimitives.Multiply(x, a, y); break;
             case UnaryOp.Relu: Map<ReluOp>(x, y); break;
             case UnaryOp.Positive: Map<PositiveOp>(x, y); break;
             case UnaryOp.Silu: Map<SiluOp>(x, y); break;
             case UnaryOp.Gelu: GeluF(x, y); break;
-            default: throw new ArgumentOutOfRangeException(nameof(op));
+            default: UnaryPrimitive(op, x, y, a); break;
         }
     }
 
