@@ -1,0 +1,143 @@
+using System.Diagnostics;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using PureMoE.Backends.Ilgpu;
+
+namespace PureMoE.Engine.Tests.Ilgpu;
+
+/// <summary>
+/// CUDA without a GPU: ILGPU's PTXBackend is public and compiles a kernel to PTX given an architecture and a PTX
+/// instruction set, no device needed. This generates PTX for every kernel of the backend for the A100 (sm_80) and
+/// the H100/H200 (sm_90), and, where NVIDIA's PTX assembler is present, assembles each one with
+/// <c>ptxas -arch=sm_XX</c> — the check that the driver's JIT will accept it on a GPU. ISA 7.8 is the newest PTX
+/// the CUDA 11.8 ptxas of Debian reads. ILGPU 1.5.3 writes <c>.target sm_80</c> for every architecture from sm_80
+/// on, whatever the ISA (checked below at 7.8 and at 8.3, what a CUDA 12.3 driver gets); ptxas -arch=sm_90 then
+/// builds that PTX for Hopper, which is what the driver's JIT does with it on an H100.
+/// <c>bash scripts/install-ptxas.sh</c> puts ptxas under .tools/cuda/ (CI does this); PUREMOE_PTXAS names another.
+/// </summary>
+[Trait("Device", "Ptx")]
+[Collection("Ilgpu")]
+public sealed class IlgpuPtxTests
+{
+    public static TheoryData<int> Architectures => new() { 80, 90 };
+
+    /// <summary>(sm, PTX ISA major, minor, the .target ILGPU writes).</summary>
+    public static TheoryData<int, int, int, int> Generations => new()
+    {
+        { 80, 7, 8, 80 },
+        { 90, 7, 8, 80 },
+        { 90, 8, 3, 80 },
+    };
+
+    private static CudaArchitecture Arch(int sm) => sm switch
+    {
+        80 => CudaArchitecture.SM_80,
+        90 => CudaArchitecture.SM_90,
+        _ => throw new ArgumentOutOfRangeException(nameof(sm)),
+    };
+
+    /// <summary>Every kernel's PTX for one architecture, by readable kernel name.</summary>
+    private static List<(string Name, string Ptx)> CompileAll(int sm, int isaMajor = 7, int isaMinor = 8)
+    {
+        var backend = new PTXBackend(IlgpuDevices.Context, Arch(sm), new CudaInstructionSet(isaMajor, isaMinor), nvvmAPI: null!); // no NVVM: only libdevice math needs it
+        var result = new List<(string, string)>();
+        var failures = new List<string>();
+        foreach (var e in IlgpuKernelCatalog.All())
+        {
+            try
+            {
+                var description = e.ImplicitlyGrouped
+                    ? EntryPointDescription.FromImplicitlyGroupedKernel(e.Method)
+                    : EntryPointDescription.FromExplicitlyGroupedKernel(e.Method);
+                var compiled = (PTXCompiledKernel)backend.Compile(description, KernelSpecialization.Empty);
+                result.Add((e.Name, compiled.PTXAssembly));
+            }
+            catch (Exception ex)
+            {
+                failures.Add($"{e.Name}: {ex.GetType().Name}: {ex.Message}");
+            }
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        return result;
+    }
+
+    [Theory]
+    [MemberData(nameof(Generations))]
+    public void EveryKernelCompilesToPtx(int sm, int isaMajor, int isaMinor, int target)
+    {
+        var kernels = CompileAll(sm, isaMajor, isaMinor);
+        Assert.True(kernels.Count >= 50, $"only {kernels.Count} kernels in the catalog");
+        foreach (var (name, ptx) in kernels)
+        {
+            Assert.Contains($".version {isaMajor}.{isaMinor}", ptx);
+            Assert.Contains($".target sm_{target}", ptx);
+            Assert.Contains(".entry", ptx);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Architectures))]
+    public void EveryKernelAssemblesWithPtxas(int sm)
+    {
+        string? ptxas = FindPtxas();
+        Assert.SkipWhen(ptxas is null, "ptxas not found: run `bash scripts/install-ptxas.sh` or set PUREMOE_PTXAS");
+        var dir = Directory.CreateTempSubdirectory("puremoe-ptx-");
+        try
+        {
+            var failures = new List<string>();
+            var spills = new List<string>();
+            foreach (var (name, ptx) in CompileAll(sm))
+            {
+                string file = Path.Combine(dir.FullName, string.Concat(name.Split('<', '>', ',')) + ".ptx");
+                File.WriteAllText(file, ptx);
+                var (exit, output) = Run(ptxas!, $"-arch=sm_{sm} -v -o /dev/null \"{file}\"");
+                if (exit != 0) failures.Add($"{name}: ptxas exit {exit}: {output.Trim()}");
+                // -v prints "N bytes spill stores, N bytes spill loads" per function; any spill in a kernel is a
+                // performance bug (a register array ILGPU placed in local memory), reported rather than failed.
+                foreach (var line in output.Split('\n'))
+                    if (line.Contains("spill") && !line.Contains(" 0 bytes spill stores, 0 bytes spill loads"))
+                        spills.Add($"{name}: {line.Trim()}");
+            }
+            Assert.True(failures.Count == 0, string.Join("\n", failures));
+            TestContext.Current.SendDiagnosticMessage(spills.Count == 0
+                ? $"sm_{sm}: every kernel assembled, no register spills"
+                : $"sm_{sm}: spills in {spills.Count} kernels:\n" + string.Join("\n", spills));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>PUREMOE_PTXAS, then .tools/cuda/ptxas of the repository (scripts/install-ptxas.sh), then PATH.</summary>
+    private static string? FindPtxas()
+    {
+        if (Environment.GetEnvironmentVariable("PUREMOE_PTXAS") is { Length: > 0 } env && File.Exists(env)) return env;
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            string candidate = Path.Combine(d.FullName, ".tools", "cuda", "ptxas");
+            if (File.Exists(candidate)) return candidate;
+            if (File.Exists(Path.Combine(d.FullName, "PureMoE.sln"))) break;
+        }
+        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator))
+            if (dir.Length > 0 && File.Exists(Path.Combine(dir, "ptxas"))) return Path.Combine(dir, "ptxas");
+        return null;
+    }
+
+    private static (int Exit, string Output) Run(string file, string arguments)
+    {
+        using var p = Process.Start(new ProcessStartInfo(file, arguments)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        })!;
+        // Read both pipes concurrently so neither can fill up and block ptxas.
+        var stderr = p.StandardError.ReadToEndAsync();
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout + stderr.Result);
+    }
+}
