@@ -115,7 +115,10 @@ public sealed partial class Tensor
     /// <summary>
     /// The MoE combine as one op: out[t, :] = Σ_j weights[t, j] · rows[index[t, j], :] (summed in j order), with rows
     /// [N, d], index int64 [T, m] (−1: no row; each row is read by at most one (t, j)) and weights [T, m]; out is
-    /// [T, d] (a token without rows gets 0). Differentiable in rows and weights.
+    /// [T, d] (a token without rows gets 0). Differentiable in rows and weights. On host devices the index is checked
+    /// (an entry below −1 or past N, or a row read twice, throws); on other devices it is trusted as built by the
+    /// dispatch layout, since checking would copy it to the host and wait for the device on every call (the
+    /// kernels treat an out-of-range entry like −1).
     /// </summary>
     public static Tensor WeightedGatherSum(Tensor rows, Tensor index, Tensor weights)
     {
@@ -130,13 +133,16 @@ public sealed partial class Tensor
             throw new ArgumentException($"{op}: weights {weights.Shape} {weights.DType.Name()} differ in dtype from rows {rows.Shape} {rows.DType.Name()}");
         int tokens = index.Shape[0], m = index.Shape[1], rowCount = rows.Shape[0], d = rows.Shape[1];
         var idx = index.Dense();
-        var seen = new bool[rowCount];
-        foreach (long r in idx.ToArray<long>())
+        if (index.Device.IsHost)
         {
-            if (r < -1 || r >= rowCount) throw new IndexOutOfRangeException($"{op}: index {r} is out of range for {rowCount} rows");
-            if (r < 0) continue;
-            if (seen[r]) throw new ArgumentException($"{op}: row {r} is read by more than one (token, slot) of index {index.Shape}");
-            seen[r] = true;
+            var seen = new bool[rowCount];
+            foreach (long r in idx.ToArray<long>())
+            {
+                if (r < -1 || r >= rowCount) throw new IndexOutOfRangeException($"{op}: index {r} is out of range for {rowCount} rows");
+                if (r < 0) continue;
+                if (seen[r]) throw new ArgumentException($"{op}: row {r} is read by more than one (token, slot) of index {index.Shape}");
+                seen[r] = true;
+            }
         }
         var rd = rows.Dense();
         var wd = weights.Dense();

@@ -56,7 +56,8 @@ public sealed class IlgpuOpenCLTests
         foreach (var expected in new[] { "Unary", "Binary", "WhereFloatCond", "WhereLongCond", "Fill", "CopyStrided", "CopyFloatToLong",
                      "CopyLongToFloat", "ReduceRows", "ReduceColumns", "Softmax", "SoftmaxBackward", "RmsNorm", "RmsNormBackwardDx",
                      "RmsNormBackwardDw", "IndexSelect", "Gather", "IndexAddFloat", "IndexAddLong", "ScatterAddFloat", "ScatterAddLong",
-                     "TopK", "ArgSortFloat", "ArgSortLong", "Rope", "AdamW", "Sgemm" })
+                     "TopK", "ArgSortFloat", "ArgSortLong", "Rope", "AdamW", "Sgemm", "SwiGlu", "SwiGluBackward", "WeightedGatherSum",
+                     "WeightedGatherSumBackward" })
             Assert.Contains(expected, names);
         Assert.Equal(Enum.GetValues<PureMoE.Backends.UnaryOp>().Length, IlgpuKernelCatalog.All().Count(e => e.Method.Name == "Unary"));
         Assert.Equal(Enum.GetValues<PureMoE.Backends.BinaryOp>().Length, IlgpuKernelCatalog.All().Count(e => e.Method.Name == "Binary"));
