@@ -33,7 +33,10 @@ public sealed class DeviceGroup
     private readonly Device[] _devices;
     private readonly string[] _names;
     private readonly RankLink[] _links;      // entry from·P + to
-    private readonly object?[] _locks;       // per rank; null where the device is thread-safe (host)
+    private readonly object?[] _locks;       // per rank: its device's lock; null where the device is thread-safe (host)
+
+    // One lock per ILGPU device for the process, so groups that share a device also take turns on it.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<Device, object> s_deviceLocks = new();
 
     private DeviceGroup(Device[] devices, string[] names, bool peerAccess)
     {
@@ -47,7 +50,7 @@ public sealed class DeviceGroup
                     : devices[a].IsHost && devices[b].IsHost ? RankLink.Host
                     : b > a ? LinkOf(devices[a], devices[b], peerAccess)
                     : _links[b * p + a];                                   // peer access is enabled both ways
-        _locks = devices.Select(d => d.IsHost ? null : new object()).ToArray();
+        _locks = devices.Select(d => d.IsHost ? null : s_deviceLocks.GetOrAdd(d, _ => new object())).ToArray();
     }
 
     private static RankLink LinkOf(Device a, Device b, bool peerAccess) =>
