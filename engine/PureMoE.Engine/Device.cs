@@ -42,7 +42,13 @@ public sealed class Device : IEquatable<Device>
     /// ILGPU's CPU accelerator (an emulator of a GPU: same kernels, groups, shared memory and barriers, slowly).
     /// Created on first use; float32 and int64 tensors only.
     /// </summary>
-    public static Device IlgpuCpu => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.IlgpuCpu, 0);
+    public static Device IlgpuCpu => IlgpuCpuAt(0);
+
+    /// <summary>
+    /// ILGPU CPU accelerator number <paramref name="index"/>: each index is a separate accelerator with its own memory
+    /// (index 0 is <see cref="IlgpuCpu"/>), so tests can run several "GPUs" on a machine without one.
+    /// </summary>
+    public static Device IlgpuCpuAt(int index) => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.IlgpuCpu, index);
 
     /// <summary>CUDA GPU number <paramref name="index"/> (created on first use; errors clearly when there is none).</summary>
     public static Device Cuda(int index = 0) => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.Cuda, index);
@@ -74,12 +80,12 @@ public sealed class Device : IEquatable<Device>
     public override bool Equals(object? obj) => Equals(obj as Device);
     /// <inheritdoc />
     public override int GetHashCode() => HashCode.Combine(Kind, Index);
-    /// <summary>"cpu", "cpu-reference", "cuda:0", "opencl:0", "ilgpu-cpu".</summary>
+    /// <summary>"cpu", "cpu-reference", "cuda:0", "opencl:0", "ilgpu-cpu" (index 0), "ilgpu-cpu:1".</summary>
     public override string ToString() => Kind switch
     {
         DeviceKind.Cpu => "cpu",
         DeviceKind.CpuReference => "cpu-reference",
-        DeviceKind.IlgpuCpu => "ilgpu-cpu",
+        DeviceKind.IlgpuCpu => Index == 0 ? "ilgpu-cpu" : $"ilgpu-cpu:{Index}",
         _ => $"{Kind.ToString().ToLowerInvariant()}:{Index}",
     };
 }

@@ -7,13 +7,15 @@ namespace PureMoE.Moe.Parallel;
 /// dispatch sends each token once to each distinct other device holding one of its kept experts, combine returns one
 /// vector per (token, device), so each way moves Σ_t |devices(t) \ {source(t)}| · d · bytes-per-element
 /// (<see cref="FormulaBytes"/>). Routing metadata (local expert ids, int32, and gate weights, per sent token) is counted
-/// apart in <see cref="MetadataBytes"/>. Gradients of the reverse exchange are added when backward runs.
+/// apart in <see cref="MetadataBytes"/>. Gradients of the reverse exchange are added when backward runs. Each ordered
+/// pair of ranks also records the path its copies took (<see cref="PathOf"/>: peer-to-peer or staged through the host).
 /// </summary>
 public sealed class ExchangeStats
 {
     private readonly long[] _dispatchSent, _dispatchReceived, _combineSent, _combineReceived;
     private readonly long[] _backwardSent, _backwardReceived;
     private readonly long[] _tokensSent, _tokensReceived, _rows, _matrix;
+    private readonly int[] _paths;             // s·P + q: bit (1 << link) for each link a copy s → q used
     private long _messages, _metadata, _backwardMessages, _copyTicks;
 
     /// <summary>Empty statistics for <paramref name="devices"/> ranks, width d and element size.</summary>
@@ -28,6 +30,7 @@ public sealed class ExchangeStats
         _tokensSent = new long[devices]; _tokensReceived = new long[devices];
         _rows = new long[devices];
         _matrix = new long[devices * devices];
+        _paths = new int[devices * devices];
     }
 
     /// <summary>Ranks P.</summary>
@@ -82,6 +85,22 @@ public sealed class ExchangeStats
     /// <summary>Time spent in forward copies between ranks, summed over the copies (they may overlap in wall time).</summary>
     public TimeSpan CopyTime => TimeSpan.FromTicks(Interlocked.Read(ref _copyTicks));
 
+    /// <summary>
+    /// The path the copies from rank <paramref name="from"/> to rank <paramref name="to"/> took (forward and backward),
+    /// or null when nothing moved between them. A group fixes one link per pair, so there is one path.
+    /// </summary>
+    public RankLink? PathOf(int from, int to)
+    {
+        int bits = Volatile.Read(ref _paths[from * Devices + to]);
+        for (var link = RankLink.Self; link <= RankLink.HostStaged; link++)
+            if ((bits & (1 << (int)link)) != 0) return link;
+        return null;
+    }
+
+    /// <summary>Ordered pairs of distinct ranks whose copies went over <paramref name="link"/>.</summary>
+    public int PairsOver(RankLink link) =>
+        Enumerable.Range(0, Devices * Devices).Count(i => i / Devices != i % Devices && (Volatile.Read(ref _paths[i]) & (1 << (int)link)) != 0);
+
     /// <summary>Wall time of the forward exchange step.</summary>
     public TimeSpan Elapsed { get; internal set; }
 
@@ -126,6 +145,7 @@ public sealed class ExchangeStats
             Add(total._backwardSent, s._backwardSent); Add(total._backwardReceived, s._backwardReceived);
             Add(total._tokensSent, s._tokensSent); Add(total._tokensReceived, s._tokensReceived);
             Add(total._rows, s._rows); Add(total._matrix, s._matrix);
+            for (int i = 0; i < total._paths.Length; i++) total._paths[i] |= s._paths[i];
             total._messages += s.Messages; total._metadata += s.MetadataBytes; total._backwardMessages += s.BackwardMessages;
             total.Elapsed += s.Elapsed; total._copyTicks += s._copyTicks;
         }
@@ -144,6 +164,8 @@ public sealed class ExchangeStats
         Interlocked.Add(ref _tokensSent[from], tokens);
         Interlocked.Add(ref _tokensReceived[to], tokens);
     }
+
+    internal void RecordPath(int from, int to, RankLink link) => Interlocked.Or(ref _paths[from * Devices + to], 1 << (int)link);
 
     internal void RecordRows(int rank, int rows) => Interlocked.Add(ref _rows[rank], rows);
 

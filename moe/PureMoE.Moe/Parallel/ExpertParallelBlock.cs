@@ -61,52 +61,45 @@ public sealed class ExpertParallelBlock : Module, IMoeBlock
         _ep.Train(IsTraining);
         _ep.LoadFrom(Inner);
 
-        // Rank r takes a contiguous share of the tokens, as leaves of the ranks' own graph.
+        // Rank r takes a contiguous share of the tokens, copied onto its device.
         var sizes = Enumerable.Range(0, p).Select(r => tokens * (r + 1) / p - tokens * r / p).ToArray();
-        bool record = GradMode.IsEnabled;
         var rankInputs = new Tensor[p];
         for (int r = 0, start = 0; r < p; start += sizes[r], r++)
-        {
-            rankInputs[r] = _ep.Group.Copy(flat.Narrow(0, start, sizes[r]).Detach(), 0, r);
-            if (record) rankInputs[r].RequiresGrad = true;
-        }
-        var outputs = _ep.Forward(rankInputs, Cancellation);
+            rankInputs[r] = _ep.Group.Place(flat.Narrow(0, start, sizes[r]), r);
+        var step = _ep.RunStep(rankInputs, Cancellation);
         LastStats = Merge(_ep.LastPlans!);
 
         Tensor y, reg;
         using (GradMode.NoGrad())
-            y = Tensor.Concat(outputs.Select(o => o.Detach().To(x.Device)).ToArray(), 0);
+            y = Tensor.Concat(step.Outputs.Select(o => o.Detach().To(x.Device)).ToArray(), 0);
         var parameters = Parameters().ToArray();
         Tensor[] inputs = [flat, .. parameters];
         y = Tensor.Function("ExpertParallelMoe", y, inputs, g =>
         {
             var parts = g.Split(sizes, 0);
-            return RankBackward(rankInputs, r =>
-            {
-                if (outputs[r].RequiresGrad) outputs[r].Backward(_ep.Group.Copy(parts[r].Contiguous(), 0, r));
-            });
+            return RankBackward(step, sizes, Enumerable.Range(0, p).Select(r => (Tensor?)_ep.Group.Place(parts[r], r)).ToArray(), null);
         });
         LastRegularizationLoss = null;
-        if (_ep.LastRegularizationLoss is Tensor rankReg)
+        if (step.RegularizationTotal is Tensor rankReg)
         {
-            using (GradMode.NoGrad()) reg = rankReg.Detach().To(x.Device).Clone();
+            using (GradMode.NoGrad()) reg = rankReg.To(x.Device).Clone();
             LastRegularizationLoss = Tensor.Function("ExpertParallelRegularizer", reg, inputs, g =>
-                RankBackward(rankInputs, _ => { }, () => rankReg.Backward(g.To(rankReg.Device))));
+                RankBackward(step, sizes, null, _ep.Group.Place(g, 0)));
         }
         return y.Reshape(shape);
     }
 
-    // Runs a backward through the ranks' graph (fresh gradients), then maps the ranks' gradients back: input rows
-    // from every rank, the gate summed over ranks, each expert from the rank that holds it.
-    private Tensor?[] RankBackward(Tensor[] rankInputs, Action<int> perRank, Action? once = null)
+    // Runs the ranks' backward (fresh gradients), then maps the ranks' gradients back: input rows from every rank,
+    // the gate summed over ranks, each expert from the rank that holds it.
+    private Tensor?[] RankBackward(ExpertParallelMoeLayer.EpStep step, int[] sizes, Tensor?[]? outputGrads, Tensor? regularizerGrad)
     {
-        foreach (var t in rankInputs) t.ZeroGrad();
         foreach (var t in _ep.Parameters()) t.ZeroGrad();
-        for (int r = 0; r < rankInputs.Length; r++) perRank(r);
-        once?.Invoke();
+        var inputGrads = _ep.BackwardStep(step, outputGrads, regularizerGrad, Cancellation);
         _ep.AllReduceGateGradients();
         var device = Inner.Gate.Weight.Device;
-        var dx = Tensor.Concat(rankInputs.Select(t => (t.Grad ?? Tensor.ZerosLike(t)).To(device)).ToArray(), 0);
+        int d = Inner.HiddenSize;
+        var dx = Tensor.Concat(inputGrads.Select((g, r) =>
+            g?.To(device) ?? Tensor.Zeros(new Shape(sizes[r], d), step.DType, device)).ToArray(), 0);
         var grads = new List<Tensor?> { dx, _ep.Shard(0).Gate.Weight.Grad?.To(device) };
         for (int e = 0; e < Inner.Experts.Count; e++)
         {

@@ -47,11 +47,13 @@ public sealed class ExpertShard : Module
 /// <item>combine (one task per source): r receives one vector per (token, device) and adds it into its output, in
 /// device order, as soon as that device is done (overlapping with the other devices' expert compute).</item>
 /// </list>
-/// Every copy between ranks is differentiable (its backward is the reverse copy), so one Backward reaches each rank's
-/// input, each gate replica (sum them with <see cref="AllReduceGateGradients"/>) and each expert. The result equals the
-/// single-device layer routing the same batches with the same SourceDevice and placement.
+/// The backward mirrors it, one task per rank again, each phase starting on a rank as soon as the gradients it needs
+/// have arrived (see <see cref="Forward"/>): one Backward reaches each rank's input, each gate replica (sum them with
+/// <see cref="AllReduceGateGradients"/>) and each expert. The result equals the single-device layer routing the same
+/// batches with the same SourceDevice and placement, and is bit-identical run to run and with
+/// <see cref="TokenExchange.Concurrent"/> off (each rank's work is deterministic; cross-rank sums go in rank order).
 /// </summary>
-public sealed class ExpertParallelMoeLayer : Module
+public sealed partial class ExpertParallelMoeLayer : Module
 {
     private readonly ExpertShard[] _shards;
     private readonly int[] _localIndex;          // global expert → its index on its rank
@@ -128,6 +130,9 @@ public sealed class ExpertParallelMoeLayer : Module
     /// <summary>Test hook: called on rank q just before its experts run (throwing simulates an expert failing).</summary>
     internal Action<int>? BeforeExperts { get; set; }
 
+    /// <summary>Test hook: called on rank q just before its experts' backward runs.</summary>
+    internal Action<int>? BeforeExpertsBackward { get; set; }
+
     /// <summary>Copies the gate (to every rank) and each expert (to its rank) from <paramref name="source"/>.</summary>
     public void LoadFrom(MoeLayer source)
     {
@@ -135,14 +140,14 @@ public sealed class ExpertParallelMoeLayer : Module
         for (int r = 0; r < Devices; r++)
         {
             var shard = _shards[r];
-            shard.Gate.Weight.CopyFrom(Group.Copy(source.Gate.Weight, 0, r));
+            shard.Gate.Weight.CopyFrom(Group.Place(source.Gate.Weight, r));
             for (int i = 0; i < shard.GlobalExperts.Count; i++)
             {
                 var from = source.Experts.List[shard.GlobalExperts[i]];
                 var to = shard.Experts.List[i];
-                to.W1.Weight.CopyFrom(Group.Copy(from.W1.Weight, 0, r));
-                to.W2.Weight.CopyFrom(Group.Copy(from.W2.Weight, 0, r));
-                to.W3.Weight.CopyFrom(Group.Copy(from.W3.Weight, 0, r));
+                to.W1.Weight.CopyFrom(Group.Place(from.W1.Weight, r));
+                to.W2.Weight.CopyFrom(Group.Place(from.W2.Weight, r));
+                to.W3.Weight.CopyFrom(Group.Place(from.W3.Weight, r));
             }
         }
     }
@@ -151,7 +156,7 @@ public sealed class ExpertParallelMoeLayer : Module
     public void CopyTo(MoeLayer target)
     {
         using var _ = Tensor.NoGrad();
-        target.Gate.Weight.CopyFrom(Group.Copy(_shards[0].Gate.Weight, 0, 0).To(target.Gate.Weight.Device));
+        target.Gate.Weight.CopyFrom(_shards[0].Gate.Weight.To(target.Gate.Weight.Device).Clone());
         for (int e = 0; e < Placement.Experts; e++)
         {
             var from = Expert(e);
@@ -178,8 +183,66 @@ public sealed class ExpertParallelMoeLayer : Module
     /// output, shaped like its input. Throws <see cref="DeviceFailureException"/> (naming the rank) if a rank fails,
     /// <see cref="ExchangeTimeoutException"/> if a phase exceeds the timeout, <see cref="OperationCanceledException"/>
     /// if <paramref name="cancellation"/> is cancelled; the layer stays usable for the next step in every case.
+    /// <para>
+    /// Backward: the outputs (and <see cref="LastRegularizationLoss"/>) hang off one node whose backward runs once every
+    /// output's gradient is in, in three phases of one task per rank, each rank starting a phase as soon as its own
+    /// inputs have arrived: combine backward on each source rank (its output gradient, at the tokens another rank
+    /// computed, goes back to that rank), experts backward on each destination (through its local experts once every
+    /// sender's gradient is in; the gradients of the received rows go back), route backward on each source (through
+    /// its packing, router and gate replica into its input). The same failure, timeout and cancellation rules apply
+    /// (the forward's token cancels it). Where the exchange overlaps compute: in the forward, each rank adds another
+    /// rank's partial outputs as soon as that rank's experts finish, while others still compute; in the backward,
+    /// a rank's experts backward starts as soon as its own senders' gradients are in, and a rank's route backward as
+    /// soon as the ranks holding its tokens are done. Dispatch cannot overlap the experts of the same rank: a rank's
+    /// grouped expert GEMM needs all its received rows (the sizes are known first, but the rows arrive as one batch).
+    /// </para>
     /// </summary>
     public Tensor[] Forward(IReadOnlyList<Tensor> inputs, CancellationToken cancellation = default)
+    {
+        var step = RunStep(inputs, cancellation);
+        if (!step.Record)
+        {
+            LastRegularizationLoss = step.RegularizationTotal;
+            return step.Outputs;
+        }
+
+        // A hub node all outputs depend on: the engine calls each output's backward first (collecting its gradient)
+        // and the hub's last, which runs the ranks' backward once with every gradient in hand.
+        int p = Devices;
+        var pending = new Tensor?[p];
+        Tensor? pendingRegularizer = null;
+        Tensor[] hubInputs = [.. inputs, .. Parameters()];
+        var hub = Tensor.Function("ExpertParallel.Backward", Tensor.Zeros(new Shape(1), step.DType, Group.DeviceOf(0)), hubInputs, _ =>
+        {
+            var inputGrads = BackwardStep(step, pending, pendingRegularizer, cancellation);
+            Array.Clear(pending);
+            pendingRegularizer = null;
+            return [.. inputGrads, .. new Tensor?[hubInputs.Length - p]];    // parameters got theirs directly
+        });
+        var outputs = new Tensor[p];
+        for (int r = 0; r < p; r++)
+        {
+            int rank = r;
+            outputs[r] = Tensor.Function("ExpertParallel.Output", step.Outputs[r].Detach(), [hub], g =>
+            {
+                pending[rank] = pending[rank] is { } earlier ? earlier.Add(g) : g;
+                return [Tensor.ZerosLike(hub)];
+            });
+        }
+        if (step.RegularizationTotal is { } total)
+            LastRegularizationLoss = Tensor.Function("ExpertParallel.Regularizer", total, [hub], g =>
+            {
+                pendingRegularizer = pendingRegularizer is { } earlier ? earlier.Add(g) : g;
+                return [Tensor.ZerosLike(hub)];
+            });
+        return outputs;
+    }
+
+    /// <summary>
+    /// The forward phases of one step. With gradients on, each rank's part is recorded as its own graph between
+    /// leaves cut at the copies (the step keeps both ends), for <see cref="BackwardStep"/> to run rank by rank.
+    /// </summary>
+    internal EpStep RunStep(IReadOnlyList<Tensor> inputs, CancellationToken cancellation)
     {
         int p = Devices, d = HiddenSize;
         if (inputs.Count != p) throw new ArgumentException($"ExpertParallelMoeLayer: {inputs.Count} input batches for {p} ranks");
@@ -192,20 +255,25 @@ public sealed class ExpertParallelMoeLayer : Module
         }
         var clock = Stopwatch.StartNew();
         var dtype = _shards[0].Gate.Weight.DType;
-        var stats = new ExchangeStats(p, d, dtype.SizeInBytes());
         bool training = IsTraining, record = PureMoE.Autograd.GradMode.IsEnabled;
+        var step = new EpStep(p, dtype, record, new ExchangeStats(p, d, dtype.SizeInBytes()));
+        var stats = step.Stats;
 
         // 1. Route and pack, on each source rank.
         var route = Exchange.RunOnRanks("route", r =>
         {
             using var _ = TokenExchange.GradScope(record);
-            return Task.FromResult(RouteAndPack(r, inputs[r], training, dtype));
+            using var hold = Group.Hold(r);
+            var leaf = inputs[r].Detach();             // rank r's graph starts here; its gradient goes back to the caller's
+            if (record) leaf.RequiresGrad = true;
+            step.InputLeaf[r] = leaf;
+            return Task.FromResult(RouteAndPack(r, leaf, training, dtype, step));
         }, cancellation);
         Exchange.WaitAll(route, "route", cancellation);
-        var packs = route.Select(t => t.Result).ToArray();
+        var packs = step.Packs = route.Select(t => t.Result).ToArray();
 
         // 2. Sizes first: each receiver learns how many rows each sender will send.
-        var receiveCounts = TokenExchange.ExchangeSizes(packs.Select(pk => pk.Counts).ToArray());
+        step.ReceiveCounts = TokenExchange.ExchangeSizes(packs.Select(pk => pk.Counts).ToArray());
         for (int s = 0; s < p; s++)
             for (int q = 0; q < p; q++) stats.RecordTokens(s, q, packs[s].Counts[q]);
 
@@ -213,43 +281,62 @@ public sealed class ExpertParallelMoeLayer : Module
         var compute = Exchange.RunOnRanks("experts", q =>
         {
             using var _ = TokenExchange.GradScope(record);
-            return Task.FromResult(ReceiveAndCompute(q, packs, receiveCounts[q], stats, cancellation));
+            return Task.FromResult(ReceiveAndCompute(q, step, cancellation));
         }, cancellation);
 
         // 4. Combine, on each source rank, as each destination finishes.
         var combine = Exchange.RunOnRanks("combine", async r =>
         {
             var pack = packs[r];
-            var y = Tensor.Zeros(new Shape(pack.Tokens, d), dtype, Group.DeviceOf(r));
+            Tensor y;
+            using (TokenExchange.GradScope(record))
+            using (Group.Hold(r)) y = Tensor.Zeros(new Shape(pack.Tokens, d), dtype, Group.DeviceOf(r));
             for (int q = 0; q < p; q++)
             {
                 if (pack.Counts[q] == 0) continue;
                 var parts = await compute[q].WaitAsync(cancellation).ConfigureAwait(false);
                 using var _ = TokenExchange.GradScope(record);           // no await inside: the scope is per thread
-                var back = Exchange.Send(parts[r]!, q, r, stats, ExchangeDirection.Combine, cancellation: cancellation);
+                var back = step.Returned[r][q] = Receive(parts[r]!, q, r, stats, ExchangeDirection.Combine, false, record, cancellation);
+                using var hold = Group.Hold(r);
                 y = y.IndexAdd(0, pack.TokenIndex[q]!, back);
             }
-            using (TokenExchange.GradScope(record)) return y.Reshape(inputs[r].Shape.ToArray());
+            using (TokenExchange.GradScope(record))
+            using (Group.Hold(r)) return y.Reshape(inputs[r].Shape.ToArray());
         }, cancellation);
         Exchange.WaitAll([.. compute, .. combine], "dispatch/experts/combine", cancellation);
+        step.Outputs = combine.Select(t => t.Result).ToArray();
+
+        // The routers' regularisers, summed on rank 0 in rank order (their gradient reaches the ranks in BackwardStep).
+        using (Tensor.NoGrad())
+            for (int r = 0; r < p; r++)
+                if (packs[r].Plan.RegularizationLoss is { } l)
+                {
+                    var onZero = Group.Copy(l, r, 0);
+                    using var hold = Group.Hold(0);
+                    step.RegularizationTotal = step.RegularizationTotal is { } sum ? sum.Add(onZero) : onZero;
+                }
 
         stats.Elapsed = clock.Elapsed;
         LastPlans = packs.Select(pk => pk.Plan).ToArray();
         LastStats = stats;
-        Tensor? reg = null;
-        for (int r = 0; r < p; r++)
-            if (packs[r].Plan.RegularizationLoss is { } l)
-            {
-                var onZero = l.To(Group.DeviceOf(0));
-                reg = reg is null ? onZero : reg.Add(onZero);
-            }
-        LastRegularizationLoss = reg;
-        return combine.Select(t => t.Result).ToArray();
+        return step;
     }
 
-    private sealed record Pack(int Tokens, RoutingPlan Plan, int[] Counts, Tensor?[] TokenIndex, Tensor?[] Rows, Tensor?[] Weights, int[]?[] LocalExperts);
+    // A copy of payload (rank from) owned by rank to, cut from the sender's graph: a leaf of the receiver's graph whose
+    // gradient BackwardStep sends back. Counted in the stats like any exchange copy.
+    private Tensor Receive(Tensor payload, int from, int to, ExchangeStats stats, ExchangeDirection direction, bool metadata, bool record,
+        CancellationToken cancellation)
+    {
+        Tensor moved;
+        using (Tensor.NoGrad()) moved = Exchange.Send(payload, from, to, stats, direction, metadata, cancellation);
+        var leaf = moved.Detach();
+        if (record) leaf.RequiresGrad = true;
+        return leaf;
+    }
 
-    private Pack RouteAndPack(int r, Tensor x, bool training, DType dtype)
+    internal sealed record Pack(int Tokens, RoutingPlan Plan, int[] Counts, Tensor?[] TokenIndex, Tensor?[] Rows, Tensor?[] Weights, int[]?[] LocalExperts);
+
+    private Pack RouteAndPack(int r, Tensor x, bool training, DType dtype, EpStep step)
     {
         int p = Devices, d = HiddenSize;
         var device = Group.DeviceOf(r);
@@ -262,7 +349,7 @@ public sealed class ExpertParallelMoeLayer : Module
         int m = plan.SlotsPerToken;
         var tokenLists = Enumerable.Range(0, p).Select(_ => new List<long>()).ToArray();
         var idLists = Enumerable.Range(0, p).Select(_ => new List<int>()).ToArray();
-        var maskLists = Enumerable.Range(0, p).Select(_ => new List<double>()).ToArray();
+        var maskLists = Enumerable.Range(0, p).Select(_ => new List<float>()).ToArray();
         var hit = new bool[p];
         for (int t = 0; t < tokens; t++)
         {
@@ -281,7 +368,7 @@ public sealed class ExpertParallelMoeLayer : Module
                     int i = t * m + j;
                     bool here = plan.IsKept(i) && Placement.DeviceOf(plan.Expert[i]) == q;
                     idLists[q].Add(here ? _localIndex[plan.Expert[i]] : -1);
-                    maskLists[q].Add(here ? 1.0 : 0.0);
+                    maskLists[q].Add(here ? 1f : 0f);
                 }
             }
         }
@@ -297,30 +384,33 @@ public sealed class ExpertParallelMoeLayer : Module
             if (n == 0) continue;
             index[q] = Tensor.FromHost(tokenLists[q].ToArray(), [n], device);
             rows[q] = flat.IndexSelect(0, index[q]!);                                        // [n, d]
+            // 0/1 as float32 (exact in any float type; float64 does not live on GPUs).
             var mask = Tensor.FromHost(maskLists[q].ToArray(), [n, m], device).To(dtype);
             weights[q] = plan.Weights.IndexSelect(0, index[q]!).Mul(mask);                   // [n, m], 0 off q
             ids[q] = idLists[q].ToArray();
         }
+        if (step.Record) step.RecordRouteRoots(r, rows, weights, plan.RegularizationLoss, device);
         return new Pack(tokens, plan, counts, index, rows, weights, ids);
     }
 
     // Destination q: receive every sender's rows (sizes known), run the local experts, and slice the per-token sums
     // back into one buffer per sender.
-    private Tensor?[] ReceiveAndCompute(int q, Pack[] packs, int[] receiveCounts, ExchangeStats stats, CancellationToken cancellation)
+    private Tensor?[] ReceiveAndCompute(int q, EpStep step, CancellationToken cancellation)
     {
         int p = Devices;
         var device = Group.DeviceOf(q);
+        var receiveCounts = step.ReceiveCounts[q];
         var xs = new List<Tensor>();
         var ws = new List<Tensor>();
         var ids = new List<int>();
         for (int s = 0; s < p; s++)
         {
             if (receiveCounts[s] == 0) continue;
-            var pack = packs[s];
-            xs.Add(Exchange.Send(pack.Rows[q]!, s, q, stats, ExchangeDirection.Dispatch, cancellation: cancellation));
-            ws.Add(Exchange.Send(pack.Weights[q]!, s, q, stats, ExchangeDirection.Dispatch, metadata: true, cancellation: cancellation));
+            var pack = step.Packs[s];
+            xs.Add(step.ReceivedRows[q][s] = Receive(pack.Rows[q]!, s, q, step.Stats, ExchangeDirection.Dispatch, false, step.Record, cancellation));
+            ws.Add(step.ReceivedWeights[q][s] = Receive(pack.Weights[q]!, s, q, step.Stats, ExchangeDirection.Dispatch, true, step.Record, cancellation));
             ids.AddRange(pack.LocalExperts[q]!);
-            if (s != q) stats.RecordMetadata((long)pack.LocalExperts[q]!.Length * sizeof(int));
+            if (s != q) step.Stats.RecordMetadata((long)pack.LocalExperts[q]!.Length * sizeof(int));
         }
         var result = new Tensor?[p];
         int received = receiveCounts.Sum();
@@ -328,16 +418,17 @@ public sealed class ExpertParallelMoeLayer : Module
         cancellation.ThrowIfCancellationRequested();
         BeforeExperts?.Invoke(q);
 
+        using var hold = Group.Hold(q);
         var x = xs.Count == 1 ? xs[0] : Tensor.Concat(xs, 0);                               // [N, d], sender order
         var w = ws.Count == 1 ? ws[0] : Tensor.Concat(ws, 0);                               // [N, m]
         int m = w.Shape[1];
         var shard = _shards[q];
         var plan = new RoutingPlan(received, shard.GlobalExperts.Count, m, ids.ToArray(), w);
         var layout = DispatchLayout.Build(plan, device);
-        stats.RecordRows(q, layout.Rows);
+        step.Stats.RecordRows(q, layout.Rows);
         var rows = layout.Gather(x);                                                        // replicated to local experts
         var expertOut = shard.Experts.Forward(rows, layout.GroupSizes);
-        var combined = layout.Combine(expertOut, w, received);                              // [N, d]: one per (token, q)
+        var combined = step.Combined[q] = layout.Combine(expertOut, w, received);           // [N, d]: one per (token, q)
 
         int offset = 0;
         for (int s = 0; s < p; s++)

@@ -26,6 +26,14 @@ public sealed class TokenExchange
     public TimeSpan Timeout { get; set; }
 
     /// <summary>
+    /// True (the default): <see cref="RunOnRanks{T}"/> starts one task per rank. False: it runs the ranks one after
+    /// another on the calling thread, in rank order — for debugging, and as the reference a concurrent step must equal
+    /// bit for bit (every rank's work is deterministic and cross-rank sums go in rank order, so the two agree).
+    /// Without concurrency a hung rank blocks the caller: <see cref="Timeout"/> cannot interrupt it.
+    /// </summary>
+    public bool Concurrent { get; set; } = true;
+
+    /// <summary>
     /// The size exchange: rank s announces <paramref name="sendCounts"/>[s][q] rows for rank q; returns, per receiver q,
     /// the rows it will receive from each sender s (the transpose), so receivers allocate before the payload moves.
     /// </summary>
@@ -60,6 +68,7 @@ public sealed class TokenExchange
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         var moved = Group.Copy(payload, from, to);
         stats.RecordCopyTime(System.Diagnostics.Stopwatch.GetElapsedTime(start));
+        stats.RecordPath(from, to, Group.LinkBetween(from, to));
         long bytes = (long)payload.Numel * payload.DType.SizeInBytes();
         if (metadata) stats.RecordMetadata(bytes);
         else stats.RecordPayload(direction, from, to, bytes);
@@ -67,6 +76,7 @@ public sealed class TokenExchange
         return Tensor.Function($"TokenExchange.{direction}", moved, [payload], g =>
         {
             var back = group.Copy(g, to, from);
+            stats.RecordPath(to, from, group.LinkBetween(to, from));
             long gradBytes = (long)g.Numel * g.DType.SizeInBytes();
             if (metadata) stats.RecordMetadata(gradBytes);
             else stats.RecordPayload(ExchangeDirection.Backward, to, from, gradBytes);
@@ -81,8 +91,9 @@ public sealed class TokenExchange
     /// enters the caller's mode itself with <see cref="GradScope"/> around each synchronous stretch (never across an
     /// await, which may resume on another thread).
     /// </summary>
-    public Task<T>[] RunOnRanks<T>(string phase, Func<int, Task<T>> work, CancellationToken cancellation = default) =>
-        Enumerable.Range(0, Group.Count).Select(rank => Task.Run(async () =>
+    public Task<T>[] RunOnRanks<T>(string phase, Func<int, Task<T>> work, CancellationToken cancellation = default)
+    {
+        async Task<T> Guarded(int rank)
         {
             try
             {
@@ -92,7 +103,12 @@ public sealed class TokenExchange
             catch (DeviceFailureException) { throw; }
             catch (OperationCanceledException) when (cancellation.IsCancellationRequested) { throw; }
             catch (Exception e) { throw new DeviceFailureException(rank, Group.NameOf(rank), phase, e); }
-        }, CancellationToken.None)).ToArray();
+        }
+
+        // Sequential: each rank runs to completion here (what it awaits belongs to an earlier phase, already done).
+        if (!Concurrent) return Enumerable.Range(0, Group.Count).Select(Guarded).ToArray();
+        return Enumerable.Range(0, Group.Count).Select(rank => Task.Run(() => Guarded(rank), CancellationToken.None)).ToArray();
+    }
 
     /// <summary>A scope that turns recording off on this thread when <paramref name="record"/> is false (else null).</summary>
     public static IDisposable? GradScope(bool record) => record ? null : Tensor.NoGrad();

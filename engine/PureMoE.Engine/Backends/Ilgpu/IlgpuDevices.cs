@@ -65,6 +65,63 @@ public static class IlgpuDevices
         }
     }
 
+    /// <summary>
+    /// True when ILGPU says <paramref name="from"/>'s accelerator can read and write <paramref name="to"/>'s memory
+    /// directly (CUDA peer access between GPUs; ILGPU also reports it between its CPU accelerators, which share host
+    /// memory). False for the same device, host devices and accelerators of different kinds.
+    /// </summary>
+    public static bool CanAccessPeer(Device from, Device to)
+    {
+        ArgumentNullException.ThrowIfNull(from);
+        ArgumentNullException.ThrowIfNull(to);
+        if (from.Equals(to) || !from.IsIlgpu || !to.IsIlgpu) return false;
+        return AcceleratorOf(from).CanAccessPeer(AcceleratorOf(to));
+    }
+
+    /// <summary>
+    /// Enables peer access in both directions between two ILGPU devices (once; later calls are no-ops). Returns
+    /// false, changing nothing, where <see cref="CanAccessPeer"/> is false either way.
+    /// </summary>
+    public static bool EnablePeerAccess(Device a, Device b)
+    {
+        if (!CanAccessPeer(a, b) || !CanAccessPeer(b, a)) return false;
+        Accelerator x = AcceleratorOf(a), y = AcceleratorOf(b);
+        lock (x)
+        {
+            if (x.HasPeerAccess(y) && y.HasPeerAccess(x)) return true;
+            return x.EnableBidirectionalPeerAccess(y);
+        }
+    }
+
+    /// <summary>
+    /// A direct device-to-device copy of <paramref name="source"/> (on an ILGPU device) into a new contiguous buffer
+    /// on <paramref name="target"/> (another ILGPU device), without passing through host memory: one copy queued on
+    /// the source's stream after the work that produced the data, waited for before returning so the target can
+    /// use it on its own stream. Not recorded for autograd. Enable peer access first for the fast path on GPUs.
+    /// </summary>
+    public static Tensor PeerCopy(Tensor source, Device target)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(target);
+        if (!source.Device.IsIlgpu || !target.IsIlgpu || source.Device.Equals(target))
+            throw new ArgumentException($"PeerCopy: needs two different ILGPU devices, got {source.Device} → {target}");
+        Tensor dense;
+        using (Autograd.GradMode.NoGrad()) dense = source.Dense();
+        var from = (IlgpuStorage)dense.Storage;
+        var into = (IlgpuStorage)target.Backend.Allocate(dense.DType, dense.Numel);
+        if (dense.Numel > 0)
+        {
+            // The target's zero fill runs on the target's stream: finish it before the source's stream writes.
+            into.Accelerator.DefaultStream.Synchronize();
+            // A dense view may start a longer buffer (a leading slice): copy exactly its elements.
+            from.Bytes.SubView(0, into.Bytes.Length).CopyTo(from.Accelerator.DefaultStream, into.Bytes);
+            from.Accelerator.DefaultStream.Synchronize();
+        }
+        return new Tensor(into, dense.Shape, target);
+    }
+
+    private static Accelerator AcceleratorOf(Device device) => ((IlgpuBackend)device.Backend).Accelerator;
+
     private static Device Create(DeviceKind kind, int index)
     {
         var context = Context;
@@ -72,7 +129,7 @@ public static class IlgpuDevices
         switch (kind)
         {
             case DeviceKind.IlgpuCpu:
-                if (index != 0) throw new ArgumentOutOfRangeException(nameof(index), index, "Device.IlgpuCpu: there is one ILGPU CPU accelerator (index 0)");
+                // Every index is a fresh accelerator over the same emulated CPU device: separate memory, separate threads.
                 accelerator = context.CreateCPUAccelerator(0);
                 break;
             case DeviceKind.Cuda:
