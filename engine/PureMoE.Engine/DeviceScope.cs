@@ -5,17 +5,19 @@ namespace PureMoE;
 
 /// <summary>
 /// Frees device memory deterministically: every tensor whose data is allocated on an ILGPU device (CUDA, OpenCL,
-/// <see cref="Device.IlgpuCpu"/>) while the scope is current on this thread is owned by the scope, and
-/// <see cref="Dispose"/> returns its buffer to the device's memory pool — intermediates, gradients, everything —
-/// except the tensors handed to <see cref="Keep(Tensor)"/> (or allocated under <see cref="Suspend"/>). Like
-/// TorchSharp's dispose scopes; without a scope, a dropped tensor's buffer goes back to the pool when the garbage
-/// collector finalizes it. Host tensors (<see cref="Device.Cpu"/>) are ordinary managed arrays and are not tracked.
+/// <see cref="Device.IlgpuCpu"/>) while the scope is current is owned by the scope, and <see cref="Dispose"/>
+/// returns its buffer to the device's memory pool — intermediates, gradients, everything — except the tensors
+/// handed to <see cref="Keep(Tensor)"/> (or allocated under <see cref="Suspend"/>). Like TorchSharp's dispose
+/// scopes; without a scope, a dropped tensor's buffer goes back to the pool when the garbage collector finalizes
+/// it. Host tensors (<see cref="Device.Cpu"/>) are ordinary managed arrays and are not tracked.
 /// </summary>
 /// <remarks>
-/// Scopes nest; <see cref="Keep(Tensor)"/> moves a tensor to the enclosing scope, if any. A scope belongs to the
-/// thread that began it: begin and dispose it on the same thread, in <c>using</c> order. A tensor used after its
-/// scope is disposed throws <see cref="ObjectDisposedException"/>. Optimizer state (<see cref="Optim.AdamW"/>) is
-/// never owned by a scope; create models and other long-lived tensors outside a scope, keep them, or create them
+/// Scopes nest; <see cref="Keep(Tensor)"/> moves a tensor to the enclosing scope, if any. "Current" follows the
+/// flow of execution, like an AsyncLocal: on the thread that began the scope and in the tasks started inside it
+/// (Task.Run, async continuations), so buffers that per-device tasks allocate are freed with the caller's step.
+/// Begin and dispose a scope in the same flow, in <c>using</c> order. A tensor used after its scope is disposed
+/// throws <see cref="ObjectDisposedException"/>. Optimizer state (<see cref="Optim.AdamW"/>) is never owned by a
+/// scope; create models and other long-lived tensors outside a scope, keep them, or create them
 /// under <see cref="Suspend"/>.
 /// <code>
 /// using (var scope = DeviceScope.Begin())
@@ -29,7 +31,10 @@ namespace PureMoE;
 /// </remarks>
 public sealed class DeviceScope : IDisposable
 {
-    [ThreadStatic] private static DeviceScope? _current;
+    // AsyncLocal, not ThreadStatic: the current scope flows into the tasks a caller starts (the expert-parallel layer runs
+    // one task per device), so device memory those tasks allocate belongs to the caller's step and is freed with it.
+    private static readonly AsyncLocal<DeviceScope?> s_current = new();
+
 
     private readonly DeviceScope? _outer;
     private readonly HashSet<Storage> _owned = new(ReferenceEqualityComparer.Instance);
@@ -38,25 +43,25 @@ public sealed class DeviceScope : IDisposable
 
     private DeviceScope(DeviceScope? outer) => _outer = outer;
 
-    /// <summary>Starts a scope that owns the device memory allocated on this thread until it is disposed.</summary>
+    /// <summary>Starts a scope that owns the device memory allocated in this flow (this thread and the tasks it starts) until it is disposed.</summary>
     public static DeviceScope Begin()
     {
-        var scope = new DeviceScope(_current);
-        _current = scope;
+        var scope = new DeviceScope(s_current.Value);
+        s_current.Value = scope;
         return scope;
     }
 
-    /// <summary>The innermost scope of this thread, or null.</summary>
-    public static DeviceScope? Current => _current;
+    /// <summary>The innermost scope of this flow of execution, or null.</summary>
+    public static DeviceScope? Current => s_current.Value;
 
     /// <summary>
-    /// Until the returned handle is disposed, device memory allocated on this thread belongs to no scope (for
+    /// Until the returned handle is disposed, device memory allocated in this flow belongs to no scope (for
     /// long-lived tensors such as parameters and optimizer state created inside a scope).
     /// </summary>
     public static IDisposable Suspend()
     {
-        var saved = _current;
-        _current = null;
+        var saved = s_current.Value;
+        s_current.Value = null;
         return new Restore(saved);
     }
 
@@ -97,12 +102,12 @@ public sealed class DeviceScope : IDisposable
             owned = [.. _owned];
             _owned.Clear();
         }
-        if (ReferenceEquals(_current, this)) _current = _outer;
+        if (ReferenceEquals(s_current.Value, this)) s_current.Value = _outer;
         foreach (var s in owned) s.Dispose();
     }
 
-    /// <summary>Called by device storages when they are created: the current scope of this thread owns them.</summary>
-    internal static void Track(Storage storage) => _current?.Add(storage);
+    /// <summary>Called by device storages when they are created: the current scope owns them.</summary>
+    internal static void Track(Storage storage) => s_current.Value?.Add(storage);
 
     private void Add(Storage storage)
     {
@@ -125,7 +130,7 @@ public sealed class DeviceScope : IDisposable
         {
             if (_done) return;
             _done = true;
-            _current = saved;
+            s_current.Value = saved;
         }
     }
 }

@@ -63,4 +63,27 @@ public sealed class DeviceScopeTests
         Assert.Equal(3, opt.StepCount);
         Assert.All(w.ToFloatArray(), v => Assert.True(float.IsFinite(v)));
     }
+
+    [Fact]
+    public async Task BuffersAllocatedByTasksStartedInTheScopeAreFreedWithIt()
+    {
+        // The expert-parallel layer runs one task per device; what those tasks allocate must go back with the step.
+        var x = Tensor.FromArray([1f, 2f, 3f, 4f], 4).To(Device.IlgpuCpu);
+        long leasedBefore = Pool.LeasedBytes;
+        Tensor fromTask, fromContinuation;
+        using (var scope = DeviceScope.Begin())
+        {
+            fromTask = await Task.Run(() => x.Mul(x));
+            fromContinuation = await Task.Run(async () =>
+            {
+                await Task.Yield();                                         // continues on another pool thread
+                return x.Add(x);
+            });
+            Assert.Equal(2, scope.OwnedCount);
+            Assert.Equal(new[] { 1f, 4f, 9f, 16f }, fromTask.ToFloatArray());
+        }
+        Assert.Equal(leasedBefore, Pool.LeasedBytes);
+        Assert.Throws<ObjectDisposedException>(() => fromContinuation.ToFloatArray());
+        Assert.Null(DeviceScope.Current);
+    }
 }
