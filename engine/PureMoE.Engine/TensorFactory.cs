@@ -15,13 +15,15 @@ public sealed partial class Tensor
     }
 
     /// <summary>
-    /// A new contiguous tensor whose contents are unspecified, for outputs a kernel writes entirely (host devices skip
-    /// the zero fill; other devices get zeros).
+    /// A new contiguous tensor whose contents are unspecified, for outputs a kernel writes entirely: no zero fill
+    /// (on ILGPU devices the buffer comes from the pool holding whatever it last held).
     /// </summary>
     internal static Tensor Empty(Shape shape, DType dtype, Device device)
     {
-        if (!device.IsHost) return Zeros(shape, dtype, device);
         CheckDeviceDType(device, dtype);
+        if (device.Backend is Backends.Ilgpu.IlgpuBackend ilgpu)
+            return new Tensor(ilgpu.AllocateUninitialized(dtype, shape.Numel), shape, device);
+        if (!device.IsHost) return Zeros(shape, dtype, device);
         return new Tensor(CpuStorage.AllocateUninitialized(dtype, shape.Numel), shape, device);
     }
 
