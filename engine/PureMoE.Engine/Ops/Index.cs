@@ -115,7 +115,8 @@ public sealed partial class Tensor
     /// <summary>
     /// The MoE combine as one op: out[t, :] = Σ_j weights[t, j] · rows[index[t, j], :] (summed in j order), with rows
     /// [N, d], index int64 [T, m] (−1: no row; each row is read by at most one (t, j)) and weights [T, m]; out is
-    /// [T, d] (a token without rows gets 0). Differentiable in rows and weights.
+    /// [T, d] (a token without rows gets 0). Differentiable in rows and weights. The index is validated on host
+    /// devices only (on ILGPU devices that would cost a device→host read per call).
     /// </summary>
     public static Tensor WeightedGatherSum(Tensor rows, Tensor index, Tensor weights)
     {
@@ -131,7 +132,9 @@ public sealed partial class Tensor
         int tokens = index.Shape[0], m = index.Shape[1], rowCount = rows.Shape[0], d = rows.Shape[1];
         var idx = index.Dense();
         var seen = new bool[rowCount];
-        foreach (long r in idx.ToArray<long>())
+        // Checked on host devices only: on an ILGPU device the check would be a device→host read (a
+        // synchronisation) in every MoE forward; there, as in its other index kernels, a bad index adds nothing.
+        foreach (long r in index.Device.IsHost ? idx.ToArray<long>() : [])
         {
             if (r < -1 || r >= rowCount) throw new IndexOutOfRangeException($"{op}: index {r} is out of range for {rowCount} rows");
             if (r < 0) continue;
