@@ -153,6 +153,15 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
             var (a, b) = (t.ToFloatArray(), fromCpu[name].ToFloatArray());
             for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-4, $"{name}[{i}]: {a[i]} vs {b[i]}");
         }
+        // generate and eval run there too: greedy text and the loss as on the CPU.
+        Assert.Equal(GenerateCommand.Run(gpuDir, "ab", 3, 0, 1, 1), GenerateCommand.Run(gpuDir, "ab", 3, 0, 1, 1, "ilgpu-cpu"));
+        string ids = Path.Combine(_dir, "ids.safetensors");
+        PureMoE.IO.TensorIO.Save(ids, [new("input_ids", Tensor.FromArray(new long[] { 1, 2, 3, 4, 5, 6 }, 1, 6))]);
+        var (cpuEval, gpuEval) = (Path.Combine(_dir, "cpu-eval.safetensors"), Path.Combine(_dir, "gpu-eval.safetensors"));
+        EvalCommand.Run(gpuDir, ids, cpuEval, false, TextWriter.Null);
+        EvalCommand.Run(gpuDir, ids, gpuEval, false, TextWriter.Null, "ilgpu-cpu");
+        double EvalLoss(string path) => PureMoE.IO.TensorIO.Load(path)["loss"].Item();
+        Assert.Equal(EvalLoss(cpuEval), EvalLoss(gpuEval), 1e-4 * EvalLoss(cpuEval));
     }
 
     [Fact]
