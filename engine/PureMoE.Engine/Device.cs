@@ -56,6 +56,41 @@ public sealed class Device : IEquatable<Device>
     /// <summary>OpenCL device number <paramref name="index"/> among those ILGPU supports (created on first use).</summary>
     public static Device OpenCL(int index = 0) => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.OpenCL, index);
 
+    /// <summary>The forms <see cref="Parse"/> accepts, for messages.</summary>
+    public const string ParseForms = "cpu, cpu-reference, ilgpu-cpu, cuda, cuda:N, opencl, opencl:N (N ≥ 0)";
+
+    /// <summary>
+    /// The device named by <paramref name="text"/>, in the form <see cref="ToString"/> writes (case-insensitive):
+    /// "cpu", "cpu-reference", "ilgpu-cpu", "cuda" (= "cuda:0"), "cuda:N", "opencl" (= "opencl:0"), "opencl:N".
+    /// ILGPU devices are created here, so a well-formed name of a device this machine lacks (e.g. "cuda" without
+    /// a GPU) throws <see cref="InvalidOperationException"/> listing the ILGPU devices that exist; a malformed
+    /// name throws <see cref="ArgumentException"/> listing the accepted forms.
+    /// </summary>
+    public static Device Parse(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        string s = text.Trim().ToLowerInvariant();
+        switch (s)
+        {
+            case "cpu": return Cpu;
+            case "cpu-reference": return CpuReference;
+            case "ilgpu-cpu": return IlgpuCpu;
+            case "cuda": return Cuda(0);
+            case "opencl": return OpenCL(0);
+        }
+        int colon = s.IndexOf(':');
+        if (colon > 0 && int.TryParse(s.AsSpan(colon + 1), System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out int index))
+        {
+            switch (s[..colon])
+            {
+                case "cuda": return Cuda(index);
+                case "opencl": return OpenCL(index);
+            }
+        }
+        throw new ArgumentException($"unknown device '{text}': expected one of {ParseForms}", nameof(text));
+    }
+
     /// <summary>Makes an ILGPU device around its backend (called once per device by the ILGPU device registry).</summary>
     internal static Device CreateIlgpu(DeviceKind kind, int index, IBackend backend) => new(kind, index, backend);
 
@@ -70,6 +105,12 @@ public sealed class Device : IEquatable<Device>
 
     /// <summary>True for devices whose kernels are ILGPU kernels (CUDA, OpenCL, the ILGPU CPU emulator).</summary>
     public bool IsIlgpu => Kind is DeviceKind.Cuda or DeviceKind.OpenCL or DeviceKind.IlgpuCpu;
+
+    /// <summary>
+    /// Device → host reads of this device so far (ToArray, Item, ToDoubleArray, To(Device.Cpu), ...): each one waits
+    /// for all the device's queued work. Always 0 for host devices, whose tensors are host memory already.
+    /// </summary>
+    public long HostReads => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.HostReads : 0;
 
     /// <summary>The kernels of this device.</summary>
     internal IBackend Backend { get; }

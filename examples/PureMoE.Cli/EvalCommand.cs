@@ -19,16 +19,18 @@ public static class EvalCommand
         var tokens = new Option<string>("--tokens") { Description = "safetensors file with input_ids (int64 [batch, seq])", Required = true };
         var output = new Option<string>("--out") { Description = "safetensors file to write", Required = true };
         var grads = new Option<bool>("--grads") { Description = "also write grad.<parameter name> for every parameter" };
-        var cmd = new Command("eval", "Evaluate a Mixtral-format model: logits, loss and optionally gradients") { model, tokens, output, grads };
-        cmd.SetAction(r => CliErrors.Run(() => Run(r.GetValue(model)!, r.GetValue(tokens)!, r.GetValue(output)!, r.GetValue(grads), Console.Out)));
+        var device = CliDevice.Create();
+        var cmd = new Command("eval", "Evaluate a Mixtral-format model: logits, loss and optionally gradients") { model, tokens, output, grads, device };
+        cmd.SetAction(r => CliErrors.Run(() => Run(r.GetValue(model)!, r.GetValue(tokens)!, r.GetValue(output)!, r.GetValue(grads), Console.Out, r.GetValue(device)!)));
         return cmd;
     }
 
     /// <summary>Runs the evaluation (the command's body; tests call it directly).</summary>
-    public static void Run(string modelDir, string tokensPath, string outPath, bool grads, TextWriter log)
+    public static void Run(string modelDir, string tokensPath, string outPath, bool grads, TextWriter log, string device = "cpu")
     {
-        var model = MoeMixtral.Load(modelDir);
-        Tensor ids = ReadInputIds(tokensPath, model.Config.VocabSize);
+        var on = CliDevice.Resolve(device);
+        var model = MoeMixtral.Load(modelDir, device: on);
+        Tensor ids = ReadInputIds(tokensPath, model.Config.VocabSize).To(on);
         var logits = model.Forward(ids);
         var loss = MixtralForCausalLM.NextTokenLoss(logits, ids);
         var outputs = new List<KeyValuePair<string, Tensor>>

@@ -5,7 +5,7 @@ using PureMoE.Moe.Models;
 namespace PureMoE.Cli;
 
 /// <summary>
-/// `puremoe generate --model DIR --prompt TEXT [--tokens N --temperature T --top-p P --seed S]`: continues a prompt
+/// `puremoe generate --model DIR --prompt TEXT [--tokens N --temperature T --top-p P --seed S --device D]`: continues a prompt
 /// with a byte-level model (KV cache, nucleus sampling), deterministic for a seed.
 /// </summary>
 public static class GenerateCommand
@@ -19,22 +19,24 @@ public static class GenerateCommand
         var temperature = new Option<double>("--temperature") { Description = "sampling temperature (≤ 0: greedy)", DefaultValueFactory = _ => 0.8 };
         var topP = new Option<double>("--top-p") { Description = "nucleus: sample from the most likely tokens up to this probability", DefaultValueFactory = _ => 0.95 };
         var seed = new Option<ulong>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 1 };
-        var cmd = new Command("generate", "Continue a prompt with a trained byte-level model (KV cache)") { model, prompt, tokens, temperature, topP, seed };
+        var device = CliDevice.Create();
+        var cmd = new Command("generate", "Continue a prompt with a trained byte-level model (KV cache)") { model, prompt, tokens, temperature, topP, seed, device };
         cmd.SetAction(r => CliErrors.Run(() =>
         {
-            string text = Run(r.GetValue(model)!, r.GetValue(prompt)!, r.GetValue(tokens), r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed));
+            string text = Run(r.GetValue(model)!, r.GetValue(prompt)!, r.GetValue(tokens), r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(device)!);
             Console.Out.WriteLine(text);
         }));
         return cmd;
     }
 
     /// <summary>The prompt followed by its continuation (the command's body; tests call it directly).</summary>
-    public static string Run(string modelDir, string prompt, int tokens, double temperature, double topP, ulong seed)
+    public static string Run(string modelDir, string prompt, int tokens, double temperature, double topP, ulong seed, string device = "cpu")
     {
+        var on = CliDevice.Resolve(device);
         if (!Directory.Exists(modelDir)) throw new CliException($"--model {modelDir}: no such model directory");
         if (tokens < 0) throw new CliException($"--tokens {tokens}: must be ≥ 0");
         if (topP is <= 0 or > 1) throw new CliException($"--top-p {topP}: must be in (0, 1]");
-        var model = MoeMixtral.Load(modelDir);
+        var model = MoeMixtral.Load(modelDir, device: on);
         if (model.Config.VocabSize != 256)
             throw new CliException($"--model {modelDir}: vocabulary {model.Config.VocabSize}; generate decodes byte-level models (vocabulary 256)");
         byte[] bytes = Encoding.UTF8.GetBytes(prompt);
@@ -43,7 +45,7 @@ public static class GenerateCommand
         if (bytes.Length + tokens > maxPositions)
             throw new CliException($"--tokens {tokens}: prompt ({bytes.Length} bytes) + tokens exceeds the model's {maxPositions} positions");
         model.Eval();
-        var ids = Tensor.FromArray(bytes.Select(b => (long)b).ToArray(), 1, bytes.Length);
+        var ids = Tensor.FromHost(bytes.Select(b => (long)b).ToArray(), [1, bytes.Length], on);
         var output = model.Generate(ids, tokens, temperature, topP, new Rng(seed));
         var all = output.ToLongArray().Select(x => (byte)x).ToArray();
         // Byte-level: a continuation may end inside a UTF-8 sequence; invalid bytes decode as U+FFFD.

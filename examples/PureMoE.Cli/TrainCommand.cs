@@ -21,6 +21,9 @@ public sealed record StepReport(int Step, int Steps, double Loss, double Learnin
 {
     /// <summary>Bytes this step's dispatch sent between devices, summed over layers (0 on one device; combine moves the same).</summary>
     public long DispatchBytes { get; init; }
+
+    /// <summary>Device → host reads during the step (<see cref="Device.HostReads"/>; 0 on the CPU).</summary>
+    public long HostReads { get; init; }
 }
 
 /// <summary>`puremoe train`: trains a small Mixtral-architecture MoE language model on byte-level text.</summary>
@@ -80,6 +83,7 @@ public static class TrainCommand
         ("eval-every", Add(cmd, new Option<int>("--eval-every") { Description = "validate every N steps", DefaultValueFactory = _ => d.EvalEvery })),
         ("eval-batches", Add(cmd, new Option<int>("--eval-batches") { Description = "fixed validation batches per validation", DefaultValueFactory = _ => d.EvalBatches })),
         ("devices", Add(cmd, new Option<int>("--devices") { Description = "expert-parallel ranks P: each MoE layer runs on P logical devices (experts placed contiguously; C2R co-located)", DefaultValueFactory = _ => d.Devices })),
+        ("device", Add(cmd, CliDevice.Create())),
     ];
 
     private static Option Add(Command cmd, Option option)
@@ -182,6 +186,9 @@ public static class TrainCommand
             throw new CliException($"--devices {o.Devices}: needs 1 ≤ P and the {o.Experts} experts to divide evenly over the P devices");
         if (o.Steps < 1 || o.Batch < 1 || o.Seq < 2 || o.EvalEvery < 1 || o.EvalBatches < 1 || o.Warmup < 0 || o.Clip <= 0)
             throw new CliException($"train: need steps ≥ 1, batch ≥ 1, seq ≥ 2, eval-every ≥ 1, eval-batches ≥ 1, warmup ≥ 0, clip > 0");
+        var device = CliDevice.Resolve(o.Device);
+        if (!device.IsHost && o.Devices > 1)
+            throw new CliException($"--devices {o.Devices} (expert parallelism on logical CPU devices) runs with --device cpu only, not with --device {o.Device}");
         string text = o.DataPath is null ? SyntheticCorpus.Generate(400_000, o.Seed) : ReadText(o.DataPath);
         var data = new TokenBatches(text);
 
@@ -196,12 +203,13 @@ public static class TrainCommand
             var ck = TrainCheckpoint.Load(o.ResumeDir, o.Devices);
             CheckSameRun(o, ck);
             model = ck.Model;
+            model.To(device);
             var savedRouter = MoeMixtral.SpecOf(model.Config);
             if (savedRouter != o.Router && savedRouter.ToJson() != o.Router.ToJson())
             {
                 if (o.Router.Name != "c2r")
                     throw new CliException($"--resume {ck.Dir}: the checkpoint trained with router {savedRouter.ToJson()}; a resumed run may only switch to c2r (profiled), not to {o.Router.ToJson()}");
-                model = SwitchToC2R(model, o, data, log, ck.Dir);
+                model = SwitchToC2R(model, o, data, log, ck.Dir, device);
             }
             optimizer = NewOptimizer(model, o);
             try { optimizer.LoadStateDict(ck.Optimizer); }
@@ -215,7 +223,8 @@ public static class TrainCommand
         else
         {
             var config = NewConfig(o);
-            model = o.FromDir is null ? MoeMixtral.Create(config, new Rng(o.Seed).Fork(), devices: o.Devices) : StartFrom(o, data, log);
+            model = o.FromDir is null ? MoeMixtral.Create(config, new Rng(o.Seed).Fork(), device: device, devices: o.Devices)
+                : StartFrom(o, data, log, device);
             optimizer = NewOptimizer(model, o);
         }
         var schedule = new LrSchedule(o.LearningRate, Math.Min(o.Warmup, o.Steps), o.Steps, o.LearningRate / 10);
@@ -223,7 +232,8 @@ public static class TrainCommand
         log.WriteLine($"train: {(o.DataPath ?? "embedded corpus (" + string.Join(", ", SyntheticCorpus.Domains) + ")")}, " +
                       $"{data.TrainLength:N0} train / {data.ValidLength:N0} valid bytes");
         log.WriteLine($"model: {cfg.NumHiddenLayers} layers, d {cfg.HiddenSize}, ff {cfg.IntermediateSize}, {cfg.NumLocalExperts} experts, " +
-                      $"router {MoeMixtral.SpecOf(cfg).ToJson()}, {model.ParameterCount:N0} parameters; {o.Steps} steps of {o.Batch}x{o.Seq} tokens, seed {o.Seed}");
+                      $"router {MoeMixtral.SpecOf(cfg).ToJson()}, {model.ParameterCount:N0} parameters; {o.Steps} steps of {o.Batch}x{o.Seq} tokens, seed {o.Seed}" +
+                      (device.IsHost ? "" : $", on {device}"));
 
         var history = new List<StepReport>();
         var clock = Stopwatch.StartNew();
@@ -251,22 +261,33 @@ public static class TrainCommand
             }
             // The batch of a step depends only on (seed, step): the step number is the whole data position.
             var batch = data.TrainBatch(o.Batch, o.Seq, BatchRng(o.Seed, step));
-            model.ZeroGrad();
-            var loss = model.Loss(batch);
-            // The routers' regularisers (aux, z, ReMoE's sparsity loss) join the language-model loss.
-            var total = model.RegularizationLoss() is Tensor reg ? loss.Add(reg) : loss;
-            total.Backward();
-            GradClip.ClipGradNorm(model.Parameters(), o.Clip);
-            optimizer.LearningRate = schedule.LearningRate(step);
-            optimizer.Step();
-            MoeMixtral.AfterOptimizerStep(model);
-            lastStats = MoeMixtral.LastStats(model);
-            losses.Add(loss.Item());
+            // Every device buffer of the step (activations, gradients) goes back to the pool at its end; parameters
+            // and optimizer state were made outside it. On the CPU the scope tracks nothing.
+            long readsBefore = device.HostReads;
+            using (DeviceScope.Begin())
+            {
+                model.ZeroGrad();
+                var loss = model.Loss(batch.To(device));
+                // The routers' regularisers (aux, z, ReMoE's sparsity loss) join the language-model loss.
+                var total = model.RegularizationLoss() is Tensor reg ? loss.Add(reg) : loss;
+                total.Backward();
+                // On an ILGPU device the clip stays there: reading the norm would be one more synchronisation.
+                if (device.IsHost) GradClip.ClipGradNorm(model.Parameters(), o.Clip);
+                else GradClip.ClipGradNormOnDevice(model.Parameters(), o.Clip);
+                optimizer.LearningRate = schedule.LearningRate(step);
+                optimizer.Step();
+                MoeMixtral.AfterOptimizerStep(model);
+                var (lossValue, stats) = StepValues.Read(loss, model);
+                lastStats = stats;
+                losses.Add(lossValue);
+                model.ZeroGrad();    // the gradients' buffers go back to the pool with the scope
+            }
             tokens += o.Batch * o.Seq;
             tokensHere += o.Batch * o.Seq;
             var report = new StepReport(step, o.Steps, losses[^1], optimizer.LearningRate, tokensHere / clock.Elapsed.TotalSeconds, lastStats)
             {
                 DispatchBytes = MoeMixtral.LastDispatchBytes(model),
+                HostReads = device.HostReads - readsBefore,
             };
             history.Add(report);
             onStep?.Invoke(report);
@@ -276,7 +297,7 @@ public static class TrainCommand
                 double v = Validate(model, data, o);
                 valid.Add((step, v));
                 log.WriteLine($"step {step,5}/{o.Steps}  loss {losses[^1]:F4}  valid {v:F4}  lr {optimizer.LearningRate:E2}  " +
-                              $"{report.TokensPerSecond:N0} tok/s  {Describe(lastStats)}{Bytes(model)}");
+                              $"{report.TokensPerSecond:N0} tok/s  {Describe(lastStats)}{Bytes(model)}{Reads(report)}");
             }
             else if (onStep is null && step % logEvery == 0)
                 log.WriteLine($"step {step,5}/{o.Steps}  loss {losses[^1]:F4}  lr {optimizer.LearningRate:E2}  {report.TokensPerSecond:N0} tok/s  {Describe(lastStats)}");
@@ -294,6 +315,9 @@ public static class TrainCommand
         }
         return new TrainResult(losses, valid, model, history, tps, false, lastCheckpoint);
     }
+
+    // Device → host reads of the step on an ILGPU device (each one a synchronisation).
+    private static string Reads(StepReport report) => report.HostReads > 0 ? $"  {report.HostReads} host reads/step" : "";
 
     // Bytes the last step's dispatch moved between devices (with --devices P > 1).
     private static string Bytes(MixtralForCausalLM model) =>
@@ -335,14 +359,14 @@ public static class TrainCommand
         }
     }
 
-    private static MixtralForCausalLM SwitchToC2R(MixtralForCausalLM start, TrainOptions o, TokenBatches data, TextWriter log, string from)
+    private static MixtralForCausalLM SwitchToC2R(MixtralForCausalLM start, TrainOptions o, TokenBatches data, TextWriter log, string from, Device device)
     {
         var profileRng = new Rng(o.Seed + 1);
-        var batches = Enumerable.Range(0, 8).Select(_ => data.TrainBatch(o.Batch, o.Seq, profileRng)).ToArray();
+        var batches = Enumerable.Range(0, 8).Select(_ => data.TrainBatch(o.Batch, o.Seq, profileRng).To(start.Model.EmbedTokens.Weight.Device)).ToArray();
         var profiles = MoeMixtral.Profile(start, batches);
         log.WriteLine($"c2r: profiled {from} on {batches.Length * o.Batch * o.Seq:N0} tokens");
         var config = start.Config with { RouterJson = o.Router.ToJson() };
-        var model = MoeMixtral.Create(config, new Rng(o.Seed), profiles: profiles, devices: o.Devices);
+        var model = MoeMixtral.Create(config, new Rng(o.Seed), device: device, profiles: profiles, devices: o.Devices);
         model.LoadStateDict(start.StateDict());
         return model;
     }
@@ -355,7 +379,13 @@ public static class TrainCommand
         {
             double sum = 0;
             int n = 0;
-            foreach (var b in data.ValidBatches(o.EvalBatches, o.Batch, o.Seq)) { sum += model.Loss(b).Item(); n++; }
+            var device = model.Model.EmbedTokens.Weight.Device;
+            foreach (var b in data.ValidBatches(o.EvalBatches, o.Batch, o.Seq))
+            {
+                using var scope = DeviceScope.Begin();
+                sum += model.Loss(b.To(device)).Item();
+                n++;
+            }
             return sum / n;
         }
         finally
@@ -390,12 +420,12 @@ public static class TrainCommand
     }
 
     // --from: continue from a saved model; for C2R, profile it on training batches and route with its lists.
-    private static MixtralForCausalLM StartFrom(TrainOptions o, TokenBatches data, TextWriter log)
+    private static MixtralForCausalLM StartFrom(TrainOptions o, TokenBatches data, TextWriter log, Device device)
     {
         var start = MoeMixtral.Load(o.FromDir!);
         if (o.Router.Name != "c2r")
             throw new CliException("--from is for continuing with --router c2r (profiled from the saved model)");
-        return SwitchToC2R(start, o, data, log, o.FromDir!);
+        return SwitchToC2R(start, o, data, log, o.FromDir!, device);
     }
 
     private static string ReadText(string path)

@@ -65,6 +65,11 @@ public sealed record TrainOptions
     public string? ResumeDir { get; init; }
     /// <summary>Expert-parallel ranks (only 1 until the exchange lands).</summary>
     public int Devices { get; init; } = 1;
+    /// <summary>
+    /// Where the model trains (<see cref="PureMoE.Device.Parse"/> forms: cpu, ilgpu-cpu, cuda, cuda:N, opencl:N).
+    /// Not part of the run's identity: a checkpoint resumes on any device.
+    /// </summary>
+    public string Device { get; init; } = "cpu";
 
     // ------------------------------------------------------------------ name → text form
 
@@ -75,8 +80,8 @@ public sealed record TrainOptions
         "kv-heads", "experts", "k", "eval-every", "eval-batches", "devices",
     ];
 
-    /// <summary>Options about where output goes (not part of the run's identity).</summary>
-    public static IReadOnlyList<string> OutputNames { get; } = ["out", "from", "checkpoint", "save-every", "keep", "resume"];
+    /// <summary>Options about where output goes and where the run executes (not part of the run's identity).</summary>
+    public static IReadOnlyList<string> OutputNames { get; } = ["out", "from", "checkpoint", "save-every", "keep", "resume", "device"];
 
     /// <summary>The run-defining options as name → text (invariant culture), plus "router" as its JSON object.</summary>
     public Dictionary<string, string> ToValues()
@@ -139,6 +144,7 @@ public sealed record TrainOptions
                 "save-every" => o with { SaveEvery = Int() },
                 "keep" => o with { Keep = Int() },
                 "resume" => o with { ResumeDir = Path() },
+                "device" => o with { Device = v },
                 "router" => o,
                 _ when routerKnown.Contains(key.Replace('-', '_')) => o,
                 _ => throw new CliException($"{source}: unknown option '{rawKey}' (options: {string.Join(", ", RunNames.Concat(OutputNames).Append("router"))}, and the router options)"),

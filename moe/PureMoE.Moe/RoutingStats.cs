@@ -32,7 +32,7 @@ public sealed record RoutingStats
     public double ActiveExpertsPerToken { get; init; }
     /// <summary>Co-activation counts [E·E]: entry i·E + j counts tokens that kept both i and j (diagonal: load).</summary>
     public long[] CoActivation { get; init; } = [];
-    /// <summary>Aux loss value (scaled), NaN when not computed.</summary>
+    /// <summary>Aux loss value (scaled), NaN when not computed (and, from <see cref="From"/>, on ILGPU devices: see there).</summary>
     public double AuxLoss { get; init; } = double.NaN;
     /// <summary>z-loss value (scaled), NaN when not computed.</summary>
     public double ZLoss { get; init; } = double.NaN;
@@ -41,7 +41,11 @@ public sealed record RoutingStats
     /// <summary>Router-specific numbers (e.g. "lambda", "sparsity" for ReMoE).</summary>
     public IReadOnlyDictionary<string, double> Extras { get; init; } = new Dictionary<string, double>();
 
-    /// <summary>Computes the statistics of a plan.</summary>
+    /// <summary>
+    /// Computes the statistics of a plan from its host arrays. The regulariser values (<see cref="AuxLoss"/>,
+    /// <see cref="ZLoss"/>, <see cref="SparsityLoss"/>) are read only from host tensors: on an ILGPU device they are
+    /// NaN (reading each would be a device→host synchronisation); set them with <c>with</c> from values read once.
+    /// </summary>
     public static RoutingStats From(RoutingPlan plan)
     {
         int t = plan.Tokens, m = plan.SlotsPerToken, e = plan.Experts;
@@ -87,12 +91,17 @@ public sealed record RoutingStats
             LoadCv = mean > 0 ? Math.Sqrt(var) / mean : 0,
             ActiveExpertsPerToken = t > 0 ? (double)kept / t : 0,
             CoActivation = co,
-            AuxLoss = plan.AuxLoss?.Item() ?? double.NaN,
-            ZLoss = plan.ZLoss?.Item() ?? double.NaN,
-            SparsityLoss = plan.SparsityLoss?.Item() ?? double.NaN,
+            AuxLoss = HostValue(plan.AuxLoss),
+            ZLoss = HostValue(plan.ZLoss),
+            SparsityLoss = HostValue(plan.SparsityLoss),
             Extras = plan.Extras,
         };
     }
+
+    // A regulariser's value when it lives on the host. On an ILGPU device reading it would be one more
+    // device→host read (a synchronisation) per value and layer: it stays NaN here, and a trainer that wants it
+    // reads it together with the step's loss (`puremoe train` does) and sets it with `stats with { AuxLoss = … }`.
+    private static double HostValue(Tensor? t) => t is null || !t.Device.IsHost ? double.NaN : t.Item();
 
     /// <summary>Statistics of several plans taken together (e.g. the ranks of one expert-parallel step).</summary>
     public static RoutingStats Merge(IReadOnlyList<RoutingStats> parts)

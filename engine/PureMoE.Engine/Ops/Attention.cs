@@ -51,7 +51,9 @@ public sealed partial class Tensor
                 cos[p * half + j] = Math.Cos(angle);
                 sin[p * half + j] = Math.Sin(angle);
             }
-        return (FromHost(cos, [seq, half], device).To(dtype), FromHost(sin, [seq, half], device).To(dtype));
+        // Converted on the host, then uploaded: ILGPU devices hold no float64.
+        var d = device ?? Device.Cpu;
+        return (FromHost(cos, [seq, half], Device.Cpu).To(dtype).To(d), FromHost(sin, [seq, half], Device.Cpu).To(dtype).To(d));
     }
 
     /// <summary>

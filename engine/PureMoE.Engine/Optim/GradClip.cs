@@ -23,4 +23,32 @@ public static class GradClip
             foreach (var g in grads) g.CopyFrom(g.MulScalar(coef));
         return total;
     }
+
+    /// <summary>
+    /// <see cref="ClipGradNorm"/> without reading anything back to the host, for ILGPU devices where every read
+    /// waits for the queued work: the global norm and the coefficient min(1, maxNorm / (norm + 1e-6)) stay on the
+    /// gradients' device and every gradient is multiplied by it (by exactly 1 when the norm is within
+    /// <paramref name="maxNorm"/>, so nothing changes then). The squares are summed in the gradients' precision
+    /// (float32 on a GPU), not in double as <see cref="ClipGradNorm"/> does. Returns the norm before clipping as a
+    /// one-element tensor on that device (reading it is one device→host read), or null when no parameter has a
+    /// gradient. All gradients must be on one device.
+    /// </summary>
+    public static Tensor? ClipGradNormOnDevice(IEnumerable<Tensor> parameters, double maxNorm)
+    {
+        var grads = parameters.Select(p => p.Grad).OfType<Tensor>().ToList();
+        if (grads.Count == 0) return null;
+        using var _ = GradMode.NoGrad();
+        Tensor? sumSquares = null;
+        foreach (var g in grads)
+        {
+            var s = g.Square().Sum();
+            sumSquares = sumSquares is null ? s : sumSquares.Add(s);
+        }
+        var norm = sumSquares!.Sqrt();
+        // min(1, c) as −max(−c, −1): exact, and 1 leaves the gradients bit for bit as they were.
+        var coef = Tensor.Scalar(maxNorm, norm.DType, norm.Device).Div(norm.AddScalar(1e-6));
+        coef = coef.Neg().Maximum(Tensor.Scalar(-1, norm.DType, norm.Device)).Neg();
+        foreach (var g in grads) g.CopyFrom(g.Mul(coef));
+        return norm;
+    }
 }

@@ -100,8 +100,7 @@ public static class RouterLosses
     public static Tensor Aux(Tensor probabilities, int[] countPerExpert, int k, double coefficient)
     {
         int tokens = probabilities.Shape[0], experts = probabilities.Shape[1];
-        var counts = Tensor.FromHost(countPerExpert.Select(c => (double)c).ToArray(), [experts], probabilities.Device)
-            .To(probabilities.DType);
+        var counts = HostRead.Constant(countPerExpert.Select(c => (double)c).ToArray(), [experts], probabilities);
         var probabilityMass = probabilities.Sum(0);                                  // Σ_t s_te, [E]
         double scale = coefficient * experts / ((double)k * tokens * tokens);
         return probabilityMass.Mul(counts).Sum().MulScalar(scale);

@@ -154,7 +154,10 @@ public sealed class RectifyRouter : IRouter
     public int Columns => Choices + (Options.IntraGpu ? 1 : 0);
 
     /// <summary>The per-token denominators sg(Σ μ·g) of the last Route (tests freeze them, see the options).</summary>
-    internal double[] LastDenominators { get; private set; } = [];
+    /// <remarks>Read on demand (a device→host read on a GPU), so routing itself reads nothing more.</remarks>
+    internal double[] LastDenominators => _lastDenominator?.ToDoubleArray() ?? [];
+
+    private Tensor? _lastDenominator;
 
     /// <inheritdoc />
     public RoutingPlan Route(Tensor logits, RoutingContext context)
@@ -166,8 +169,13 @@ public sealed class RectifyRouter : IRouter
         // The top-K experts of every token by probability g, and their g.
         var probabilities = logits.Softmax(-1);                                        // g, [T, E]
         var (topProbabilities, topExperts) = probabilities.TopK(choices);
-        long[] choice = topExperts.ToLongArray();                                       // [T·K]
-        double[] choiceProbability = topProbabilities.ToDoubleArray();
+        // The decision comes to the host in one read (one synchronisation on a GPU): the top-K experts and their
+        // g, and for Intra-GPU rectification all of g (the best local expert of an unrouted token).
+        var read = Options.IntraGpu
+            ? HostRead.Doubles(topExperts, topProbabilities, probabilities)
+            : HostRead.Doubles(topExperts, topProbabilities);
+        long[] choice = read[0].Select(e => (long)e).ToArray();                        // [T·K]
+        double[] choiceProbability = read[1];
         double Probability(int token, int j) => choiceProbability[token * choices + j];
 
         var expert = Enumerable.Repeat(-1, tokens * columns).ToArray();
@@ -208,11 +216,11 @@ public sealed class RectifyRouter : IRouter
         // 3. Intra-GPU rectification of the unrouted tokens to the best expert on their own device.
         var extras = new Dictionary<string, double>();
         if (Options.IntraGpu)
-            Rectify(probabilities.ToDoubleArray(), tokens, columns, context, expert, dropped, slot, kind, multiplicity, extras);
+            Rectify(read[2], tokens, columns, context, expert, dropped, slot, kind, multiplicity, extras);
 
         // 4. Weights w = μ·g / sg(Σ μ·g), built from g so gradients reach the logits through the kept pairs.
-        var weights = RectifiedWeights(probabilities, expert, multiplicity, tokens, columns, Options.FrozenDenominators, out var denominators);
-        LastDenominators = denominators;
+        var weights = RectifiedWeights(probabilities, expert, multiplicity, tokens, columns, Options.FrozenDenominators, out var denominator);
+        _lastDenominator = denominator;
 
         // 5. Regularisers (training only): aux over the first choices before dropping.
         Tensor? aux = null, z = null;
@@ -279,19 +287,19 @@ public sealed class RectifyRouter : IRouter
 
     // w = μ·g / sg(Σ μ·g) per token; a token with no pair at all (Σ = 0) gets the denominator 1 so its weights are 0.
     private static Tensor RectifiedWeights(Tensor probabilities, int[] expert, double[] multiplicity, int tokens, int columns,
-        double[]? frozenDenominators, out double[] denominators)
+        double[]? frozenDenominators, out Tensor denominator)
     {
         var device = probabilities.Device;
         var dtype = probabilities.DType;
         var index = Tensor.FromHost(expert.Select(e => (long)Math.Max(e, 0)).ToArray(), [tokens, columns], device);
-        var mu = Tensor.FromHost(multiplicity, [tokens, columns], device).To(dtype);
+        var mu = HostRead.Constant(multiplicity, [tokens, columns], probabilities);
         var numerator = probabilities.Gather(-1, index).Mul(mu);                        // μ·g, [T, columns]
         var total = numerator.Sum(-1, keepDim: true).Detach();                          // sg(Σ μ·g), [T, 1]
-        var emptyRow = total.ToDoubleArray().Select(s => s == 0 ? 1.0 : 0.0).ToArray();
-        var denominator = frozenDenominators is null
-            ? total.Add(Tensor.FromHost(emptyRow, [tokens, 1], device).To(dtype))
-            : Tensor.FromHost(frozenDenominators, [tokens, 1], device).To(dtype);
-        denominators = denominator.ToDoubleArray();
+        // 1 where Σ = 0, on the device (no read): adding 0 elsewhere leaves the other denominators exact.
+        var emptyRow = total.Eq(Tensor.Scalar(0, dtype, device));
+        denominator = frozenDenominators is null
+            ? total.Add(emptyRow)
+            : HostRead.Constant(frozenDenominators, [tokens, 1], probabilities);
         return numerator.Div(denominator);
     }
 }

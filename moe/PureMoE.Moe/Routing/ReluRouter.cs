@@ -229,7 +229,7 @@ public sealed class ReluRouter : IAdaptiveRouter
         {
             // L = λ · E/(k·T²) · Σ_e (Σ_t R_te) · count_e; count_e enters as a constant tensor.
             var gateMassPerExpert = gates.Sum(0);                                    // Σ_t R_te [E]
-            var counts = Tensor.FromHost(activeTokens, [experts], logits.Device).To(logits.DType);
+            var counts = HostRead.Constant(activeTokens, [experts], logits);
             double scale = Lambda.Value * (double)experts / ((double)Options.K * tokens * tokens);
             sparsityLoss = gateMassPerExpert.Mul(counts).Sum().MulScalar(scale);
         }

@@ -118,8 +118,13 @@ public sealed class TopKRouter : IRouter
         // 1. Choose k experts per token and form their gates g [T, k].
         var probabilities = logits.Softmax(-1);                                      // s, [T, E]
         var (gate, chosen) = ChooseAndGate(logits, probabilities);
-        int[] expert = chosen.ToLongArray().Select(e => (int)e).ToArray();            // [T·k], token-major
-        double[] gateValues = gate.ToDoubleArray();
+        int? capacity = Options.CapacityFactor is double cf ? Capacity.Of(tokens, k, Experts, cf) : null;
+        // The decision comes to the host in one read (one synchronisation on a GPU): the chosen experts, and the
+        // gates only when capacity has to rank pairs by them.
+        bool needGates = capacity is not null && Options.DropPolicy == DropPolicy.Probs;
+        var read = needGates ? HostRead.Doubles(chosen, gate) : HostRead.Doubles(chosen);
+        int[] expert = read[0].Select(e => (int)e).ToArray();                         // [T·k], token-major
+        double[] gateValues = needGates ? read[1] : new double[tokens * k];
 
         // 2. Capacity: decide on the host which pairs each expert keeps, and their slots.
         var candidates = new PairCandidate[tokens * k];
@@ -127,13 +132,12 @@ public sealed class TopKRouter : IRouter
             candidates[pair] = new PairCandidate(pair, pair / k, expert[pair], gateValues[pair]);
         var dropped = new bool[tokens * k];
         var slot = Enumerable.Repeat(-1, tokens * k).ToArray();
-        int? capacity = Options.CapacityFactor is double cf ? Capacity.Of(tokens, k, Experts, cf) : null;
         if (capacity is int c)
             Capacity.Place(candidates, Experts, c, new int[Experts], Options.DropPolicy, dropped, slot);
 
         // 3. Weights: straight-through replaces the forward value by 1; dropped pairs are masked to 0.
         if (Options.StraightThroughTop1) gate = gate.Sub(gate.Detach()).AddScalar(1.0);
-        var keep = Tensor.FromHost(dropped.Select(d => d ? 0.0 : 1.0).ToArray(), [tokens, k], logits.Device).To(logits.DType);
+        var keep = HostRead.Constant(dropped.Select(d => d ? 0.0 : 1.0).ToArray(), [tokens, k], logits);
         var weights = gate.Mul(keep);
 
         // 4. Regularisers (training only): counts are the pairs chosen, before dropping.

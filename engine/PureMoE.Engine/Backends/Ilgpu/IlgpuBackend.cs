@@ -40,6 +40,17 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     /// <summary>Threads per group of the grouped kernels (row reductions, SGEMM): a power of two ≤ 256 the accelerator allows.</summary>
     public int GroupSize { get; }
 
+    private long _hostReads, _hostReadBytes;
+
+    /// <summary>
+    /// Device → host reads so far (calls of <see cref="Download"/>: ToArray, Item, To(Device.Cpu), ...). Each one
+    /// waits for all queued work, so a training step should do as few as its algorithm needs; tests assert the count.
+    /// </summary>
+    public long HostReads => Interlocked.Read(ref _hostReads);
+
+    /// <summary>Bytes copied by the <see cref="HostReads"/> so far.</summary>
+    public long HostReadBytes => Interlocked.Read(ref _hostReadBytes);
+
     /// <summary>Waits for all queued work.</summary>
     public void Synchronize() => Accelerator.Synchronize();
 
@@ -151,6 +162,8 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     {
         if (count == 0) return;
         var s = S(src, "Download");
+        Interlocked.Increment(ref _hostReads);
+        Interlocked.Add(ref _hostReadBytes, (long)count * s.DType.SizeInBytes());
         var stream = Accelerator.DefaultStream;
         switch (dst)
         {

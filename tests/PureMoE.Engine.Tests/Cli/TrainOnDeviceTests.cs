@@ -1,0 +1,220 @@
+using System.Diagnostics;
+using PureMoE.Backends;
+using PureMoE.Backends.Ilgpu;
+using PureMoE.Cli;
+using PureMoE.Engine.Tests.Ilgpu;
+using PureMoE.Moe.Models;
+
+namespace PureMoE.Engine.Tests.Cli;
+
+/// <summary>
+/// `puremoe train --device ilgpu-cpu`: the whole training (parameters, forward, backward, clip, AdamW, schedule,
+/// validation) on an ILGPU device, checked against the CPU run of the same options, and the device → host reads
+/// of a step counted. Tiny settings: ILGPU's CPU accelerator emulates a GPU slowly.
+/// </summary>
+[Collection("Ilgpu")]
+[Trait("Device", "IlgpuCpu")]
+public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("puremoe-device").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private const int Layers = 2;
+
+    private static TrainOptions Tiny(RouterSpec router, string device) => new()
+    {
+        Steps = 2, Batch = 2, Seq = 8, Hidden = 16, FeedForward = 32, Layers = Layers, Heads = 2, KvHeads = 1, Experts = 4, TopK = 2,
+        Warmup = 1, EvalEvery = 100, EvalBatches = 1, Clip = 0.05, Router = router, Device = device,
+    };
+
+    public static TheoryData<string> Routers => ["topk", "rectify", "relu", "c2r"];
+
+    private RouterSpec Spec(string router) => router switch
+    {
+        // Capacity with drops ranked by gate (the gates travel with the decision), aux and z losses.
+        "topk" => RouterSpec.Create("topk", new Dictionary<string, string> { ["k"] = "2", ["capacity_factor"] = "1.0", ["aux_loss"] = "0.01", ["z_loss"] = "0.001" }),
+        // Capacity, fill-in and Intra-GPU rectification (all of g travels with the decision).
+        "rectify" => RouterSpec.Create("rectify", new Dictionary<string, string> { ["k"] = "1", ["capacity_factor"] = "1.0", ["aux_loss"] = "0.01" }),
+        "relu" => RouterSpec.Create("relu", new Dictionary<string, string> { ["k"] = "1" }),
+        _ => RouterSpec.Create("c2r", new Dictionary<string, string> { ["k"] = "2", ["candidates"] = "2" }),
+    };
+
+    // C2R continues a saved model (profiled on the CPU); the others start from the seed.
+    private TrainOptions Options(string router, string device)
+    {
+        var o = Tiny(Spec(router), device);
+        if (router != "c2r") return o;
+        string from = Path.Combine(_dir, "from-topk");
+        if (!Directory.Exists(from))
+            TrainCommand.Run(Tiny(Spec("topk"), "cpu") with { Steps = 1, OutDir = from }, TextWriter.Null, TestContext.Current.CancellationToken);
+        return o with { FromDir = from };
+    }
+
+    [Theory]
+    [MemberData(nameof(Routers))]
+    public void TrainingOnIlgpuCpuMatchesTheCpuAndReadsTheHostOncePerMoeLayer(string router) => CheckAgainstCpu(router, "ilgpu-cpu");
+
+    [Theory]
+    [MemberData(nameof(Routers))]
+    [Trait("Device", "Cuda")]
+    public void TrainingOnCudaMatchesTheCpuAndReadsTheHostOncePerMoeLayer(string router)
+    {
+        int count;
+        try { count = IlgpuDevices.CudaCount; } catch (Exception) { count = 0; }
+        Assert.SkipUnless(count > 0, "no CUDA device on this machine");
+        CheckAgainstCpu(router, "cuda");
+    }
+
+    private void CheckAgainstCpu(string router, string device)
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var cpu = TrainCommand.Run(Options(router, "cpu"), TextWriter.Null, ct);
+        var clock = Stopwatch.StartNew();
+        var gpu = TrainCommand.Run(Options(router, device), TextWriter.Null, ct);
+        output.WriteLine($"{router}: {device} run {clock.Elapsed.TotalSeconds:F1} s; losses cpu {string.Join(", ", cpu.TrainLosses)} / {device} {string.Join(", ", gpu.TrainLosses)}; " +
+                         $"host reads per step {string.Join(", ", gpu.History.Select(h => h.HostReads))}");
+
+        // Same losses to a relative 1e-4: training, validation (float32 kernels summing in another order).
+        Assert.Equal(2, gpu.TrainLosses.Count);
+        for (int i = 0; i < cpu.TrainLosses.Count; i++)
+            Assert.True(Math.Abs(gpu.TrainLosses[i] - cpu.TrainLosses[i]) <= 1e-4 * Math.Abs(cpu.TrainLosses[i]),
+                $"{router} step {i + 1}: loss {gpu.TrainLosses[i]} on {device}, {cpu.TrainLosses[i]} on the cpu");
+        Assert.Equal(cpu.ValidLosses.Count, gpu.ValidLosses.Count);
+        for (int i = 0; i < cpu.ValidLosses.Count; i++)
+            Assert.True(Math.Abs(gpu.ValidLosses[i].Loss - cpu.ValidLosses[i].Loss) <= 1e-4 * cpu.ValidLosses[i].Loss,
+                $"{router} validation {i}: {gpu.ValidLosses[i].Loss} vs {cpu.ValidLosses[i].Loss}");
+        // The model lives on the device; the CPU run reads no device.
+        Assert.All(gpu.Model.Parameters(), p => Assert.Equal(Device.Parse(device), p.Device));
+        Assert.All(cpu.History, h => Assert.Equal(0, h.HostReads));
+
+        // Device → host reads of one step, allowed:
+        //   1 per MoE layer in the forward: the routing decision, which the dispatch sizes (rows per expert) and
+        //     capacity slots depend on; each router packs all it needs into that one read (HostRead.Doubles);
+        //   1 at the end of the step: the loss, with each layer's regulariser values for the statistics;
+        //   none in the backward, the gradient clip (on the device) or AdamW.
+        // Not counted against this: the composed IBackend.WeightedGatherSum(Backward) default downloads its index
+        // (one read in each layer's forward and one in its backward) until IlgpuBackend has its own kernels.
+        long expected = Layers + 1 + (IlgpuOverrides(nameof(IBackend.WeightedGatherSum)) ? 0 : Layers)
+                        + (IlgpuOverrides(nameof(IBackend.WeightedGatherSumBackward)) ? 0 : Layers);
+        Assert.All(gpu.History, h => Assert.Equal(expected, h.HostReads));
+
+        // Same routing statistics, regularisers included (read with the loss).
+        var (cs, gs) = (cpu.History[^1].Stats, gpu.History[^1].Stats);
+        for (int l = 0; l < Layers; l++)
+        {
+            Assert.Equal(cs[l]!.ExpertLoad, gs[l]!.ExpertLoad);
+            Assert.Equal(cs[l]!.PairsDropped, gs[l]!.PairsDropped);
+            Assert.Equal(double.IsNaN(cs[l]!.AuxLoss), double.IsNaN(gs[l]!.AuxLoss));
+            if (!double.IsNaN(cs[l]!.AuxLoss)) Assert.Equal(cs[l]!.AuxLoss, gs[l]!.AuxLoss, 1e-6);
+            if (!double.IsNaN(cs[l]!.SparsityLoss)) Assert.Equal(cs[l]!.SparsityLoss, gs[l]!.SparsityLoss, 1e-12);
+        }
+    }
+
+    [Fact]
+    public void ADeviceStepReturnsEveryBufferItAllocatesToThePool()
+    {
+        var pool = ((IlgpuBackend)Device.IlgpuCpu.Backend).Pool;
+        var after = new List<(long Leased, long Allocations)>();
+        var o = Tiny(Spec("relu"), "ilgpu-cpu") with { Steps = 3, Layers = 1, EvalEvery = 100 };
+        TrainCommand.Run(o, TextWriter.Null, TestContext.Current.CancellationToken, _ =>
+        {
+            // Buffers dropped by other tests return through finalizers; let them land before measuring.
+            for (int i = 0; i < 2; i++) { GC.Collect(); GC.WaitForPendingFinalizers(); }
+            after.Add((pool.LeasedBytes, pool.Allocations));
+        });
+        // Step 1 creates AdamW's moments (outside the scope, for good); from then on a step leases nothing for
+        // longer than itself, and allocates nothing new: the pool's free lists serve it.
+        Assert.Equal(after[1], after[2]);
+    }
+
+    [Fact]
+    public void CliTrainsOnIlgpuCpuLikeTheCpuAndItsCheckpointLoadsOnTheCpu()
+    {
+        string[] tiny = ["--steps", "2", "--batch", "2", "--seq", "8", "--hidden", "16", "--ff", "32", "--layers", "1", "--heads", "2",
+                         "--kv-heads", "1", "--experts", "4", "--k", "2", "--eval-batches", "1", "--warmup", "1"];
+        string cpuDir = Path.Combine(_dir, "cpu"), gpuDir = Path.Combine(_dir, "gpu");
+        var (cpuCode, _, _) = Cli(["train", .. tiny, "--out", cpuDir]);
+        var (gpuCode, gpuOut, gpuErr) = Cli(["train", .. tiny, "--device", "ilgpu-cpu", "--out", gpuDir]);
+        Assert.Equal(0, cpuCode);
+        Assert.True(gpuCode == 0, gpuErr);
+        Assert.Contains("on ilgpu-cpu", gpuOut);
+        double[] Losses(string dir) => System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, TrainCheckpoint.StateFile)))!
+            ["train_losses"]!.AsArray().Select(n => n!.GetValue<double>()).ToArray();
+        var (cpuLosses, gpuLosses) = (Losses(cpuDir), Losses(gpuDir));
+        Assert.Equal(2, gpuLosses.Length);
+        for (int i = 0; i < 2; i++) Assert.Equal(cpuLosses[i], gpuLosses[i], 1e-4 * cpuLosses[i]);
+        // The device run's checkpoint is ordinary host data: it loads on the CPU with the CPU run's weights (to float32 noise).
+        var fromGpu = MoeMixtral.Load(gpuDir);
+        var fromCpu = MoeMixtral.Load(cpuDir).StateDict();
+        foreach (var (name, t) in fromGpu.StateDict())
+        {
+            Assert.Equal(Device.Cpu, t.Device);
+            var (a, b) = (t.ToFloatArray(), fromCpu[name].ToFloatArray());
+            for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-4, $"{name}[{i}]: {a[i]} vs {b[i]}");
+        }
+        // generate and eval run there too: greedy text and the loss as on the CPU.
+        Assert.Equal(GenerateCommand.Run(gpuDir, "ab", 3, 0, 1, 1), GenerateCommand.Run(gpuDir, "ab", 3, 0, 1, 1, "ilgpu-cpu"));
+        string ids = Path.Combine(_dir, "ids.safetensors");
+        PureMoE.IO.TensorIO.Save(ids, [new("input_ids", Tensor.FromArray(new long[] { 1, 2, 3, 4, 5, 6 }, 1, 6))]);
+        var (cpuEval, gpuEval) = (Path.Combine(_dir, "cpu-eval.safetensors"), Path.Combine(_dir, "gpu-eval.safetensors"));
+        EvalCommand.Run(gpuDir, ids, cpuEval, false, TextWriter.Null);
+        EvalCommand.Run(gpuDir, ids, gpuEval, false, TextWriter.Null, "ilgpu-cpu");
+        double EvalLoss(string path) => PureMoE.IO.TensorIO.Load(path)["loss"].Item();
+        Assert.Equal(EvalLoss(cpuEval), EvalLoss(gpuEval), 1e-4 * EvalLoss(cpuEval));
+    }
+
+    [Fact]
+    public void CliNamesAMissingDeviceAndRejectsAMalformedOne()
+    {
+        bool cuda;
+        try { cuda = IlgpuDevices.CudaCount > 0; } catch (Exception) { cuda = false; }
+        if (!cuda)
+        {
+            var (code, _, err) = Cli(["train", "--device", "cuda", "--steps", "1"]);
+            Assert.Equal(1, code);
+            string line = Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));   // one line, no stack trace
+            Assert.StartsWith("error: --device cuda: no such device on this machine", line);
+            Assert.Contains("ILGPU devices here: " + IlgpuDevices.Describe(), line);
+        }
+        var (bogusCode, _, bogusErr) = Cli(["train", "--device", "bogus"]);
+        Assert.NotEqual(0, bogusCode);
+        Assert.Contains("--device bogus: unknown device 'bogus': expected one of cpu, cpu-reference, ilgpu-cpu, cuda, cuda:N", bogusErr);
+        var (epCode, _, epErr) = Cli(["train", "--device", "ilgpu-cpu", "--devices", "2", "--steps", "1"]);
+        Assert.Equal(1, epCode);
+        Assert.Contains("--devices 2 (expert parallelism on logical CPU devices) runs with --device cpu only", epErr);
+    }
+
+    [Fact]
+    public void DeviceParseAcceptsTheNamesDevicesPrintAndListsTheFormsOtherwise()
+    {
+        foreach (var d in new[] { Device.Cpu, Device.CpuReference, Device.IlgpuCpu }) Assert.Same(d, Device.Parse(d.ToString()));
+        Assert.Same(Device.IlgpuCpu, Device.Parse(" ILGPU-CPU "));
+        foreach (string bad in new[] { "", "gpu", "cuda:", "cuda:-1", "cuda:x", "cpu:1", "opencl:1:2" })
+        {
+            var e = Assert.Throws<ArgumentException>(() => Device.Parse(bad));
+            Assert.Contains("expected one of " + Device.ParseForms, e.Message);
+        }
+        var missing = Assert.Throws<InvalidOperationException>(() => Device.Parse("cuda:99"));
+        Assert.Contains("ILGPU devices here", missing.Message);
+    }
+
+    // Runs the command line with stdout and stderr captured (the ILGPU collection runs one test at a time).
+    private static (int Code, string Out, string Err) Cli(string[] args)
+    {
+        var (savedOut, savedErr) = (Console.Out, Console.Error);
+        var (o, e) = (new StringWriter(), new StringWriter());
+        Console.SetOut(o);
+        Console.SetError(e);
+        try { return (PureMoE.Cli.Program.Main(args), o.ToString(), e.ToString()); }
+        finally { Console.SetOut(savedOut); Console.SetError(savedErr); }
+    }
+
+    // True when IlgpuBackend implements the IBackend member itself (not the composed default).
+    private static bool IlgpuOverrides(string method)
+    {
+        var map = typeof(IlgpuBackend).GetInterfaceMap(typeof(IBackend));
+        int i = Array.FindIndex(map.InterfaceMethods, m => m.Name == method);
+        return map.TargetMethods[i].DeclaringType == typeof(IlgpuBackend);
+    }
+}
