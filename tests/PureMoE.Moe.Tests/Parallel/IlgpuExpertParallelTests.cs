@@ -5,33 +5,6 @@ using PureMoE.Moe.Routing;
 
 namespace PureMoE.Moe.Tests.ExpertParallel;
 
-/// <summary>
-/// Workaround until the routers run on ILGPU devices (today they upload float64 masks and counts, which ILGPU devices do
-/// not hold): routes a copy of the logits on the host and moves the plan's weights and losses back, differentiably.
-/// Everything else of the layer — gate, packing, exchange, experts, combine — runs on the ranks' devices.
-/// On <see cref="Device.Cpu"/> (the reference layer) it changes nothing.
-/// </summary>
-internal sealed class HostRoutedRouter(IRouter inner) : IRouter
-{
-    public string Name => inner.Name;
-    public int Experts => inner.Experts;
-
-    public RoutingPlan Route(Tensor logits, RoutingContext context)
-    {
-        var device = logits.Device;
-        var plan = inner.Route(logits.To(Device.Cpu), context);
-        if (device.Equals(Device.Cpu)) return plan;
-        return new RoutingPlan(plan.Tokens, plan.Experts, plan.SlotsPerToken, plan.Expert, plan.Weights.To(device), plan.Dropped, plan.Slot,
-            plan.Kind, plan.Capacity, plan.PadToCapacity)
-        {
-            AuxLoss = plan.AuxLoss?.To(device),
-            ZLoss = plan.ZLoss?.To(device),
-            SparsityLoss = plan.SparsityLoss?.To(device),
-            Extras = plan.Extras,
-        };
-    }
-}
-
 /// <summary>ILGPU groups share one collection: the CPU emulator is slow, and side by side its tests only contend.</summary>
 [CollectionDefinition("IlgpuGroup", DisableParallelization = true)]
 public sealed class IlgpuGroupCollection;
@@ -162,7 +135,7 @@ public class IlgpuExpertParallelTests
     {
         var c = new EpCase(group.Count, Experts, router, group.Count > 1, Hidden, Intermediate, [], seed);
         var placement = c.MakePlacement();
-        var layer = new MoeLayer(Hidden, Intermediate, new HostRoutedRouter(c.MakeRouter()), new Rng(seed), 0.5, DType.Float32, placement: placement);
+        var layer = new MoeLayer(Hidden, Intermediate, c.MakeRouter(), new Rng(seed), 0.5, DType.Float32, placement: placement);
         return (layer, new ExpertParallelMoeLayer(layer, group, placement), placement);
     }
 
