@@ -62,16 +62,27 @@ internal static partial class IlgpuKernels
         int bRcStep = kMajorB != 0 ? 32 : 0, bKkStep = kMajorB != 0 ? 0 : 2;
         int aSh = aKk * G128Stride + aRc, aShStep = aKkStep * G128Stride + aRcStep;
         int bSh = bKk * G128Stride + bRc, bShStep = bKkStep * G128Stride + bRcStep;
-        int aR = row0 + aRc, bR = col0 + bRc;
 
-        float pa0 = Fetch(a, aBase, p.Lda, kMajorA, aR, aKk, p.M, p.K);
-        float pa1 = Fetch(a, aBase, p.Lda, kMajorA, aR + aRcStep, aKk + aKkStep, p.M, p.K);
-        float pa2 = Fetch(a, aBase, p.Lda, kMajorA, aR + 2 * aRcStep, aKk + 2 * aKkStep, p.M, p.K);
-        float pa3 = Fetch(a, aBase, p.Lda, kMajorA, aR + 3 * aRcStep, aKk + 3 * aKkStep, p.M, p.K);
-        float pb0 = Fetch(b, bBase, p.Ldb, kMajorB, bR, bKk, p.N, p.K);
-        float pb1 = Fetch(b, bBase, p.Ldb, kMajorB, bR + bRcStep, bKk + bKkStep, p.N, p.K);
-        float pb2 = Fetch(b, bBase, p.Ldb, kMajorB, bR + 2 * bRcStep, bKk + 2 * bKkStep, p.N, p.K);
-        float pb3 = Fetch(b, bBase, p.Ldb, kMajorB, bR + 3 * bRcStep, bKk + 3 * bKkStep, p.N, p.K);
+        // Global indices of the 4 elements at k0 = 0 and the step per unit of k, hoisted out of the K loop: a
+        // fetch is then one bounds test and one multiply-add. Out-of-range rows are never read (their index may wrap).
+        int aKUnit = kMajorA != 0 ? 1 : p.Lda, aRUnit = kMajorA != 0 ? p.Lda : 1;
+        int bKUnit = kMajorB != 0 ? 1 : p.Ldb, bRUnit = kMajorB != 0 ? p.Ldb : 1;
+        int aR = row0 + aRc, bR = col0 + bRc;
+        int ia0 = aBase + aR * aRUnit + aKk * aKUnit, iaStep = aRcStep * aRUnit + aKkStep * aKUnit;
+        int ib0 = bBase + bR * bRUnit + bKk * bKUnit, ibStep = bRcStep * bRUnit + bKkStep * bKUnit;
+        bool aOk0 = aR < p.M, aOk1 = aR + aRcStep < p.M, aOk2 = aR + 2 * aRcStep < p.M, aOk3 = aR + 3 * aRcStep < p.M;
+        bool bOk0 = bR < p.N, bOk1 = bR + bRcStep < p.N, bOk2 = bR + 2 * bRcStep < p.N, bOk3 = bR + 3 * bRcStep < p.N;
+        int aK1 = aKk + aKkStep, aK2 = aKk + 2 * aKkStep, aK3 = aKk + 3 * aKkStep;
+        int bK1 = bKk + bKkStep, bK2 = bKk + 2 * bKkStep, bK3 = bKk + 3 * bKkStep;
+
+        float pa0 = Fetch(a, aOk0 && aKk < p.K, ia0);
+        float pa1 = Fetch(a, aOk1 && aK1 < p.K, ia0 + iaStep);
+        float pa2 = Fetch(a, aOk2 && aK2 < p.K, ia0 + 2 * iaStep);
+        float pa3 = Fetch(a, aOk3 && aK3 < p.K, ia0 + 3 * iaStep);
+        float pb0 = Fetch(b, bOk0 && bKk < p.K, ib0);
+        float pb1 = Fetch(b, bOk1 && bK1 < p.K, ib0 + ibStep);
+        float pb2 = Fetch(b, bOk2 && bK2 < p.K, ib0 + 2 * ibStep);
+        float pb3 = Fetch(b, bOk3 && bK3 < p.K, ib0 + 3 * ibStep);
         asf[aSh] = pa0; asf[aSh + aShStep] = pa1; asf[aSh + 2 * aShStep] = pa2; asf[aSh + 3 * aShStep] = pa3;
         bsf[bSh] = pb0; bsf[bSh + bShStep] = pb1; bsf[bSh + 2 * bShStep] = pb2; bsf[bSh + 3 * bShStep] = pb3;
         Group.Barrier();
@@ -92,15 +103,15 @@ internal static partial class IlgpuKernels
             bool next = k0 + G128BK < p.K;
             if (next)
             {
-                int kn = k0 + G128BK;
-                pa0 = Fetch(a, aBase, p.Lda, kMajorA, aR, kn + aKk, p.M, p.K);
-                pa1 = Fetch(a, aBase, p.Lda, kMajorA, aR + aRcStep, kn + aKk + aKkStep, p.M, p.K);
-                pa2 = Fetch(a, aBase, p.Lda, kMajorA, aR + 2 * aRcStep, kn + aKk + 2 * aKkStep, p.M, p.K);
-                pa3 = Fetch(a, aBase, p.Lda, kMajorA, aR + 3 * aRcStep, kn + aKk + 3 * aKkStep, p.M, p.K);
-                pb0 = Fetch(b, bBase, p.Ldb, kMajorB, bR, kn + bKk, p.N, p.K);
-                pb1 = Fetch(b, bBase, p.Ldb, kMajorB, bR + bRcStep, kn + bKk + bKkStep, p.N, p.K);
-                pb2 = Fetch(b, bBase, p.Ldb, kMajorB, bR + 2 * bRcStep, kn + bKk + 2 * bKkStep, p.N, p.K);
-                pb3 = Fetch(b, bBase, p.Ldb, kMajorB, bR + 3 * bRcStep, kn + bKk + 3 * bKkStep, p.N, p.K);
+                int kn = k0 + G128BK, ka = ia0 + kn * aKUnit, kb = ib0 + kn * bKUnit;
+                pa0 = Fetch(a, aOk0 && kn + aKk < p.K, ka);
+                pa1 = Fetch(a, aOk1 && kn + aK1 < p.K, ka + iaStep);
+                pa2 = Fetch(a, aOk2 && kn + aK2 < p.K, ka + 2 * iaStep);
+                pa3 = Fetch(a, aOk3 && kn + aK3 < p.K, ka + 3 * iaStep);
+                pb0 = Fetch(b, bOk0 && kn + bKk < p.K, kb);
+                pb1 = Fetch(b, bOk1 && kn + bK1 < p.K, kb + ibStep);
+                pb2 = Fetch(b, bOk2 && kn + bK2 < p.K, kb + 2 * ibStep);
+                pb3 = Fetch(b, bOk3 && kn + bK3 < p.K, kb + 3 * ibStep);
             }
 
             int o = cur * G128BK * G128Stride4;
@@ -149,12 +160,8 @@ internal static partial class IlgpuKernels
         StoreRow8(c, p, cBase, r1 + 3, cA, cB, c70, c71, c72, c73, c74, c75, c76, c77);
     }
 
-    /// <summary>Element (rc, kk) of an operand (rc along M or N, kk along K), or 0 outside the matrix.</summary>
-    private static float Fetch(ArrayView<float> x, int xBase, int ld, int kMajor, int rc, int kk, int limit, int k)
-    {
-        if (rc >= limit || kk >= k) return 0f;
-        return kMajor != 0 ? x[xBase + rc * ld + kk] : x[xBase + kk * ld + rc];
-    }
+    /// <summary>x[index], or 0 outside the matrix (the index is not read then).</summary>
+    private static float Fetch(ArrayView<float> x, bool inside, int index) => inside ? x[index] : 0f;
 
     private static void StoreRow8(ArrayView<float> c, GemmArgs p, int cBase, int row, int cA, int cB,
         float v0, float v1, float v2, float v3, float v4, float v5, float v6, float v7)
