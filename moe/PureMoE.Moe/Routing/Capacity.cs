@@ -100,7 +100,8 @@ public static class RouterLosses
     public static Tensor Aux(Tensor probabilities, int[] countPerExpert, int k, double coefficient)
     {
         int tokens = probabilities.Shape[0], experts = probabilities.Shape[1];
-        var counts = Tensor.FromHost(countPerExpert.Select(c => (double)c).ToArray(), [experts], probabilities.Device)
+        // float32 (exact for counts below 2^24): ILGPU devices hold no float64.
+        var counts = Tensor.FromHost(countPerExpert.Select(c => (float)c).ToArray(), [experts], probabilities.Device)
             .To(probabilities.DType);
         var probabilityMass = probabilities.Sum(0);                                  // Σ_t s_te, [E]
         double scale = coefficient * experts / ((double)k * tokens * tokens);

@@ -133,7 +133,8 @@ public sealed class TopKRouter : IRouter
 
         // 3. Weights: straight-through replaces the forward value by 1; dropped pairs are masked to 0.
         if (Options.StraightThroughTop1) gate = gate.Sub(gate.Detach()).AddScalar(1.0);
-        var keep = Tensor.FromHost(dropped.Select(d => d ? 0.0 : 1.0).ToArray(), [tokens, k], logits.Device).To(logits.DType);
+        // float32 on the host side: ILGPU devices hold no float64, and 0 and 1 convert exactly to any dtype.
+        var keep = Tensor.FromHost(dropped.Select(d => d ? 0f : 1f).ToArray(), [tokens, k], logits.Device).To(logits.DType);
         var weights = gate.Mul(keep);
 
         // 4. Regularisers (training only): counts are the pairs chosen, before dropping.
