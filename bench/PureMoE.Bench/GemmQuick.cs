@@ -11,9 +11,15 @@ namespace PureMoE.Bench;
 public static class GemmQuick
 {
     /// <summary>Runs the measurement and prints the result.</summary>
-    /// <param name="args">--n N [--m M] [--k K] [--ta] [--tb] [--repeats R] [--warmup W] [--json]; tuning: [--kc] [--mc] [--nc].</param>
+    /// <param name="args">--n N [--m M] [--k K] [--ta] [--tb] [--repeats R] [--warmup W] [--json] [--device D]; tuning: [--kc] [--mc] [--nc].</param>
     public static int Run(QuickArgs args)
     {
+        var device = BenchDevice.Parse(args.Text("device", "cpu"));
+        if (!device.IsHost)
+        {
+            return GemmDeviceQuick.Run(args, device);
+        }
+
         int n = args.Int("n");
         int m = args.Int("m", n);
         int k = args.Int("k", n);
@@ -56,7 +62,7 @@ public static class GemmQuick
         int threads = Environment.ProcessorCount;
 
         string line = json
-            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"gemm\",\"impl\":\"puremoe\",\"n\":{n},\"m\":{m},\"k\":{k},\"transA\":{(transA ? "true" : "false")},\"transB\":{(transB ? "true" : "false")},\"gflops\":{gflops:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times[0]:F3},\"repeats\":{repeats},\"threads\":{threads},\"kernel\":\"{Sgemm.Kind}\"}}")
+            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"gemm\",\"impl\":\"puremoe\",\"n\":{n},\"m\":{m},\"k\":{k},\"transA\":{(transA ? "true" : "false")},\"transB\":{(transB ? "true" : "false")},\"gflops\":{gflops:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times[0]:F3},\"repeats\":{repeats},\"threads\":{threads},\"kernel\":\"{Sgemm.Kind}\",\"device\":\"cpu\"}}")
             : string.Create(CultureInfo.InvariantCulture, $"gemm{(transA ? " Aᵀ" : "")}{(transB ? " Bᵀ" : "")} {m}x{k} * {k}x{n}: median {medianMs:F3} ms (min {times[0]:F3}), {gflops:F1} GFLOP/s, {threads} threads, kernel {Sgemm.Kind} {Sgemm.Mr}x{Sgemm.Nr}, KC={Sgemm.Kc} MC={Sgemm.Mc} NC={Sgemm.Nc}");
         Console.WriteLine(line);
         return 0;

@@ -15,15 +15,19 @@ namespace PureMoE.Bench;
 /// The headline tokens/s comes from plain steps; the per-phase breakdown comes from a separate instrumented pass
 /// that runs the same phases one at a time with a detached boundary between them (each phase's backward is then
 /// timed on its own), so the plain steps carry no timing code.
+/// With --device cuda (or ilgpu-cpu, opencl) the layer, x and gy live on that device, every timed region ends with a
+/// device synchronisation (as bench/peers/moe_torch.py --device cuda does with torch.cuda.synchronize), and each
+/// step runs in a DeviceScope so its buffers go back to the pool.
 /// </summary>
 public static class MoeQuick
 {
     private static readonly string[] PhaseNames = ["gate", "route", "dispatch", "experts", "combine"];
 
     /// <summary>Runs the measurement and prints the result.</summary>
-    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json].</param>
+    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json] [--device D].</param>
     public static int Run(QuickArgs args)
     {
+        var device = BenchDevice.Parse(args.Text("device", "cpu"));
         int tokens = args.Int("tokens", 4096);
         int d = args.Int("d", 512);
         int ff = args.Int("ff", 1024);
@@ -41,10 +45,10 @@ public static class MoeQuick
 
         var (router, routerKind) = MakeTopK(experts, k);
         var rng = new Rng(42);
-        var layer = new MoeLayer(d, ff, router, rng, initStd: 0.02);
-        var x = Tensor.Randn(new Shape(tokens, d), rng);
+        var layer = new MoeLayer(d, ff, router, rng, initStd: 0.02, device: device);
+        var x = Tensor.Randn(new Shape(tokens, d), rng, device: device);
         x.RequiresGrad = true;
-        var gy = Tensor.Randn(new Shape(tokens, d), rng);
+        var gy = Tensor.Randn(new Shape(tokens, d), rng, device: device);
         var parameters = layer.Parameters().ToArray();
 
         double lastForwardMs = 0;
@@ -56,10 +60,13 @@ public static class MoeQuick
             }
 
             x.Grad = null;
+            using var scope = device.IsHost ? null : DeviceScope.Begin();
             long start = Stopwatch.GetTimestamp();
             var y = layer.Forward(x);
+            BenchDevice.Sync(device);
             lastForwardMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
             y.Backward(gy);
+            BenchDevice.Sync(device);
         }
 
         // Warm-up: at least `warmup` steps and at least one second (JIT tiering, caches, thread pool).
@@ -86,7 +93,12 @@ public static class MoeQuick
         var phaseTimes = new double[PhaseNames.Length, 2, repeats];
         for (int i = 0; i < Math.Max(2, warmup) + repeats; i++)
         {
-            var one = InstrumentedStep(layer, x, gy, parameters);
+            double[,] one;
+            using (device.IsHost ? null : DeviceScope.Begin())
+            {
+                one = InstrumentedStep(layer, x, gy, parameters, device);
+            }
+
             if (i < Math.Max(2, warmup))
             {
                 continue;
@@ -122,13 +134,14 @@ public static class MoeQuick
         double glue = Frac(1) + Frac(2) + Frac(4);
         double tokensPerS = tokens / (medianMs / 1000.0);
         int threads = Environment.ProcessorCount;
+        string where = BenchDevice.Describe(device);
         var stats = layer.LastStats!;
 
         var sb = new StringBuilder();
         if (json)
         {
             sb.Append(CultureInfo.InvariantCulture, $"{{\"bench\":\"moe\",\"impl\":\"puremoe\",\"router\":\"{routerKind}\",\"tokens\":{tokens},\"d\":{d},\"ff\":{ff},\"experts\":{experts},\"k\":{k},");
-            sb.Append(CultureInfo.InvariantCulture, $"\"tokens_per_s\":{tokensPerS:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times.Min():F3},\"forward_ms\":{forwardMs:F3},\"repeats\":{repeats},\"threads\":{threads},");
+            sb.Append(CultureInfo.InvariantCulture, $"\"tokens_per_s\":{tokensPerS:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times.Min():F3},\"forward_ms\":{forwardMs:F3},\"repeats\":{repeats},\"threads\":{threads},\"device\":\"{device}\",\"accelerator\":\"{where}\",");
             sb.Append("\"breakdown_ms\":{");
             for (int p = 0; p < PhaseNames.Length; p++)
             {
@@ -146,7 +159,7 @@ public static class MoeQuick
         }
         else
         {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind}: median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind}: median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads, device {device} [{where}]");
             for (int p = 0; p < PhaseNames.Length; p++)
             {
                 sb.AppendLine(CultureInfo.InvariantCulture, $"  {PhaseNames[p],-9} fwd {phaseMs[p, 0],8:F2} ms  bwd {phaseMs[p, 1],8:F2} ms  {100 * Frac(p),5:F1}%");
@@ -164,8 +177,14 @@ public static class MoeQuick
     /// The layer's forward split at detached boundaries, then each phase's backward on its own, in reverse order.
     /// Returns [phase, fwd/bwd] milliseconds.
     /// </summary>
-    private static double[,] InstrumentedStep(MoeLayer layer, Tensor x, Tensor gy, Tensor[] parameters)
+    private static double[,] InstrumentedStep(MoeLayer layer, Tensor x, Tensor gy, Tensor[] parameters, Device device)
     {
+        double Lap(ref long start)
+        {
+            BenchDevice.Sync(device);
+            return MoeQuick.Lap(ref start);
+        }
+
         foreach (var p in parameters)
         {
             p.Grad = null;

@@ -53,8 +53,10 @@ public static class Program
     {
         Console.Error.WriteLine("usage:");
         Console.Error.WriteLine("  PureMoE.Bench quick <command> [options]   commands: " + string.Join(", ", QuickCommands.Keys));
-        Console.Error.WriteLine("  PureMoE.Bench quick gemm --n N [--m M --k K] [--ta] [--tb] [--json] [--repeats R] [--warmup W]");
-        Console.Error.WriteLine("  PureMoE.Bench quick moe [--tokens T --d D --ff F --experts E --k K --router topk] [--json] [--repeats R] [--warmup W]");
+        Console.Error.WriteLine("  PureMoE.Bench quick gemm --n N [--m M --k K] [--ta] [--tb] [--json] [--repeats R] [--warmup W] [--device D]");
+        Console.Error.WriteLine("                          device only: [--kernel auto|tiled|large] [--checks C]");
+        Console.Error.WriteLine("  PureMoE.Bench quick moe [--tokens T --d D --ff F --experts E --k K --router topk] [--json] [--repeats R] [--warmup W] [--device D]");
+        Console.Error.WriteLine("  devices (--device): cpu (default), cuda[:N], ilgpu-cpu, opencl[:N]");
         Console.Error.WriteLine("  PureMoE.Bench [BenchmarkDotNet args, e.g. --filter '*Gemm*']");
     }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peer for `PureMoE.Bench quick moe`: the same MoE layer in PyTorch CPU eager, same protocol.
+"""Peer for `PureMoE.Bench quick moe`: the same MoE layer in PyTorch eager (CPU, or CUDA with --device cuda), same protocol.
 
 The layer is Hugging Face's MixtralSparseMoeBlock algorithm (transformers/models/mixtral/modeling_mixtral.py):
 gate Linear (no bias) -> softmax over all experts (fp32) -> topk -> renormalise -> for each expert: the tokens
@@ -9,6 +9,8 @@ by the routing weight, index_add_ into the output. fp32, dropless, bias-free Lin
 Protocol (identical to bench/PureMoE.Bench/MoeQuick.cs): a step is y = layer(x); y.backward(gy) with x requiring a
 gradient and every .grad reset to None before the step; at least `warmup` untimed steps and one second of warm-up,
 then the median of `repeats` timed steps. torch.set_num_threads(threads) (default 2, like ours).
+With --device cuda the layer, x and gy live on the GPU (fp32, TF32 off), and every timed region ends with
+torch.cuda.synchronize() (as `quick moe --device cuda` synchronises the ILGPU accelerator).
 The breakdown times the same phases as ours in a separate instrumented pass (detached boundaries between phases).
 """
 import argparse
@@ -25,6 +27,7 @@ parser.add_argument("--router", default="topk")
 parser.add_argument("--repeats", type=int, default=10)
 parser.add_argument("--warmup", type=int, default=3)
 parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--device", default="cpu")
 parser.add_argument("--json", action="store_true")
 args = parser.parse_args()
 if args.router != "topk":
@@ -36,6 +39,15 @@ import torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(args.threads)
 torch.manual_seed(42)
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+dev = torch.device(args.device)
+cuda = dev.type == "cuda"
+
+
+def sync():
+    if cuda:
+        torch.cuda.synchronize(dev)
 
 
 class Expert(nn.Module):
@@ -82,9 +94,9 @@ class SparseMoeBlock(nn.Module):
         return out
 
 
-layer = SparseMoeBlock(args.d, args.ff, args.experts, args.k)
-x = torch.randn(args.tokens, args.d, requires_grad=True)
-gy = torch.randn(args.tokens, args.d)
+layer = SparseMoeBlock(args.d, args.ff, args.experts, args.k).to(dev)
+x = torch.randn(args.tokens, args.d).to(dev).requires_grad_(True)
+gy = torch.randn(args.tokens, args.d).to(dev)
 params = list(layer.parameters())
 
 
@@ -94,8 +106,10 @@ def step():
     x.grad = None
     t0 = time.perf_counter()
     y = layer(x)
+    sync()
     fwd = time.perf_counter() - t0
     y.backward(gy)
+    sync()
     return fwd
 
 
@@ -111,6 +125,7 @@ def instrumented_step():
     t = [time.perf_counter()]
 
     def lap(name, i):
+        sync()
         now = time.perf_counter()
         ms[name][i] = (now - t[0]) * 1e3
         t[0] = now
@@ -186,14 +201,15 @@ result = {
     "tokens_per_s": round(args.tokens / (median_ms / 1e3), 1), "median_ms": round(median_ms, 3),
     "min_ms": round(min(times), 3), "forward_ms": round(median(fwd_times), 3), "repeats": len(times),
     "threads": torch.get_num_threads(), "breakdown_ms": breakdown, "fractions": fractions,
-    "torch": torch.__version__,
+    "torch": torch.__version__, "device": str(dev),
+    "accelerator": torch.cuda.get_device_name(dev) if cuda else f"{torch.get_num_threads()} threads",
 }
 if args.json:
     print(json.dumps(result))
 else:
     print(f"moe T={args.tokens} d={args.d} ff={args.ff} E={args.experts} k={args.k} torch {torch.__version__}: "
           f"median {median_ms:.1f} ms fwd+bwd (forward {result['forward_ms']:.1f} ms), "
-          f"{result['tokens_per_s']:.0f} tokens/s, {result['threads']} threads")
+          f"{result['tokens_per_s']:.0f} tokens/s, {result['threads']} threads, device {result['accelerator']}")
     for p in phases:
         print(f"  {p:<9} fwd {breakdown[p + '_fwd']:8.2f} ms  bwd {breakdown[p + '_bwd']:8.2f} ms  {100 * fractions[p]:5.1f}%")
     print(f"  overhead  {overhead:8.2f} ms  {100 * fractions['overhead']:5.1f}%")

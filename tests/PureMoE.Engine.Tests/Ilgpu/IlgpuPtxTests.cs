@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.RegularExpressions;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
@@ -109,6 +110,40 @@ public sealed class IlgpuPtxTests
         {
             dir.Delete(recursive: true);
         }
+    }
+
+    /// <summary>
+    /// What decides the large SGEMM kernel's speed, checked in its PTX: its 64 accumulators and staged values stay in
+    /// registers (no local memory), its shared-memory reads are 16-byte vector loads, and its inner loop is the
+    /// unrolled 8×8 outer product (64 multiply-adds per k, which ptxas contracts to FFMA).
+    /// </summary>
+    [Fact]
+    public void LargeSgemmKeepsItsRegisterBlockInRegisters()
+    {
+        string ptx = KernelPtx("Sgemm128");
+        Assert.DoesNotContain(".local", ptx);
+        Assert.Equal(4, Regex.Count(ptx, @"ld\.shared\.v4\.f32"));
+        Assert.True(Regex.Count(ptx, @"\bmul(\.rn)?\.f32") >= 64);
+    }
+
+    [Fact]
+    public void TiledSgemmCompilesToPtx() => Assert.Contains("bar.sync", KernelPtx("Sgemm"));
+
+    /// <summary>One kernel's PTX for sm_90 at ISA 8.5; PUREMOE_DUMP_PTX=dir writes it there.</summary>
+    private static string KernelPtx(string method)
+    {
+        var entry = IlgpuKernelCatalog.All().Single(e => e.Method.Name == method);
+        var backend = new PTXBackend(IlgpuDevices.Context, CudaArchitecture.SM_90, CudaInstructionSet.ISA_85, nvvmAPI: null!);
+        var description = entry.ImplicitlyGrouped
+            ? EntryPointDescription.FromImplicitlyGroupedKernel(entry.Method)
+            : EntryPointDescription.FromExplicitlyGroupedKernel(entry.Method);
+        string ptx = ((PTXCompiledKernel)backend.Compile(description, KernelSpecialization.Empty)).PTXAssembly;
+        if (Environment.GetEnvironmentVariable("PUREMOE_DUMP_PTX") is { Length: > 0 } dir)
+        {
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(Path.Combine(dir, method + ".ptx"), ptx);
+        }
+        return ptx;
     }
 
     /// <summary>PUREMOE_PTXAS, then .tools/cuda/ptxas of the repository (scripts/install-ptxas.sh), then PATH.</summary>

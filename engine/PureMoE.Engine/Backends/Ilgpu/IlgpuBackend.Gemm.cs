@@ -16,7 +16,7 @@ public struct GemmArgs
     public int OffA, OffB, OffC;
     /// <summary>1 when the operand is transposed.</summary>
     public int TransA, TransB;
-    /// <summary>Thread grid of a group: TX columns × TY rows of threads.</summary>
+    /// <summary>Thread grid of a group of the tiled kernel: TX columns × TY rows of threads (unused by the 128×128 kernel).</summary>
     public int TX, TY;
     /// <summary>Number of tiles along N.</summary>
     public int TilesN;
@@ -116,9 +116,21 @@ internal static partial class IlgpuKernels
     }
 }
 
+/// <summary>Which SGEMM kernel <see cref="IlgpuBackend.Gemm"/> runs (a tuning and testing knob; Auto chooses by shape).</summary>
+internal enum GemmKernelChoice
+{
+    /// <summary>By shape: the 128×128 kernel when it fills the device, else the group-size tiled kernel.</summary>
+    Auto,
+    /// <summary>Always the tiled kernel with 4×4 register blocks (<see cref="IlgpuKernels.Sgemm"/>).</summary>
+    Tiled,
+    /// <summary>The 128×128 kernel with 8×8 register blocks (<see cref="IlgpuKernels.Sgemm128"/>) wherever the accelerator allows it.</summary>
+    Large,
+}
+
 public sealed partial class IlgpuBackend
 {
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? _sgemm;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? _sgemm128;
 
     /// <summary>Threads per SGEMM group along columns (TX) and rows (TY): TX·TY = GroupSize, TX ≥ TY.</summary>
     public (int TX, int TY) GemmThreads
@@ -131,6 +143,26 @@ public sealed partial class IlgpuBackend
         }
     }
 
+    /// <summary>Kernel override for benchmarks and tests (Auto by default).</summary>
+    internal GemmKernelChoice GemmKernel { get; set; }
+
+    /// <summary>True when the accelerator can run <see cref="IlgpuKernels.Sgemm128"/> (256 threads, 17 KB of shared memory per group).</summary>
+    internal bool SupportsLargeGemm =>
+        Accelerator.MaxNumThreadsPerGroup >= IlgpuKernels.Gemm128Threads && Accelerator.MaxSharedMemoryPerGroup >= 2 * 2 * 8 * 132 * sizeof(float);
+
+    /// <summary>
+    /// True when a GEMM of this shape runs the 128×128 kernel. Auto takes it when both sides span a tile and its
+    /// tiles alone give every multiprocessor a group: it does 4× the work per shared-memory read of the tiled
+    /// kernel, but on fewer, larger tiles, which leave a GPU partly idle on small products (MoE expert GEMMs).
+    /// </summary>
+    internal bool UsesLargeGemm(int m, int n, int batch) => GemmKernel switch
+    {
+        GemmKernelChoice.Tiled => false,
+        GemmKernelChoice.Large => SupportsLargeGemm,
+        _ => SupportsLargeGemm && m >= 128 && n >= 128 &&
+             (long)((m + 127) / 128) * ((n + 127) / 128) * batch >= Accelerator.NumMultiprocessors,
+    };
+
     /// <inheritdoc />
     public void Gemm(bool transA, bool transB, int m, int n, int k, double alpha,
         Storage a, int aOffset, int lda, int strideA,
@@ -138,20 +170,33 @@ public sealed partial class IlgpuBackend
         double beta, Storage c, int cOffset, int ldc, int strideC, int batch)
     {
         if (m == 0 || n == 0 || batch == 0) return;
-        var (tx, ty) = GemmThreads;
-        int bm = 4 * ty, bn = 4 * tx;
-        int tilesM = (m + bm - 1) / bm, tilesN = (n + bn - 1) / bn;
         var p = new GemmArgs
         {
             M = m, N = n, K = k, Lda = lda, Ldb = ldb, Ldc = ldc,
             StrideA = strideA, StrideB = strideB, StrideC = strideC,
             OffA = aOffset, OffB = bOffset, OffC = cOffset,
             TransA = transA ? 1 : 0, TransB = transB ? 1 : 0,
-            TX = tx, TY = ty, TilesN = tilesN,
             Alpha = (float)alpha, Beta = (float)beta,
         };
+        if (UsesLargeGemm(m, n, batch))
+        {
+            const int tileSize = IlgpuKernels.Gemm128Tile;
+            int tiles = (m + tileSize - 1) / tileSize;
+            p.TilesN = (n + tileSize - 1) / tileSize;
+            var large = Cached(ref _sgemm128, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm128));
+            large(new KernelConfig(new Index2D(tiles * p.TilesN, batch), new Index2D(IlgpuKernels.Gemm128Threads, 1)),
+                F(a, "Gemm"), F(b, "Gemm"), F(c, "Gemm"), p);
+            return;
+        }
+
+        var (tx, ty) = GemmThreads;
+        int bm = 4 * ty, bn = 4 * tx;
+        int tilesM = (m + bm - 1) / bm;
+        p.TX = tx;
+        p.TY = ty;
+        p.TilesN = (n + bn - 1) / bn;
         var kernel = Cached(ref _sgemm, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm));
-        var config = new KernelConfig(new Index2D(tilesM * tilesN, batch), new Index2D(tx * ty, 1),
+        var config = new KernelConfig(new Index2D(tilesM * p.TilesN, batch), new Index2D(tx * ty, 1),
             SharedMemoryConfig.RequestDynamic<float>(IlgpuKernels.GemmBK * (bm + bn)));
         kernel(config, F(a, "Gemm"), F(b, "Gemm"), F(c, "Gemm"), p);
     }

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# run.sh: everything a GPU session measures, in one call, ON the GPU machine (which has a driver, PyTorch and the
+# CUDA toolkit, but no .NET), from the repository root, with .gpu/ carried (bench/gpu/pack.sh builds it here):
+#
+#   bash bench/gpu/run.sh            # writes logs and a summary under $OUT (default /tmp/puremoe-gpu-out)
+#
+# Steps: unpack the .NET runtime and the published projects from .gpu/; make libcuda.so resolvable (ILGPU 1.5.3
+# loads that name; drivers often ship only libcuda.so.1); nvidia-smi -L; the Engine and Moe tests with the traits
+# Device=Cuda (skips fail: a skipped CUDA test means no GPU was found) and Device=Ptx; ptxas -v and SASS counts of
+# the large SGEMM kernel; `quick gemm --device cuda` (sizes, kernels, transpositions) and `quick moe --device cuda`;
+# the PyTorch peers (bench/peers/gemm_torch.py, TF32 off; bench/peers/moe_torch.py --device cuda). Without
+# nvidia-smi it runs the same steps on ILGPU's CPU accelerator with tiny shapes (to exercise this script), and the
+# peers on the CPU if PyTorch is importable. Files in $OUT (at most 8 come back from the device tool):
+#   summary.txt   the table (ours vs PyTorch) and each step's status; also printed last
+#   results.jsonl every benchmark's JSON line
+#   tests.log     test output;  tests.xml the Engine tests' xUnit results
+#   bench.log     benchmark stderr and text;  ptx.txt ptxas -v and SASS instruction counts;  Sgemm128.ptx
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 2
+OUT=${OUT:-/tmp/puremoe-gpu-out}
+mkdir -p "$OUT"
+summary=$OUT/summary.txt results=$OUT/results.jsonl tests=$OUT/tests.log bench=$OUT/bench.log
+: >"$summary"; : >"$results"; : >"$tests"; : >"$bench"
+failures=0
+exec 3>&1 # the console, for status lines while a step's output goes to a log
+say() { echo "$*" | tee -a "$summary" >&3; }
+step() { # step NAME TIMEOUT CMD...: runs CMD, records its status
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@"
+  local rc=$?
+  [ $rc -eq 0 ] || failures=$((failures + 1))
+  say "$(printf '%-44s %s (%ds)' "$name" "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc=$rc")" $((SECONDS - t0)))"
+  return $rc
+}
+
+# --- the .NET runtime and the published projects
+[ -s .gpu/dotnet.tar.xz ] || { say "no .gpu/dotnet.tar.xz: run bench/gpu/pack.sh on the build machine and carry .gpu"; exit 2; }
+work=$(mktemp -d)
+tar -C "$work" -xJf .gpu/dotnet.tar.xz
+for p in PureMoE.Engine.Tests PureMoE.Moe.Tests PureMoE.Bench; do
+  if [ -s ".gpu/$p.tar.xz" ]; then tar -C "$work" -xJf ".gpu/$p.tar.xz"; elif [ -d ".gpu/$p" ]; then cp -r ".gpu/$p" "$work/"; fi
+  [ -f "$work/$p/$p.dll" ] || { say "missing $p in .gpu/ (run bench/gpu/pack.sh)"; exit 2; }
+done
+export DOTNET_ROOT=$work PATH=$work:$PATH DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+say "dotnet $(dotnet --list-runtimes 2>/dev/null | head -1)"
+
+# --- the driver: ILGPU opens plain libcuda.so
+if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so '; then
+  lib1=$(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 /{print $NF; exit}')
+  if [ -n "$lib1" ]; then
+    ln -sf "$lib1" "$work/libcuda.so"
+    export LD_LIBRARY_PATH=$work:${LD_LIBRARY_PATH:-}
+    say "libcuda.so -> $lib1"
+  fi
+fi
+
+gpu=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >"$OUT/nvidia-smi.txt" 2>&1; then
+  gpu=1
+  cat "$OUT/nvidia-smi.txt" >>"$summary"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv >>"$summary" 2>&1
+  rm -f "$OUT/nvidia-smi.txt"
+else
+  rm -f "$OUT/nvidia-smi.txt"
+  say "nvidia-smi missing or failing: no GPU; running the CUDA steps on ILGPU's CPU accelerator with tiny shapes instead"
+fi
+dev=$([ $gpu -eq 1 ] && echo cuda || echo ilgpu-cpu)
+py=$(command -v python3 || true)
+torch_ok=0
+[ -n "$py" ] && "$py" -c 'import torch' 2>/dev/null && torch_ok=1
+
+# --- tests
+engine=(dotnet "$work/PureMoE.Engine.Tests/PureMoE.Engine.Tests.dll" -noColor -noLogo)
+moe=(dotnet "$work/PureMoE.Moe.Tests/PureMoE.Moe.Tests.dll" -noColor -noLogo)
+ptxdir=$(mktemp -d)
+export PUREMOE_DUMP_PTX=$ptxdir # the Ptx tests write the PTX they check there
+if [ $gpu -eq 1 ]; then
+  step "Engine tests (Device=Cuda, Device=Ptx)" 480 \
+    "${engine[@]}" -trait "Device=Cuda" -trait "Device=Ptx" -failSkips -result-xml "$OUT/tests.xml" >>"$tests" 2>&1
+  # Moe tests with a CUDA trait (none may exist yet: "no tests" is reported, not failed).
+  if "${moe[@]}" -list traits 2>/dev/null | grep -q '"Cuda"'; then
+    step "Moe tests (Device=Cuda)" 300 "${moe[@]}" -trait "Device=Cuda" -failSkips >>"$tests" 2>&1
+  else
+    say "Moe tests: none with Device=Cuda"
+  fi
+else
+  step "Engine tests (emulator SGEMM, Ptx)" 480 \
+    "${engine[@]}" -class '*IlgpuCpuGemmTests' -class '*IlgpuPtxTests' -result-xml "$OUT/tests.xml" >>"$tests" 2>&1
+fi
+unset PUREMOE_DUMP_PTX
+grep -h "Total:" "$tests" | sed 's/^ */  /' | tee -a "$summary"
+
+# --- the large kernel's machine code: registers, spills, FFMA and 16-byte shared loads
+if [ -s "$ptxdir/Sgemm128.ptx" ]; then
+  cp "$ptxdir/Sgemm128.ptx" "$OUT/"
+  ptxas=$(command -v ptxas || ls /usr/local/cuda*/bin/ptxas 2>/dev/null | head -1)
+  if [ -n "$ptxas" ]; then
+    {
+      "$ptxas" -arch=sm_90 -v "$ptxdir/Sgemm128.ptx" -o "$ptxdir/Sgemm128.cubin" 2>&1
+      cuobjdump=$(command -v cuobjdump || echo "$(dirname "$ptxas")/cuobjdump")
+      "$cuobjdump" -sass "$ptxdir/Sgemm128.cubin" >"$ptxdir/sass.txt" 2>&1 &&
+        for op in FFMA LDS.128 LDS LDG STG LDL STL BAR; do printf '%-8s %s\n' "$op" "$(grep -cE "\\b$op\\b" "$ptxdir/sass.txt")"; done
+    } >"$OUT/ptx.txt" 2>&1
+    sed 's/^/  /' "$OUT/ptx.txt" | grep -E "registers|spill|FFMA|LDS|LDL|STL" | tee -a "$summary"
+  else
+    say "ptxas not found: PTX kept in Sgemm128.ptx"
+  fi
+fi
+
+# --- benchmarks
+ours=(dotnet "$work/PureMoE.Bench/PureMoE.Bench.dll" quick)
+gemm() { # gemm ARGS...: one ours run, its JSON line into results.jsonl
+  step "quick gemm $*" 180 bash -c '"$@" --json 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "${ours[@]}" gemm --device $dev "$@"
+}
+peer_gemm() {
+  [ $torch_ok -eq 1 ] || return 0
+  step "torch gemm $*" 180 bash -c '"$@" --json 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "$py" bench/peers/gemm_torch.py "$@"
+}
+if [ $gpu -eq 1 ]; then
+  for n in 1024 2048 4096 8192; do gemm --n $n; peer_gemm --n $n --device cuda; done
+  gemm --n 4096 --kernel tiled
+  gemm --n 4096 --kernel large
+  gemm --n 4096 --ta; peer_gemm --n 4096 --ta --device cuda
+  gemm --n 4096 --tb; peer_gemm --n 4096 --tb --device cuda
+  gemm --n 4095 --m 4097 --k 4093
+  step "quick moe --device cuda" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "${ours[@]}" moe --device cuda --json
+  if [ $torch_ok -eq 1 ]; then
+    step "torch moe --device cuda" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "$py" bench/peers/moe_torch.py --device cuda --json
+  fi
+else
+  gemm --n 96 --m 70 --k 33 --repeats 3 --warmup 1
+  gemm --n 64 --ta --tb --repeats 3 --warmup 1
+  peer_gemm --n 96 --m 70 --k 33 --device cpu --repeats 3
+  step "quick moe --device ilgpu-cpu (tiny)" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ \
+    "${ours[@]}" moe --device ilgpu-cpu --tokens 64 --d 32 --ff 64 --experts 4 --repeats 2 --warmup 1 --json
+  if [ $torch_ok -eq 1 ]; then
+    step "torch moe --device cpu (tiny)" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ \
+      "$py" bench/peers/moe_torch.py --tokens 64 --d 32 --ff 64 --experts 4 --repeats 2 --warmup 1 --json
+  fi
+fi
+
+# --- the table: ours vs PyTorch per configuration
+if [ -n "$py" ]; then
+  "$py" - "$results" <<'PYEOF' | tee -a "$summary"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+def key(r): return (r["m"], r["n"], r["k"], r.get("transA", False), r.get("transB", False))
+torch = {key(r): r for r in rows if r["bench"] == "gemm" and r["impl"] == "torch"}
+print(f"\n{'gemm m x n x k':<22} {'ours GFLOP/s':>13} {'torch GFLOP/s':>14} {'ratio':>6}  kernel")
+for r in rows:
+    if r["bench"] != "gemm" or r["impl"] != "puremoe":
+        continue
+    t = torch.get(key(r))
+    tag = ("ᵀA " if r.get("transA") else "") + ("ᵀB" if r.get("transB") else "")
+    shape = f"{r['m']}x{r['n']}x{r['k']} {tag}".strip()
+    ratio = f"{r['gflops'] / t['gflops']:.2f}" if t else "-"
+    print(f"{shape:<22} {r['gflops']:>13.1f} {t['gflops'] if t else float('nan'):>14.1f} {ratio:>6}  {r['kernel']} err {r.get('max_rel_err')}")
+moe = {r["impl"]: r for r in rows if r["bench"] == "moe"}
+if moe:
+    print(f"\n{'moe':<10} {'tokens/s':>10} {'median ms':>10} {'fwd ms':>8}  device")
+    for impl, r in moe.items():
+        print(f"{impl:<10} {r['tokens_per_s']:>10.0f} {r['median_ms']:>10.2f} {r['forward_ms']:>8.2f}  {r.get('accelerator', r.get('device'))}")
+    if "puremoe" in moe and "torch" in moe:
+        print(f"ours / torch tokens/s: {moe['puremoe']['tokens_per_s'] / moe['torch']['tokens_per_s']:.2f}")
+PYEOF
+fi
+say ""
+say "failures: $failures; logs in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+[ $failures -eq 0 ]
