@@ -57,11 +57,12 @@ public sealed class Device : IEquatable<Device>
     public static Device OpenCL(int index = 0) => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.OpenCL, index);
 
     /// <summary>The forms <see cref="Parse"/> accepts, for messages.</summary>
-    public const string ParseForms = "cpu, cpu-reference, ilgpu-cpu, cuda, cuda:N, opencl, opencl:N (N ≥ 0)";
+    public static string ParseForms { get; } = "cpu, cpu-reference, ilgpu-cpu, ilgpu-cpu:N, cuda, cuda:N, opencl, opencl:N (N ≥ 0)";
 
     /// <summary>
     /// The device named by <paramref name="text"/>, in the form <see cref="ToString"/> writes (case-insensitive):
-    /// "cpu", "cpu-reference", "ilgpu-cpu", "cuda" (= "cuda:0"), "cuda:N", "opencl" (= "opencl:0"), "opencl:N".
+    /// "cpu", "cpu-reference", "ilgpu-cpu" (= "ilgpu-cpu:0"), "ilgpu-cpu:N", "cuda" (= "cuda:0"), "cuda:N",
+    /// "opencl" (= "opencl:0"), "opencl:N".
     /// ILGPU devices are created here, so a well-formed name of a device this machine lacks (e.g. "cuda" without
     /// a GPU) throws <see cref="InvalidOperationException"/> listing the ILGPU devices that exist; a malformed
     /// name throws <see cref="ArgumentException"/> listing the accepted forms.
@@ -84,6 +85,7 @@ public sealed class Device : IEquatable<Device>
         {
             switch (s[..colon])
             {
+                case "ilgpu-cpu": return IlgpuCpuAt(index);
                 case "cuda": return Cuda(index);
                 case "opencl": return OpenCL(index);
             }

@@ -5,6 +5,7 @@ using PureMoE.Cli.Data;
 using PureMoE.Models;
 using PureMoE.Moe;
 using PureMoE.Moe.Models;
+using PureMoE.Moe.Parallel;
 using PureMoE.Optim;
 using Spectre.Console;
 
@@ -82,7 +83,7 @@ public static class TrainCommand
         ("k", Add(cmd, new Option<int>("--k") { Description = "experts per token", DefaultValueFactory = _ => d.TopK })),
         ("eval-every", Add(cmd, new Option<int>("--eval-every") { Description = "validate every N steps", DefaultValueFactory = _ => d.EvalEvery })),
         ("eval-batches", Add(cmd, new Option<int>("--eval-batches") { Description = "fixed validation batches per validation", DefaultValueFactory = _ => d.EvalBatches })),
-        ("devices", Add(cmd, new Option<int>("--devices") { Description = "expert-parallel ranks P: each MoE layer runs on P logical devices (experts placed contiguously; C2R co-located)", DefaultValueFactory = _ => d.Devices })),
+        ("devices", Add(cmd, new Option<int>("--devices") { Description = "expert-parallel ranks P: each MoE layer runs on P devices (experts placed contiguously; C2R co-located): logical CPU devices with --device cpu, else P devices of --device's kind from it on (cuda:0 … cuda:P−1)", DefaultValueFactory = _ => d.Devices })),
         ("device", Add(cmd, CliDevice.Create())),
     ];
 
@@ -187,8 +188,12 @@ public static class TrainCommand
         if (o.Steps < 1 || o.Batch < 1 || o.Seq < 2 || o.EvalEvery < 1 || o.EvalBatches < 1 || o.Warmup < 0 || o.Clip <= 0)
             throw new CliException($"train: need steps ≥ 1, batch ≥ 1, seq ≥ 2, eval-every ≥ 1, eval-batches ≥ 1, warmup ≥ 0, clip > 0");
         var device = CliDevice.Resolve(o.Device);
-        if (!device.IsHost && o.Devices > 1)
-            throw new CliException($"--devices {o.Devices} (expert parallelism on logical CPU devices) runs with --device cpu only, not with --device {o.Device}");
+        if (o.Devices > 1 && !device.IsHost)
+        {
+            // Expert parallelism over P devices of --device's kind, from it on (cuda:0 … cuda:P−1): say now if one is missing.
+            try { _ = DeviceGroup.Starting(device, o.Devices); }
+            catch (InvalidOperationException e) { throw new CliException($"--devices {o.Devices} --device {o.Device}: {e.Message}"); }
+        }
         string text = o.DataPath is null ? SyntheticCorpus.Generate(400_000, o.Seed) : ReadText(o.DataPath);
         var data = new TokenBatches(text);
 

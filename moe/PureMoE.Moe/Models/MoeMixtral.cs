@@ -48,14 +48,16 @@ public static class MoeMixtral
 
     /// <summary>
     /// The factory that gives decoder layer i a MoeLayer with router i — wrapped to run expert-parallel on
-    /// <paramref name="devices"/> logical devices when more than one (placement i, contiguous when not given).
+    /// <paramref name="devices"/> devices when more than one (placement i, contiguous when not given): logical CPU
+    /// devices for a model on the CPU, the GPUs from the model's on for a model on a GPU
+    /// (<see cref="DeviceGroup.Starting"/>).
     /// </summary>
     public static MoeBlockFactory Factory(IReadOnlyList<IRouter> routers, int devices = 1, IReadOnlyList<ExpertPlacement>? placements = null) =>
         (config, layer, rng, dtype, device) =>
         {
             var moe = new MoeLayer(config.HiddenSize, config.IntermediateSize, routers[layer], rng, config.InitializerRange, dtype, device);
             if (devices <= 1) return moe;
-            return new ExpertParallelBlock(moe, DeviceGroup.LogicalCpu(devices), placements?[layer]);
+            return new ExpertParallelBlock(moe, DeviceGroup.Starting(device ?? Device.Cpu, devices), placements?[layer]);
         };
 
     /// <summary>The MoE layers of a model built by this class (the wrapped layer of an expert-parallel block).</summary>

@@ -121,6 +121,36 @@ public sealed class DeviceGroup
         return Ilgpu(Enumerable.Range(0, devices).Select(Device.IlgpuCpuAt).ToArray(), peerAccess);
     }
 
+    /// <summary>
+    /// P ranks of <paramref name="first"/>'s kind, starting at it: P logical ranks on a host device, and on an ILGPU
+    /// kind the devices numbered first.Index … first.Index + P − 1 (e.g. cuda:0 … cuda:3), with peer access where
+    /// they allow it. This is how a model on <paramref name="first"/> runs its MoE layers on P devices. Throws
+    /// <see cref="InvalidOperationException"/> naming the devices there are when one of them does not exist.
+    /// </summary>
+    public static DeviceGroup Starting(Device first, int devices)
+    {
+        ArgumentNullException.ThrowIfNull(first);
+        if (devices < 1) throw new ArgumentException($"DeviceGroup: needs at least one device, got {devices}", nameof(devices));
+        if (first.IsHost) return LogicalCpu(devices, first);
+        Func<int, Device> nth = first.Kind switch
+        {
+            DeviceKind.Cuda => Device.Cuda,
+            DeviceKind.OpenCL => Device.OpenCL,
+            DeviceKind.IlgpuCpu => Device.IlgpuCpuAt,
+            _ => throw new ArgumentException($"DeviceGroup.Starting: no device group of kind {first.Kind}", nameof(first)),
+        };
+        var ranks = new Device[devices];
+        for (int r = 0; r < devices; r++)
+        {
+            try { ranks[r] = nth(first.Index + r); }
+            catch (InvalidOperationException e)
+            {
+                throw new InvalidOperationException($"DeviceGroup of {devices} devices from {first}: rank {r} has no device ({e.Message})", e);
+            }
+        }
+        return Ilgpu(ranks);
+    }
+
     /// <summary>Number of ranks P.</summary>
     public int Count => _devices.Length;
 
