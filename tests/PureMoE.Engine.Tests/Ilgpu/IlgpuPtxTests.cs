@@ -126,14 +126,64 @@ public sealed class IlgpuPtxTests
         Assert.True(Regex.Count(ptx, @"\bmul(\.rn)?\.f32") >= 64);
     }
 
+    /// <summary>
+    /// The same kernel as Hopper machine code: ptxas builds it for sm_90 (no spills, at most 128 registers so that two
+    /// 256-thread groups fit an SM's 65,536 registers), and nvdisasm shows the inner loop as written — 4 LDS.128 and
+    /// then 64 FFMA in a row per k (16 FMAs per shared-memory load), with no local memory anywhere.
+    /// </summary>
+    [Fact]
+    public void LargeSgemmIsSixtyFourFfmaPerFourSharedLoadsOnHopper()
+    {
+        string? ptxas = FindPtxas(), nvdisasm = FindTool("nvdisasm", "PUREMOE_NVDISASM");
+        Assert.SkipWhen(ptxas is null || nvdisasm is null, "ptxas/nvdisasm not found: run `bash scripts/install-ptxas.sh`");
+        var dir = Directory.CreateTempSubdirectory("puremoe-sass-");
+        try
+        {
+            string ptx = Path.Combine(dir.FullName, "Sgemm128.ptx"), cubin = Path.Combine(dir.FullName, "Sgemm128.cubin");
+            File.WriteAllText(ptx, KernelPtx("Sgemm128", CudaInstructionSet.ISA_78));
+            var (exit, info) = Run(ptxas!, $"-arch=sm_90 -v -o \"{cubin}\" \"{ptx}\"");
+            Assert.True(exit == 0, info);
+            Assert.Contains("0 bytes spill stores, 0 bytes spill loads", info);
+            int registers = int.Parse(Regex.Match(info, @"Used (\d+) registers").Groups[1].Value);
+            Assert.True(registers <= 128, $"{registers} registers: fewer than two 256-thread groups per SM\n{info}");
+
+            var (disExit, sass) = Run(nvdisasm!, $"\"{cubin}\"");
+            Assert.True(disExit == 0, sass);
+            var ops = sass.Split('\n').Select(l => Regex.Match(l, @"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)"))
+                .Where(m => m.Success).Select(m => m.Groups[1].Value).ToArray();
+            Assert.DoesNotContain(ops, op => op.StartsWith("LDL") || op.StartsWith("STL"));
+            // The longest run of FFMA, and the LDS.128 issued between the previous FFMA and that run (the scheduler
+            // interleaves index arithmetic with the loads, so other instructions may sit among them).
+            int longest = 0, run = 0, loads = 0, loadsBeforeLongest = 0;
+            foreach (string op in ops)
+            {
+                if (op == "FFMA")
+                {
+                    run++;
+                    if (run > longest) (longest, loadsBeforeLongest) = (run, loads);
+                    continue;
+                }
+                if (run > 0) (run, loads) = (0, 0);
+                if (op == "LDS.128") loads++;
+            }
+            Assert.Equal(64, longest);
+            Assert.Equal(4, loadsBeforeLongest);
+            TestContext.Current.SendDiagnosticMessage($"Sgemm128 on sm_90: {registers} registers, inner loop 4 LDS.128 + {longest} FFMA");
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
     [Fact]
     public void TiledSgemmCompilesToPtx() => Assert.Contains("bar.sync", KernelPtx("Sgemm"));
 
-    /// <summary>One kernel's PTX for sm_90 at ISA 8.5; PUREMOE_DUMP_PTX=dir writes it there.</summary>
-    private static string KernelPtx(string method)
+    /// <summary>One kernel's PTX for sm_90 (ISA 8.5 unless given); PUREMOE_DUMP_PTX=dir writes it there.</summary>
+    private static string KernelPtx(string method, CudaInstructionSet? isa = null)
     {
         var entry = IlgpuKernelCatalog.All().Single(e => e.Method.Name == method);
-        var backend = new PTXBackend(IlgpuDevices.Context, CudaArchitecture.SM_90, CudaInstructionSet.ISA_85, nvvmAPI: null!);
+        var backend = new PTXBackend(IlgpuDevices.Context, CudaArchitecture.SM_90, isa ?? CudaInstructionSet.ISA_85, nvvmAPI: null!);
         var description = entry.ImplicitlyGrouped
             ? EntryPointDescription.FromImplicitlyGroupedKernel(entry.Method)
             : EntryPointDescription.FromExplicitlyGroupedKernel(entry.Method);
@@ -147,17 +197,20 @@ public sealed class IlgpuPtxTests
     }
 
     /// <summary>PUREMOE_PTXAS, then .tools/cuda/ptxas of the repository (scripts/install-ptxas.sh), then PATH.</summary>
-    private static string? FindPtxas()
+    private static string? FindPtxas() => FindTool("ptxas", "PUREMOE_PTXAS");
+
+    /// <summary>The environment variable's file, then .tools/cuda/NAME of the repository, then PATH.</summary>
+    private static string? FindTool(string name, string variable)
     {
-        if (Environment.GetEnvironmentVariable("PUREMOE_PTXAS") is { Length: > 0 } env && File.Exists(env)) return env;
+        if (Environment.GetEnvironmentVariable(variable) is { Length: > 0 } env && File.Exists(env)) return env;
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
         {
-            string candidate = Path.Combine(d.FullName, ".tools", "cuda", "ptxas");
+            string candidate = Path.Combine(d.FullName, ".tools", "cuda", name);
             if (File.Exists(candidate)) return candidate;
             if (File.Exists(Path.Combine(d.FullName, "PureMoE.sln"))) break;
         }
         foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator))
-            if (dir.Length > 0 && File.Exists(Path.Combine(dir, "ptxas"))) return Path.Combine(dir, "ptxas");
+            if (dir.Length > 0 && File.Exists(Path.Combine(dir, name))) return Path.Combine(dir, name);
         return null;
     }
 
