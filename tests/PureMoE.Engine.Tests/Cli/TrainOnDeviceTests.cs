@@ -128,16 +128,12 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void CliTrainsOnIlgpuCpuLikeTheCpuAndItsCheckpointLoadsOnTheCpu()
     {
-        string[] tiny = ["--steps", "2", "--batch", "2", "--seq", "8", "--hidden", "16", "--ff", "32", "--layers", "1", "--heads", "2",
-                         "--kv-heads", "1", "--experts", "4", "--k", "2", "--eval-batches", "1", "--warmup", "1"];
         string cpuDir = Path.Combine(_dir, "cpu"), gpuDir = Path.Combine(_dir, "gpu");
-        var (cpuCode, _, _) = Cli(["train", .. tiny, "--out", cpuDir]);
-        var (gpuCode, gpuOut, gpuErr) = Cli(["train", .. tiny, "--device", "ilgpu-cpu", "--out", gpuDir]);
+        var (cpuCode, _, _) = Cli(["train", .. TinyArgs, "--out", cpuDir]);
+        var (gpuCode, gpuOut, gpuErr) = Cli(["train", .. TinyArgs, "--device", "ilgpu-cpu", "--out", gpuDir]);
         Assert.Equal(0, cpuCode);
         Assert.True(gpuCode == 0, gpuErr);
         Assert.Contains("on ilgpu-cpu", gpuOut);
-        double[] Losses(string dir) => System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, TrainCheckpoint.StateFile)))!
-            ["train_losses"]!.AsArray().Select(n => n!.GetValue<double>()).ToArray();
         var (cpuLosses, gpuLosses) = (Losses(cpuDir), Losses(gpuDir));
         Assert.Equal(2, gpuLosses.Length);
         for (int i = 0; i < 2; i++) Assert.Equal(cpuLosses[i], gpuLosses[i], 1e-4 * cpuLosses[i]);
@@ -190,20 +186,16 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
     {
         // --devices 2 --device ilgpu-cpu: each MoE layer on ilgpu-cpu:0 and ilgpu-cpu:1 (separate accelerators, the
         // exchange copying between them), the rest of the model on ilgpu-cpu:0; same losses as one CPU device.
-        string[] tiny = ["--steps", "2", "--batch", "2", "--seq", "8", "--hidden", "16", "--ff", "32", "--layers", "1", "--heads", "2",
-                         "--kv-heads", "1", "--experts", "4", "--k", "2", "--eval-batches", "1", "--warmup", "1"];
         string cpuDir = Path.Combine(_dir, "cpu1"), epDir = Path.Combine(_dir, "ep2");
-        var (cpuCode, _, cpuErr) = Cli(["train", .. tiny, "--out", cpuDir]);
-        var (epCode, epOut, epErr) = Cli(["train", .. tiny, "--device", "ilgpu-cpu", "--devices", "2", "--out", epDir]);
+        var (cpuCode, _, cpuErr) = Cli(["train", .. TinyArgs, "--out", cpuDir]);
+        var (epCode, epOut, epErr) = Cli(["train", .. TinyArgs, "--device", "ilgpu-cpu", "--devices", "2", "--out", epDir]);
         Assert.True(cpuCode == 0, cpuErr);
         Assert.True(epCode == 0, epErr);
         Assert.Contains("on ilgpu-cpu", epOut);
-        double[] Losses(string dir) => System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, TrainCheckpoint.StateFile)))!
-            ["train_losses"]!.AsArray().Select(n => n!.GetValue<double>()).ToArray();
         var (cpuLosses, epLosses) = (Losses(cpuDir), Losses(epDir));
         Assert.Equal(2, epLosses.Length);
         for (int i = 0; i < 2; i++) Assert.Equal(cpuLosses[i], epLosses[i], 1e-4 * cpuLosses[i]);
-        var (badCode, _, badErr) = Cli(["train", .. tiny, "--device", "ilgpu-cpu", "--devices", "3"]);
+        var (badCode, _, badErr) = Cli(["train", .. TinyArgs, "--device", "ilgpu-cpu", "--devices", "3"]);
         Assert.Equal(1, badCode);
         Assert.Contains("--devices 3: needs 1 ≤ P and the 4 experts to divide evenly", badErr);
     }
@@ -223,6 +215,14 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
         var missing = Assert.Throws<InvalidOperationException>(() => Device.Parse("cuda:99"));
         Assert.Contains("ILGPU devices here", missing.Message);
     }
+
+    // The tiny model of the command-line tests: 2 steps, 1 layer, 4 experts (the emulator is slow).
+    private static readonly string[] TinyArgs = ["--steps", "2", "--batch", "2", "--seq", "8", "--hidden", "16", "--ff", "32", "--layers", "1",
+        "--heads", "2", "--kv-heads", "1", "--experts", "4", "--k", "2", "--eval-batches", "1", "--warmup", "1"];
+
+    // The per-step training losses a run wrote into its checkpoint state.
+    private static double[] Losses(string dir) => System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, TrainCheckpoint.StateFile)))!
+        ["train_losses"]!.AsArray().Select(n => n!.GetValue<double>()).ToArray();
 
     // Runs the command line with stdout and stderr captured (the ILGPU collection runs one test at a time).
     private static (int Code, string Out, string Err) Cli(string[] args)

@@ -93,54 +93,54 @@ public abstract class IlgpuMoeKernelTests : IlgpuTestBase
     [MemberData(nameof(Widths))]
     public void WeightedGatherSumMatchesCpu(int d)
     {
-        foreach (int tokens in new[] { 1, 5, 37 })
-            for (int m = 1; m <= 4; m++)
-            {
-                string what = $"T={tokens} m={m} d={d}";
-                int seed = tokens * 1000 + m * 100 + d;
-                var ix = CombineIndex(tokens, m, seed, out int rowCount);
-                var rows = K.Rand(rowCount * d, seed + 1);
-                var w = K.Rand(tokens * m, seed + 2, 0, 1);
-                var outCpu = K.S(new float[tokens * d]);
-                Cpu.WeightedGatherSum(K.S(rows), K.S(ix), K.S(w), outCpu, tokens, m, d, rowCount);
-                var output = Up(K.Rand(tokens * d, seed + 3));
-                B.WeightedGatherSum(Up(rows), Up(ix), Up(w), output, tokens, m, d, rowCount);
-                K.Close(K.F(outCpu), DownF(output), 1e-6 * Slack, 1e-6 * Slack, $"out {what}");
-            }
+        foreach (var (tokens, m, seed, what, ix, rowCount, rows, w) in CombineCases(d))
+        {
+            var outCpu = K.S(new float[tokens * d]);
+            Cpu.WeightedGatherSum(K.S(rows), K.S(ix), K.S(w), outCpu, tokens, m, d, rowCount);
+            var output = Up(K.Rand(tokens * d, seed + 3));
+            B.WeightedGatherSum(Up(rows), Up(ix), Up(w), output, tokens, m, d, rowCount);
+            K.Close(K.F(outCpu), DownF(output), 1e-6 * Slack, 1e-6 * Slack, $"out {what}");
+        }
     }
 
     [Theory]
     [MemberData(nameof(Widths))]
     public void WeightedGatherSumBackwardMatchesCpu(int d)
     {
+        foreach (var (tokens, m, seed, what, ix, rowCount, rows, w) in CombineCases(d))
+        {
+            var dOut = K.Rand(tokens * d, seed + 4);
+            var drCpu = K.S(new float[rowCount * d]);
+            var dwCpu = K.S(new float[tokens * m]);
+            Cpu.WeightedGatherSumBackward(K.S(rows), K.S(ix), K.S(w), K.S(dOut), drCpu, dwCpu, tokens, m, d, rowCount);
+            var dwTol = DotTolerance(rows, ix, dOut, tokens, m, d);
+
+            Storage rowsDev = Up(rows), ixDev = Up(ix), wDev = Up(w), dOutDev = Up(dOut);
+            var dr = Up(K.Rand(rowCount * d, seed + 5));
+            var dw = Up(K.Rand(tokens * m, seed + 6));
+            B.WeightedGatherSumBackward(rowsDev, ixDev, wDev, dOutDev, dr, dw, tokens, m, d, rowCount);
+            K.Close(K.F(drCpu), DownF(dr), 1e-6 * Slack, 1e-6 * Slack, $"dRows {what}");
+            CloseEach(K.F(dwCpu), DownF(dw), dwTol, $"dW {what}");
+
+            var drOnly = Up(K.Rand(rowCount * d, seed + 7));
+            B.WeightedGatherSumBackward(rowsDev, ixDev, wDev, dOutDev, drOnly, null, tokens, m, d, rowCount);
+            K.Close(K.F(drCpu), DownF(drOnly), 1e-6 * Slack, 1e-6 * Slack, $"dRows only {what}");
+
+            var dwOnly = Up(K.Rand(tokens * m, seed + 8));
+            B.WeightedGatherSumBackward(rowsDev, ixDev, wDev, dOutDev, null, dwOnly, tokens, m, d, rowCount);
+            CloseEach(K.F(dwCpu), DownF(dwOnly), dwTol, $"dW only {what}");
+        }
+    }
+
+    /// <summary>The combine's inputs for tokens 1, 5, 37 × m = 1 … 4 at width d: index (with −1s), rows and weights.</summary>
+    private static IEnumerable<(int Tokens, int M, int Seed, string What, long[] Ix, int RowCount, float[] Rows, float[] W)> CombineCases(int d)
+    {
         foreach (int tokens in new[] { 1, 5, 37 })
             for (int m = 1; m <= 4; m++)
             {
-                string what = $"T={tokens} m={m} d={d}";
                 int seed = tokens * 1000 + m * 100 + d;
                 var ix = CombineIndex(tokens, m, seed, out int rowCount);
-                var rows = K.Rand(rowCount * d, seed + 1);
-                var w = K.Rand(tokens * m, seed + 2, 0, 1);
-                var dOut = K.Rand(tokens * d, seed + 4);
-                var drCpu = K.S(new float[rowCount * d]);
-                var dwCpu = K.S(new float[tokens * m]);
-                Cpu.WeightedGatherSumBackward(K.S(rows), K.S(ix), K.S(w), K.S(dOut), drCpu, dwCpu, tokens, m, d, rowCount);
-                var dwTol = DotTolerance(rows, ix, dOut, tokens, m, d);
-
-                Storage rowsDev = Up(rows), ixDev = Up(ix), wDev = Up(w), dOutDev = Up(dOut);
-                var dr = Up(K.Rand(rowCount * d, seed + 5));
-                var dw = Up(K.Rand(tokens * m, seed + 6));
-                B.WeightedGatherSumBackward(rowsDev, ixDev, wDev, dOutDev, dr, dw, tokens, m, d, rowCount);
-                K.Close(K.F(drCpu), DownF(dr), 1e-6 * Slack, 1e-6 * Slack, $"dRows {what}");
-                CloseEach(K.F(dwCpu), DownF(dw), dwTol, $"dW {what}");
-
-                var drOnly = Up(K.Rand(rowCount * d, seed + 7));
-                B.WeightedGatherSumBackward(rowsDev, ixDev, wDev, dOutDev, drOnly, null, tokens, m, d, rowCount);
-                K.Close(K.F(drCpu), DownF(drOnly), 1e-6 * Slack, 1e-6 * Slack, $"dRows only {what}");
-
-                var dwOnly = Up(K.Rand(tokens * m, seed + 8));
-                B.WeightedGatherSumBackward(rowsDev, ixDev, wDev, dOutDev, null, dwOnly, tokens, m, d, rowCount);
-                CloseEach(K.F(dwCpu), DownF(dwOnly), dwTol, $"dW only {what}");
+                yield return (tokens, m, seed, $"T={tokens} m={m} d={d}", ix, rowCount, K.Rand(rowCount * d, seed + 1), K.Rand(tokens * m, seed + 2, 0, 1));
             }
     }
 
