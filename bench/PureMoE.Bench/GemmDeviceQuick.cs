@@ -14,6 +14,15 @@ namespace PureMoE.Bench;
 /// </summary>
 internal static class GemmDeviceQuick
 {
+    /// <summary>Sets which SGEMM kernel the backend uses from a --kernel value: auto, tiled or large.</summary>
+    internal static void ChooseKernel(IlgpuBackend backend, string kernelName) => backend.GemmKernel = kernelName switch
+    {
+        "auto" => GemmKernelChoice.Auto,
+        "tiled" => GemmKernelChoice.Tiled,
+        "large" => GemmKernelChoice.Large,
+        _ => throw new ArgumentException($"--kernel {kernelName}: expected auto, tiled or large"),
+    };
+
     /// <summary>Runs the measurement and prints the result.</summary>
     /// <param name="args">--n N [--m M] [--k K] [--ta] [--tb] [--repeats R] [--warmup W] [--json] [--kernel auto|tiled|large] [--checks C].</param>
     /// <param name="device">An ILGPU device.</param>
@@ -31,13 +40,7 @@ internal static class GemmDeviceQuick
         args.ThrowIfUnused();
 
         var backend = (IlgpuBackend)device.Backend;
-        backend.GemmKernel = kernelName switch
-        {
-            "auto" => GemmKernelChoice.Auto,
-            "tiled" => GemmKernelChoice.Tiled,
-            "large" => GemmKernelChoice.Large,
-            _ => throw new ArgumentException($"--kernel {kernelName}: expected auto, tiled or large"),
-        };
+        ChooseKernel(backend, kernelName);
         string kernel = backend.UsesLargeGemm(m, n, 1)
             ? "Sgemm128 (128x128 tile, 8x8 per thread, 256 threads)"
             : $"Sgemm tiled ({4 * backend.GemmThreads.TY}x{4 * backend.GemmThreads.TX} tile, 4x4 per thread, {backend.GroupSize} threads)";

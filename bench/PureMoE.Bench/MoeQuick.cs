@@ -24,7 +24,7 @@ public static class MoeQuick
     private static readonly string[] PhaseNames = ["gate", "route", "dispatch", "experts", "combine"];
 
     /// <summary>Runs the measurement and prints the result.</summary>
-    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json] [--device D].</param>
+    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json] [--device D] [--kernel auto|tiled|large] (the ILGPU SGEMM kernel the experts' GEMMs use).</param>
     public static int Run(QuickArgs args)
     {
         var device = BenchDevice.Parse(args.Text("device", "cpu"));
@@ -37,7 +37,10 @@ public static class MoeQuick
         int repeats = Math.Max(1, args.Int("repeats", 10));
         int warmup = args.Int("warmup", 3);
         bool json = args.Flag("json");
+        string kernelName = args.Text("kernel", "auto");
         args.ThrowIfUnused();
+        if (device.Backend is PureMoE.Backends.Ilgpu.IlgpuBackend ilgpu) GemmDeviceQuick.ChooseKernel(ilgpu, kernelName);
+        else if (kernelName != "auto") throw new ArgumentException($"--kernel {kernelName}: only ILGPU devices have a kernel choice");
         if (routerName != "topk")
         {
             throw new ArgumentException($"--router {routerName}: only topk is supported");
