@@ -129,6 +129,8 @@ if [ $gpu -eq 1 ]; then
   for kernel in auto tiled large; do
     step "quick moe --device cuda --kernel $kernel" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "${ours[@]}" moe --device cuda --kernel $kernel --json
   done
+  # Expert parallelism on the GPUs there are (one on a lent machine: P = 1; P > 1 is skipped with a line saying so).
+  step "quick exchange --device cuda" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "${ours[@]}" exchange --device cuda --no-c2r --json
   if [ $torch_ok -eq 1 ]; then
     step "torch moe --device cuda" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "$py" bench/peers/moe_torch.py --device cuda --json
   fi
