@@ -84,9 +84,10 @@ public sealed partial class IlgpuBackend
 {
     /// <summary>
     /// Up to this many indices IndexAdd runs the direct kernel (each destination element scans all indices): its
-    /// one launch beats the sort's dozens of small launches while count·(index reads) stays this small.
+    /// one launch beats the sort's dozens of small launches while the scan stays this short. Default 32; settable
+    /// so that benchmarks can time either path at any count (both give the same bits).
     /// </summary>
-    internal const int DirectIndexAddMaxCount = 32;
+    internal int DirectIndexAddMaxCount { get; set; } = 32;
 
     private Action<Index1D, ArrayView<long>, ArrayView<int>, ArrayView<int>, IndexArgs>? _indexAddKeys;
     private Action<Index1D, ArrayView<int>, ArrayView<int>, IndexArgs>? _indexAddRowStarts;
