@@ -8,7 +8,7 @@ namespace PureMoE.Bench;
 /// <summary>
 /// `quick indexadd --device cuda|ilgpu-cpu|opencl`: the ILGPU backend's IndexAdd primitive (float32,
 /// dst [outer, axis, inner] += src [outer, count, inner] at random rows), the backward of IndexSelect and of the
-/// MoE dispatch gather. By default the backend picks its path (direct scan up to 32 indices, sort-based above);
+/// MoE dispatch gather. By default the backend picks its path (a direct scan for small problems, else sort-based);
 /// --direct forces the direct O(axis·inner·count) kernel, --sorted the sort-based one, to compare them. Protocol as
 /// `quick gemm`: `warmup` untimed calls (compilation happens there), then the median of `repeats` calls, each
 /// timed from launch to the end of a device synchronisation.
@@ -28,9 +28,8 @@ internal static class IndexAddQuick
         if (device.Backend is not IlgpuBackend backend)
             throw new ArgumentException("--device: quick indexadd measures the ILGPU backend (cuda, ilgpu-cpu or opencl)");
         if (direct && sorted) throw new ArgumentException("--direct and --sorted exclude each other");
-        if (direct) backend.DirectIndexAddMaxCount = int.MaxValue;
-        if (sorted) backend.DirectIndexAddMaxCount = 0;
-        string path = count <= backend.DirectIndexAddMaxCount ? "direct" : "sorted";
+        backend.ForceDirectIndexAdd = direct ? true : sorted ? false : null;
+        string path = backend.UsesDirectIndexAdd(outer, axis, count, inner) ? "direct" : "sorted";
 
         var rng = new Random(42);
         var idx = new long[count];

@@ -24,8 +24,8 @@ public sealed class CudaIndexAddTests : IlgpuIndexAddTests
 }
 
 /// <summary>
-/// IndexAdd (direct up to <see cref="IlgpuBackend.DirectIndexAddMaxCount"/> indices, sort-based above) against
-/// <see cref="Device.Cpu"/>'s backend, bit for bit: both add each destination element's sources in increasing j
+/// IndexAdd against <see cref="Device.Cpu"/>'s backend, bit for bit, on each path (the direct scan, the sort, and
+/// the backend's own choice, <see cref="IlgpuBackend.UsesDirectIndexAdd"/>): both add each destination element's sources in increasing j
 /// onto its initial value, so float32 results must have the same bits (a float add is exact IEEE rounding on any
 /// device, and no FMA can form from a lone add). Indices repeat, some rows get nothing, some indices are out of
 /// range (the device skips them; the CPU backend, which throws, gets the in-range ones only, in the same order).
@@ -69,9 +69,27 @@ public abstract class IlgpuIndexAddTests : IlgpuTestBase
         return d.Data;
     }
 
+    /// <summary>The paths: forced direct, forced sorted, the backend's choice.</summary>
+    private static readonly bool?[] Paths = [true, false, null];
+
+    /// <summary>Runs <paramref name="body"/> with IndexAdd forced onto a path (null: the backend's choice).</summary>
+    private T OnPath<T>(bool? direct, Func<T> body)
+    {
+        B.ForceDirectIndexAdd = direct;
+        try { return body(); }
+        finally { B.ForceDirectIndexAdd = null; }
+    }
+
     private void CheckMatchesCpu(int outer, int axisLen, int count, int inner, bool outOfRange, int seed)
     {
-        string what = $"outer={outer} axisLen={axisLen} count={count} inner={inner}";
+        foreach (var direct in Paths)
+            OnPath(direct, () => { CheckMatchesCpuOnce(outer, axisLen, count, inner, outOfRange, seed, direct); return 0; });
+    }
+
+    private void CheckMatchesCpuOnce(int outer, int axisLen, int count, int inner, bool outOfRange, int seed, bool? direct)
+    {
+        string path = direct switch { true => "direct", false => "sorted", null => "auto" };
+        string what = $"{path} outer={outer} axisLen={axisLen} count={count} inner={inner}";
         var ix = Indices(count, axisLen, seed, outOfRange);
         var dst = K.Rand(outer * axisLen * inner, seed + 1);
         var src = K.Rand(outer * count * inner, seed + 2);
@@ -85,15 +103,15 @@ public abstract class IlgpuIndexAddTests : IlgpuTestBase
         var expectedL = (long[])CpuIndexAdd(dstL, ix, srcL, outer, axisLen, inner);
         var dL = Up(dstL);
         B.IndexAdd(dL, Up(ix), Up(srcL), outer, axisLen, count, inner);
-        Assert.Equal(expectedL, DownL(dL));
+        Assert.True(expectedL.SequenceEqual(DownL(dL)), $"int64 {what}");
     }
 
     [Theory]
     [InlineData(1, 7, 0, 3)]
     [InlineData(1, 5, 1, 1)]
-    [InlineData(2, 9, 32, 130)]     // the largest direct count
-    [InlineData(1, 3, 33, 1)]       // the smallest sorted count; few rows, long segments
-    [InlineData(3, 17, 1037, 130)]
+    [InlineData(2, 9, 32, 130)]
+    [InlineData(1, 3, 33, 1)]       // few rows, long segments
+    [InlineData(3, 17, 1037, 130)]  // sorted by default
     [InlineData(2, 513, 1500, 1)]
     [InlineData(1, 1, 1200, 5)]     // one row: one segment of all j
     public void MatchesCpuBitForBit(int outer, int axisLen, int count, int inner)
@@ -105,7 +123,7 @@ public abstract class IlgpuIndexAddTests : IlgpuTestBase
     [Fact]
     public void RowsBeyond16BitsSortOnAll32()
     {
-        // 70 000 rows: keys no longer fit the 16-bit sort, so this runs the 32-bit one.
+        // 70 000 rows: keys no longer fit the 16-bit sort, so the sorted path runs the 32-bit one.
         CheckMatchesCpu(1, 70_000, 300, 1, outOfRange: true, seed: 17);
     }
 
@@ -115,9 +133,13 @@ public abstract class IlgpuIndexAddTests : IlgpuTestBase
         int outer = 2, axisLen = 6, inner = 3, count = 40;
         var ix = Enumerable.Range(0, count).Select(j => j % 2 == 0 ? -1 - j : axisLen + (1L << 32) * j).ToArray();
         var dst = K.Rand(outer * axisLen * inner, 3);
-        var d = Up(dst);
-        B.IndexAdd(d, Up(ix), Up(K.Rand(outer * count * inner, 4)), outer, axisLen, count, inner);
-        K.SameBits(dst, DownF(d), "dst");
+        var src = K.Rand(outer * count * inner, 4);
+        foreach (var direct in Paths)
+        {
+            var d = Up(dst);
+            OnPath(direct, () => { B.IndexAdd(d, Up(ix), Up(src), outer, axisLen, count, inner); return 0; });
+            K.SameBits(dst, DownF(d), $"dst direct={direct}");
+        }
     }
 
     [Fact]
@@ -135,7 +157,7 @@ public abstract class IlgpuIndexAddTests : IlgpuTestBase
             Assert.Equal(reads, B.HostReads);
             return DownF(d);
         }
-        K.SameBits(Run(), Run(), "run 2");
+        foreach (var direct in Paths) OnPath(direct, () => { K.SameBits(Run(), Run(), $"run 2 direct={direct}"); return 0; });
     }
 
     [Fact]
@@ -143,11 +165,15 @@ public abstract class IlgpuIndexAddTests : IlgpuTestBase
     {
         int outer = 1, axisLen = 40, count = 300, inner = 2;
         Storage ix = Up(Indices(count, axisLen, 8, false)), src = Up(K.Rand(count * inner, 9)), d = Up(K.Rand(axisLen * inner, 10));
-        B.IndexAdd(d, ix, src, outer, axisLen, count, inner); // warm: kernels compiled, temp buffer pooled
-        long leased = B.Pool.LeasedBytes, allocations = B.Pool.Allocations;
-        B.IndexAdd(d, ix, src, outer, axisLen, count, inner);
-        Assert.Equal(leased, B.Pool.LeasedBytes);
-        Assert.Equal(allocations, B.Pool.Allocations);
+        OnPath(false, () =>
+        {
+            B.IndexAdd(d, ix, src, outer, axisLen, count, inner); // warm: kernels compiled, temp buffer pooled
+            long leased = B.Pool.LeasedBytes, allocations = B.Pool.Allocations;
+            B.IndexAdd(d, ix, src, outer, axisLen, count, inner);
+            Assert.Equal(leased, B.Pool.LeasedBytes);
+            Assert.Equal(allocations, B.Pool.Allocations);
+            return 0;
+        });
     }
 
     /// <summary>x.IndexSelect(axis, idx) weighted by a target and summed: its gradient is IndexAdd of the target.</summary>
@@ -164,14 +190,14 @@ public abstract class IlgpuIndexAddTests : IlgpuTestBase
     [InlineData(1)]
     public void IndexSelectBackwardMatchesCpuBitForBit(int axis)
     {
-        // An embedding-like [outer?, rows, d] table and 300 lookups (repeating rows), the sorted path.
+        // An embedding-like [outer?, rows, d] table and 300 lookups (repeating rows), on each path.
         int[] shape = axis == 0 ? [64, 17] : [3, 64, 17];
         long[] ix = Indices(300, 64, 11 + axis, outOfRange: false);
         int[] yShape = axis == 0 ? [300, 17] : [3, 300, 17];
         var x = K.Rand(shape.Aggregate(1, (a, b) => a * b), 12);
         var target = K.Rand(yShape.Aggregate(1, (a, b) => a * b), 13);
         var cpu = IndexSelectGrad(Device.Cpu, x, shape, axis, ix, target, yShape);
-        var dev = IndexSelectGrad(Dev, x, shape, axis, ix, target, yShape);
-        K.SameBits(cpu, dev, $"dx axis={axis}");
+        foreach (var direct in Paths)
+            K.SameBits(cpu, OnPath(direct, () => IndexSelectGrad(Dev, x, shape, axis, ix, target, yShape)), $"dx axis={axis} direct={direct}");
     }
 }

@@ -16,7 +16,7 @@ namespace PureMoE.Backends.Ilgpu;
 //     and no atomics, so they do not depend on scheduling.
 // O(count·inner) work per outer slice plus one sort of count keys per call (shared by all outer slices), against
 // O(axisLen·inner·count) for the direct kernel. Keys only need ⌈log₂(axisLen + 1)⌉ bits: below 2¹⁶ rows the sort
-// looks at 16 bits, half the passes of a full 32-bit sort.
+// looks at 16 bits, half the passes of a full 32-bit sort. Small problems keep the direct kernel (one launch).
 internal static partial class IlgpuKernels
 {
     /// <summary>Sort keys of IndexAdd: key[j] = idx[j], or AxisLen when out of range; value[j] = j.</summary>
@@ -83,11 +83,18 @@ internal readonly struct RowKey16 : IRadixSortOperation<int>
 public sealed partial class IlgpuBackend
 {
     /// <summary>
-    /// Up to this many indices IndexAdd runs the direct kernel (each destination element scans all indices): its
-    /// one launch beats the sort's dozens of small launches while the scan stays this short. Default 32; settable
-    /// so that benchmarks can time either path at any count (both give the same bits).
+    /// Forces IndexAdd's path: true the direct scan, false the sort, null (default) the choice of
+    /// <see cref="UsesDirectIndexAdd"/>. Both give the same bits; benchmarks and tests set it to time or test either.
     /// </summary>
-    internal int DirectIndexAddMaxCount { get; set; } = 32;
+    internal bool? ForceDirectIndexAdd { get; set; }
+
+    /// <summary>
+    /// The direct scan when it is short per thread (count ≤ 32) or small in all (count ≤ 1024 and
+    /// outer·axisLen·inner·count ≤ 2²² index reads): there its one launch beats the sort's few dozen small launches
+    /// (four per 2-bit radix pass, plus the pair packing and the row starts). Not yet tuned on a GPU.
+    /// </summary>
+    internal bool UsesDirectIndexAdd(int outer, int axisLen, int count, int inner) =>
+        ForceDirectIndexAdd ?? (count <= 32 || (count <= 1024 && (long)outer * axisLen * inner * count <= 1L << 22));
 
     private Action<Index1D, ArrayView<long>, ArrayView<int>, ArrayView<int>, IndexArgs>? _indexAddKeys;
     private Action<Index1D, ArrayView<int>, ArrayView<int>, IndexArgs>? _indexAddRowStarts;
@@ -98,8 +105,8 @@ public sealed partial class IlgpuBackend
     /// <inheritdoc />
     /// <remarks>
     /// dst[o, idx[j], i] += src[o, j, i], each destination element summed in increasing j (bit-identical to the CPU
-    /// backends, run to run). Up to <see cref="DirectIndexAddMaxCount"/> indices each destination element scans
-    /// them all; above, the (idx[j], j) pairs are radix-sorted once per call (stable, so j stays increasing within
+    /// backends, run to run). For small problems (<see cref="UsesDirectIndexAdd"/>) each destination element scans
+    /// all indices; otherwise the (idx[j], j) pairs are radix-sorted once per call (stable, so j stays increasing within
     /// a row) and each destination element adds just its row's segment: O(count·inner) per outer slice instead of
     /// O(axisLen·inner·count). An index outside [0, axisLen) adds nothing (a kernel cannot throw; the CPU backends
     /// do). Temporary buffers come from the pool; nothing is read back to the host.
@@ -112,7 +119,7 @@ public sealed partial class IlgpuBackend
         var p = new IndexArgs { Outer = outer, AxisLen = axisLen, Count = count, Inner = inner };
         var d = S(dst, op);
         var ix = L(idx, op);
-        if (count <= DirectIndexAddMaxCount)
+        if (UsesDirectIndexAdd(outer, axisLen, count, inner))
         {
             if (d.DType == DType.Float32)
                 Cached(ref _indexAddF, () => LoadIndex<float>(IlgpuKernels.IndexAddFloat))(total, d.F, ix, F(src, op), p);
