@@ -106,9 +106,9 @@ public sealed partial class IlgpuBackend
     /// <remarks>
     /// dst[o, idx[j], i] += src[o, j, i], each destination element summed in increasing j (bit-identical to the CPU
     /// backends, run to run). For small problems (<see cref="UsesDirectIndexAdd"/>) each destination element scans
-    /// all indices; otherwise the (idx[j], j) pairs are radix-sorted once per call (stable, so j stays increasing within
-    /// a row) and each destination element adds just its row's segment: O(count·inner) per outer slice instead of
-    /// O(axisLen·inner·count). An index outside [0, axisLen) adds nothing (a kernel cannot throw; the CPU backends
+    /// all indices; otherwise the (idx[j], j) pairs are radix-sorted once per call (stable, so j stays increasing
+    /// within a row) and each destination element adds just its row's segment: O(count·inner) per outer slice
+    /// instead of O(axisLen·inner·count). An index outside [0, axisLen) adds nothing (a kernel cannot throw; the CPU backends
     /// do). Temporary buffers come from the pool; nothing is read back to the host.
     /// </remarks>
     public void IndexAdd(Storage dst, Storage idx, Storage src, int outer, int axisLen, int count, int inner)
