@@ -56,6 +56,7 @@ public sealed class IlgpuOpenCLTests
         foreach (var expected in new[] { "Unary", "Binary", "WhereFloatCond", "WhereLongCond", "Fill", "CopyStrided", "CopyFloatToLong",
                      "CopyLongToFloat", "ReduceRows", "ReduceColumns", "Softmax", "SoftmaxBackward", "RmsNorm", "RmsNormBackwardDx",
                      "RmsNormBackwardDw", "IndexSelect", "Gather", "IndexAddFloat", "IndexAddLong", "ScatterAddFloat", "ScatterAddLong",
+                     "IndexAddKeys", "IndexAddRowStarts", "IndexAddSortedFloat", "IndexAddSortedLong",
                      "TopK", "ArgSortFloat", "ArgSortLong", "Rope", "AdamW", "Sgemm", "SwiGlu", "SwiGluBackward", "WeightedGatherSum",
                      "WeightedGatherSumBackward" })
             Assert.Contains(expected, names);

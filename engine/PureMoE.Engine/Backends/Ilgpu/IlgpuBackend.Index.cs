@@ -18,7 +18,8 @@ public struct IndexArgs
 
 // Determinism: the *Add kernels give each destination element to one thread, which adds the matching sources in
 // order of j, exactly as the reference loop does; there are no atomics, so float sums do not depend on scheduling.
-// That costs O(count) per destination element; a sort-based (CSR) variant is the planned fast path for large counts.
+// The direct kernels here cost O(count) per destination element: IndexAdd uses them for small counts only and
+// otherwise sorts the indices first (IlgpuBackend.IndexAdd.cs); ScatterAdd always uses them (see its remarks).
 // Out-of-range indices cannot throw on a device: they read as 0 and add nothing.
 internal static partial class IlgpuKernels
 {
@@ -108,20 +109,6 @@ public sealed partial class IlgpuBackend
     }
 
     /// <inheritdoc />
-    public void IndexAdd(Storage dst, Storage idx, Storage src, int outer, int axisLen, int count, int inner)
-    {
-        int total = outer * axisLen * inner;
-        if (total == 0 || count == 0) return;
-        var p = new IndexArgs { Outer = outer, AxisLen = axisLen, Count = count, Inner = inner };
-        var d = S(dst, "IndexAdd");
-        var ix = L(idx, "IndexAdd");
-        if (d.DType == DType.Float32)
-            Cached(ref _indexAddF, () => LoadIndex<float>(IlgpuKernels.IndexAddFloat))(total, d.F, ix, F(src, "IndexAdd"), p);
-        else
-            Cached(ref _indexAddL, () => LoadIndex<long>(IlgpuKernels.IndexAddLong))(total, d.L, ix, L(src, "IndexAdd"), p);
-    }
-
-    /// <inheritdoc />
     public void Gather(Storage src, Storage idx, Storage dst, int outer, int axisLen, int count, int inner)
     {
         int total = outer * count * inner;
@@ -136,6 +123,12 @@ public sealed partial class IlgpuBackend
     }
 
     /// <inheritdoc />
+    /// <remarks>
+    /// Direct: each destination element scans its count candidates, O(count) per element, in order of j (so
+    /// deterministic and bit-identical to the CPU backends). Unlike IndexAdd's one index list, every (o, i) column
+    /// has its own indices here, so a sort-based version would need outer·inner segmented sorts; its uses (the
+    /// backward of Gather and TopK, with count = experts per token) are routing-sized, where the scan is cheap.
+    /// </remarks>
     public void ScatterAdd(Storage dst, Storage idx, Storage src, int outer, int axisLen, int count, int inner)
     {
         int total = outer * axisLen * inner;
