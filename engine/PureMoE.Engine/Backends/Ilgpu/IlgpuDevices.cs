@@ -48,6 +48,24 @@ public static class IlgpuDevices
         return names.Length == 0 ? "none" : string.Join(", ", names);
     }
 
+    /// <summary>
+    /// Why no CUDA device may show although a GPU is there: ILGPU 1.5.3 opens the driver as plain libcuda.so, which
+    /// only the driver's development package links; a machine with the driver alone has libcuda.so.1. Empty when
+    /// that is not the case (no driver at all, or libcuda.so loads).
+    /// </summary>
+    internal static string CudaDriverHint(bool plainLoads, bool versionedLoads) => !plainLoads && versionedLoads
+        ? ". The NVIDIA driver is here as libcuda.so.1 only, and ILGPU opens libcuda.so: link it in a folder of your own and put " +
+          "that folder on LD_LIBRARY_PATH, e.g. d=$(mktemp -d); ln -s \"$(ldconfig -p | awk '/libcuda\\.so\\.1 /{print $NF; exit}')\" $d/libcuda.so; " +
+          "export LD_LIBRARY_PATH=$d:$LD_LIBRARY_PATH"
+        : "";
+
+    private static bool Loads(string library)
+    {
+        if (!System.Runtime.InteropServices.NativeLibrary.TryLoad(library, out var handle)) return false;
+        System.Runtime.InteropServices.NativeLibrary.Free(handle);
+        return true;
+    }
+
     /// <summary>The device of a kind and index, created on first use.</summary>
     internal static Device Get(DeviceKind kind, int index)
     {
@@ -137,7 +155,8 @@ public static class IlgpuDevices
                 int count = context.GetCudaDevices().Count;
                 if (index >= count)
                     throw new InvalidOperationException(
-                        $"Device.Cuda({index}): this machine has {count} CUDA device(s) visible to ILGPU; ILGPU devices here: {Describe()}");
+                        $"Device.Cuda({index}): this machine has {count} CUDA device(s) visible to ILGPU; ILGPU devices here: {Describe()}" +
+                        (count == 0 ? CudaDriverHint(Loads("libcuda.so"), Loads("libcuda.so.1")) : ""));
                 accelerator = context.CreateCudaAccelerator(index);
                 break;
             }
