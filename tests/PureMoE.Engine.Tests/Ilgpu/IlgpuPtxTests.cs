@@ -115,12 +115,15 @@ public sealed class IlgpuPtxTests
     /// <summary>
     /// What decides the large SGEMM kernel's speed, checked in its PTX: its 64 accumulators and staged values stay in
     /// registers (no local memory), its shared-memory reads are 16-byte vector loads, and its inner loop is the
-    /// unrolled 8×8 outer product (64 multiply-adds per k, which ptxas contracts to FFMA).
+    /// unrolled 8×8 outer product (64 multiply-adds per k, which ptxas contracts to FFMA). The grouped kernel shares
+    /// the tile code and must keep all of it.
     /// </summary>
-    [Fact]
-    public void LargeSgemmKeepsItsRegisterBlockInRegisters()
+    [Theory]
+    [InlineData("Sgemm128")]
+    [InlineData("SgemmGrouped128")]
+    public void LargeSgemmKeepsItsRegisterBlockInRegisters(string kernel)
     {
-        string ptx = KernelPtx("Sgemm128");
+        string ptx = KernelPtx(kernel);
         Assert.DoesNotContain(".local", ptx);
         Assert.Equal(4, Regex.Count(ptx, @"ld\.shared\.v4\.f32"));
         Assert.True(Regex.Count(ptx, @"\bmul(\.rn)?\.f32") >= 64);
@@ -129,18 +132,21 @@ public sealed class IlgpuPtxTests
     /// <summary>
     /// The same kernel as Hopper machine code: ptxas builds it for sm_90 (no spills, at most 128 registers so that two
     /// 256-thread groups fit an SM's 65,536 registers), and nvdisasm shows the inner loop as written — 4 LDS.128 and
-    /// then 64 FFMA in a row per k (16 FMAs per shared-memory load), with no local memory anywhere.
+    /// then 64 FFMA in a row per k (16 FMAs per shared-memory load), with no local memory anywhere. The same for the
+    /// grouped kernel, whose tiles run the same code.
     /// </summary>
-    [Fact]
-    public void LargeSgemmIsSixtyFourFfmaPerFourSharedLoadsOnHopper()
+    [Theory]
+    [InlineData("Sgemm128")]
+    [InlineData("SgemmGrouped128")]
+    public void LargeSgemmIsSixtyFourFfmaPerFourSharedLoadsOnHopper(string kernel)
     {
         string? ptxas = FindPtxas(), nvdisasm = FindTool("nvdisasm", "PUREMOE_NVDISASM");
         Assert.SkipWhen(ptxas is null || nvdisasm is null, "ptxas/nvdisasm not found: run `bash scripts/install-ptxas.sh`");
         var dir = Directory.CreateTempSubdirectory("puremoe-sass-");
         try
         {
-            string ptx = Path.Combine(dir.FullName, "Sgemm128.ptx"), cubin = Path.Combine(dir.FullName, "Sgemm128.cubin");
-            File.WriteAllText(ptx, KernelPtx("Sgemm128", CudaInstructionSet.ISA_78));
+            string ptx = Path.Combine(dir.FullName, kernel + ".ptx"), cubin = Path.Combine(dir.FullName, kernel + ".cubin");
+            File.WriteAllText(ptx, KernelPtx(kernel, CudaInstructionSet.ISA_78));
             var (exit, info) = Run(ptxas!, $"-arch=sm_90 -v -o \"{cubin}\" \"{ptx}\"");
             Assert.True(exit == 0, info);
             Assert.Contains("0 bytes spill stores, 0 bytes spill loads", info);
@@ -168,7 +174,7 @@ public sealed class IlgpuPtxTests
             }
             Assert.Equal(64, longest);
             Assert.Equal(4, loadsBeforeLongest);
-            TestContext.Current.SendDiagnosticMessage($"Sgemm128 on sm_90: {registers} registers, inner loop 4 LDS.128 + {longest} FFMA");
+            TestContext.Current.SendDiagnosticMessage($"{kernel} on sm_90: {registers} registers, inner loop 4 LDS.128 + {longest} FFMA");
         }
         finally
         {

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 
 namespace PureMoE.Backends.Ilgpu;
@@ -21,6 +22,8 @@ internal struct Float4x
 // like the stores, so any M, N, K, transposition, leading dimension and batch stride works. ILGPU 1.5.3 does not
 // unroll loops: the 64 accumulators are locals (an array would live in local memory) and the 8×8 outer product is
 // written out. Tiles are visited in groups of 8 tile rows so that blocks running together share A and B in L2.
+// SgemmGrouped128 runs the same tile code over many GEMMs at once (grouped GEMM, MoE experts): each group reads
+// its tile's GEMM (M, K, offsets) from a small table the host builds, so one launch covers every expert.
 internal static partial class IlgpuKernels
 {
     /// <summary>Threads per group of <see cref="Sgemm128"/>.</summary>
@@ -39,8 +42,6 @@ internal static partial class IlgpuKernels
     {
         var as4 = SharedMemory.Allocate<Float4x>(2 * G128BK * G128Stride4);
         var bs4 = SharedMemory.Allocate<Float4x>(2 * G128BK * G128Stride4);
-        var asf = as4.Cast<float>();
-        var bsf = bs4.Cast<float>();
 
         // Grouped tile order: 8 tile rows at a time, column by column within the group.
         int tile = Grid.IdxX, batch = Grid.IdxY;
@@ -48,10 +49,42 @@ internal static partial class IlgpuKernels
         int perGroup = 8 * tilesN, firstM = tile / perGroup * 8, inGroup = tile % perGroup;
         int groupRows = Math.Min(tilesM - firstM, 8);
         int row0 = (firstM + inGroup % groupRows) * Gemm128Tile, col0 = inGroup / groupRows * Gemm128Tile;
+        int aBase = p.OffA + batch * p.StrideA, bBase = p.OffB + batch * p.StrideB, cBase = p.OffC + batch * p.StrideC;
+        Tile128(a, b, c, p, as4, bs4, row0, col0, aBase, bBase, cBase);
+    }
 
+    /// <summary>Ints per tile in the table of <see cref="SgemmGrouped128"/>: M, K, row0, col0, aBase, bBase, cBase.</summary>
+    public const int GroupedTileInts = 7;
+
+    /// <summary>
+    /// Many independent GEMMs (the groups of a grouped GEMM) in one launch of the 128×128 tile code: group
+    /// Grid.IdxX computes the tile described by its entry of <paramref name="tiles"/> (see <see cref="GroupedTileInts"/>):
+    /// the tile's own M and K (its GEMM's), its first row and column, and its GEMM's element offsets in a, b and c.
+    /// N, leading dimensions, transpositions and scales are shared (in <paramref name="p"/>).
+    /// </summary>
+    [IlgpuKernel]
+    public static void SgemmGrouped128(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<int> tiles, GemmArgs p)
+    {
+        var as4 = SharedMemory.Allocate<Float4x>(2 * G128BK * G128Stride4);
+        var bs4 = SharedMemory.Allocate<Float4x>(2 * G128BK * G128Stride4);
+        int e = Grid.IdxX * GroupedTileInts;
+        p.M = tiles[e];
+        p.K = tiles[e + 1];
+        Tile128(a, b, c, p, as4, bs4, tiles[e + 2], tiles[e + 3], tiles[e + 4], tiles[e + 5], tiles[e + 6]);
+    }
+
+    /// <summary>
+    /// One 128×128 tile of C = alpha·op(A)·op(B) + beta·C starting at (row0, col0), for the matrices at element
+    /// offsets aBase, bBase, cBase (the body of both large kernels; inlined, so each keeps its registers).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tile128(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p,
+        ArrayView<Float4x> as4, ArrayView<Float4x> bs4, int row0, int col0, int aBase, int bBase, int cBase)
+    {
+        var asf = as4.Cast<float>();
+        var bsf = bs4.Cast<float>();
         int t = Group.IdxX, lane = t & 31, warp = t >> 5;
         int tx = ((warp & 1) << 3) | (lane & 7), ty = ((warp >> 1) << 2) | (lane >> 3);
-        int aBase = p.OffA + batch * p.StrideA, bBase = p.OffB + batch * p.StrideB, cBase = p.OffC + batch * p.StrideC;
 
         // This thread's 4 elements of each 128×8 staged tile: along k when the operand is k-contiguous (A
         // untransposed, B transposed: 8 threads read one row's 8 consecutive k), else along rows (32 consecutive).
