@@ -126,6 +126,30 @@ public interface IBackend
         double beta, Storage c, int cOffset, int ldc, int strideC, int batch);
 
     /// <summary>
+    /// Row-grouped GEMM (MoE experts, forward and input gradients): the rows of A [M, K] and C [M, N] (contiguous,
+    /// offset 0, M = Σ <paramref name="groupSizes"/>) come in consecutive groups, and group g is multiplied by its own
+    /// matrix: C_g = alpha·A_g·op(B_g) + beta·C_g, with B_g [N, K] when <paramref name="transB"/> (op = transpose, a
+    /// Linear weight) else [K, N]. Empty groups are skipped. The default runs one <see cref="Gemm"/> per non-empty
+    /// group, in group order; GPU backends run all groups in one launch.
+    /// </summary>
+    void GroupedGemm(int[] groupSizes, int n, int k, double alpha, Storage a, Storage[] b, bool transB, double beta, Storage c)
+    {
+        GroupedGemmLoops.Rows(this, groupSizes, n, k, alpha, a, b, transB, beta, c);
+    }
+
+    /// <summary>
+    /// K-grouped GEMM (MoE weight gradients): A [R, M] and B [R, N] (contiguous, offset 0, R = Σ
+    /// <paramref name="groupSizes"/>) come in consecutive groups of rows, and each group is reduced into its own
+    /// output: C_g [M, N] = alpha·A_gᵀ·B_g + beta·C_g. A null C_g skips its group; an empty group gets C_g = beta·C_g
+    /// (zeros when beta is 0). The default runs one <see cref="Gemm"/> per group with an output, in group order; GPU
+    /// backends run all groups in one launch.
+    /// </summary>
+    void GroupedGemmKGrouped(int[] groupSizes, int m, int n, double alpha, Storage a, Storage b, double beta, Storage?[] c)
+    {
+        GroupedGemmLoops.KGrouped(this, groupSizes, m, n, alpha, a, b, beta, c);
+    }
+
+    /// <summary>
     /// Row softmax (or log-softmax) of x [rows, n] into y. With causalQuery &gt; 0 the rows are query positions
     /// (row r is query r mod causalQuery) and column j is masked when j &gt; (r mod causalQuery) + n − causalQuery:
     /// its probability is 0 (log-probability −∞).
@@ -255,4 +279,47 @@ public interface IBackend
     /// <summary>One AdamW step over n parameters (decoupled weight decay); m, v updated in place.</summary>
     void AdamW(Storage param, Storage grad, Storage m, Storage v, int n,
         double lr, double beta1, double beta2, double eps, double weightDecay, double biasCorrection1, double biasCorrection2);
+}
+
+/// <summary>
+/// The grouped GEMMs as one <see cref="IBackend.Gemm"/> per group (the interface's default implementations, and
+/// the fallback of backends that override them), with their argument checks.
+/// </summary>
+internal static class GroupedGemmLoops
+{
+    /// <summary>See <see cref="IBackend.GroupedGemm"/>.</summary>
+    public static void Rows(IBackend backend, int[] groupSizes, int n, int k, double alpha, Storage a, Storage[] b, bool transB, double beta, Storage c)
+    {
+        Check(groupSizes, b.Length);
+        int row = 0;
+        for (int g = 0; g < groupSizes.Length; row += groupSizes[g], g++)
+        {
+            if (groupSizes[g] == 0) continue;
+            backend.Gemm(false, transB, groupSizes[g], n, k, alpha, a, row * k, k, 0, b[g], 0, transB ? k : n, 0,
+                beta, c, row * n, n, 0, 1);
+        }
+    }
+
+    /// <summary>See <see cref="IBackend.GroupedGemmKGrouped"/>.</summary>
+    public static void KGrouped(IBackend backend, int[] groupSizes, int m, int n, double alpha, Storage a, Storage b, double beta, Storage?[] c)
+    {
+        Check(groupSizes, c.Length);
+        int row = 0;
+        for (int g = 0; g < groupSizes.Length; row += groupSizes[g], g++)
+        {
+            if (c[g] is not { } cg) continue;
+            // K = 0 for an empty group: Gemm then only scales C.
+            backend.Gemm(true, false, m, n, groupSizes[g], alpha, a, row * m, m, 0, b, row * n, n, 0, beta, cg, 0, n, 0, 1);
+        }
+    }
+
+    /// <summary>One matrix per group and no negative group size.</summary>
+    public static void Check(int[] groupSizes, int matrices)
+    {
+        ArgumentNullException.ThrowIfNull(groupSizes);
+        if (matrices != groupSizes.Length)
+            throw new ArgumentException($"GroupedGemm: {matrices} per-group matrices for {groupSizes.Length} groups");
+        foreach (int s in groupSizes)
+            if (s < 0) throw new ArgumentException($"GroupedGemm: negative group size in [{string.Join(",", groupSizes)}]");
+    }
 }

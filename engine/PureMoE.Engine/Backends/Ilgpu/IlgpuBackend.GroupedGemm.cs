@@ -1,0 +1,185 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace PureMoE.Backends.Ilgpu;
+
+/// <summary>How <see cref="IlgpuBackend"/> runs grouped GEMMs (a tuning and testing knob; Auto chooses by shape).</summary>
+internal enum GroupedGemmChoice
+{
+    /// <summary>By shape: one grouped launch when it fills the device (see <see cref="IlgpuBackend.UsesGroupedGemm"/>).</summary>
+    Auto,
+    /// <summary>One launch of <see cref="IlgpuKernels.SgemmGrouped128"/> wherever the accelerator allows the 128×128 kernel.</summary>
+    Grouped,
+    /// <summary>One <see cref="IlgpuBackend.Gemm"/> per group (the interface's default).</summary>
+    PerGroup,
+}
+
+// Grouped GEMM in one launch. A kernel cannot take an array of buffers, so the per-group matrices (one buffer per
+// expert) are first copied device-to-device into one pooled buffer, group after group; the host then lists every
+// 128×128 tile of every group's GEMM in a small int table (the tile's M, K, first row and column, and its GEMM's
+// offsets in A, B and C) and one launch of SgemmGrouped128 computes them all with the tile code of Sgemm128. Each
+// output element is computed by one thread in a fixed order, so results are deterministic. The K-grouped form
+// (weight gradients) writes into a pooled [groups, M, N] buffer whose slices are then copied to the groups'
+// outputs: the gradients must stay separate buffers, and that copy is M·N per group, small beside the GEMM's
+// 2·rows·M·N flops. Empty groups get no tiles (row-grouped) or tiles with K = 0 (K-grouped: C = beta·C).
+public sealed partial class IlgpuBackend
+{
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, GemmArgs>? _sgemmGrouped;
+    private long _groupedGemmLaunches;
+
+    /// <summary>Grouped GEMM override for benchmarks and tests (Auto by default).</summary>
+    internal GroupedGemmChoice GroupedGemmMode { get; set; }
+
+    /// <summary>Launches of the grouped kernel so far (tests check that the grouped path ran).</summary>
+    internal long GroupedGemmLaunches => Interlocked.Read(ref _groupedGemmLaunches);
+
+    /// <summary>
+    /// True when a grouped GEMM runs as one launch. Auto takes it when the 128×128 kernel is supported and not
+    /// overridden (GemmKernel = Tiled keeps the per-group loop), at least two groups have work (one GEMM needs no
+    /// staging), the output sides that every group shares span a tile (<paramref name="sharedSide"/> ≥ 128: narrower
+    /// outputs would be mostly padding) and all groups' tiles together give every multiprocessor a group (else the
+    /// per-group tiled kernel, with 4× more, smaller tiles, keeps more of the device busy).
+    /// </summary>
+    internal bool UsesGroupedGemm(int groupsWithWork, long tiles, int sharedSide) => GroupedGemmMode switch
+    {
+        GroupedGemmChoice.PerGroup => false,
+        GroupedGemmChoice.Grouped => SupportsLargeGemm,
+        _ => SupportsLargeGemm && GemmKernel != GemmKernelChoice.Tiled && groupsWithWork >= 2 && sharedSide >= 128 &&
+             tiles >= Accelerator.NumMultiprocessors,
+    };
+
+    /// <inheritdoc />
+    public void GroupedGemm(int[] groupSizes, int n, int k, double alpha, Storage a, Storage[] b, bool transB, double beta, Storage c)
+    {
+        const string op = "GroupedGemm";
+        GroupedGemmLoops.Check(groupSizes, b.Length);
+        int used = 0, tilesN = TileCount(n);
+        long tiles = 0;
+        foreach (int s in groupSizes)
+        {
+            if (s == 0) continue;
+            used++;
+            tiles += (long)TileCount(s) * tilesN;
+        }
+        if (n == 0 || used == 0) return;
+        if (!UsesGroupedGemm(used, tiles, n))
+        {
+            GroupedGemmLoops.Rows(this, groupSizes, n, k, alpha, a, b, transB, beta, c);
+            return;
+        }
+
+        // Stage the used groups' B side by side: [used, N·K].
+        int perB = n * k;
+        using var stagedB = Rent(DType.Float32, used * perB, op);
+        var stream = Accelerator.DefaultStream;
+        var table = new int[tiles * IlgpuKernels.GroupedTileInts];
+        int at = 0, slot = 0, row = 0;
+        for (int g = 0; g < groupSizes.Length; row += groupSizes[g], g++)
+        {
+            int m = groupSizes[g];
+            if (m == 0) continue;
+            if (b[g].Length < perB) throw new ArgumentException($"{op}: group {g}'s matrix has {b[g].Length} elements, needs {n}·{k}");
+            if (perB > 0) F(b[g], op).SubView(0, perB).CopyTo(stream, stagedB.F.SubView(slot * perB, perB));
+            AddTiles(table, ref at, m, n, k, row * k, slot * perB, row * n);
+            slot++;
+        }
+        var p = new GemmArgs
+        {
+            N = n, Lda = k, Ldb = transB ? k : n, Ldc = n, TransB = transB ? 1 : 0,
+            Alpha = (float)alpha, Beta = (float)beta,
+        };
+        LaunchGrouped(table, F(a, op), stagedB.F, F(c, op), p);
+    }
+
+    /// <inheritdoc />
+    public void GroupedGemmKGrouped(int[] groupSizes, int m, int n, double alpha, Storage a, Storage b, double beta, Storage?[] c)
+    {
+        const string op = "GroupedGemmKGrouped";
+        GroupedGemmLoops.Check(groupSizes, c.Length);
+        int outputs = c.Count(x => x is not null);
+        long tiles = (long)outputs * TileCount(m) * TileCount(n);
+        if (m == 0 || n == 0 || outputs == 0) return;
+        if (!UsesGroupedGemm(outputs, tiles, Math.Min(m, n)))
+        {
+            GroupedGemmLoops.KGrouped(this, groupSizes, m, n, alpha, a, b, beta, c);
+            return;
+        }
+
+        // Longest reductions first: tiles of unequal K then finish closer together. Ties keep group order.
+        int[] rowStart = new int[groupSizes.Length];
+        for (int g = 1; g < groupSizes.Length; g++) rowStart[g] = rowStart[g - 1] + groupSizes[g - 1];
+        int[] order = Enumerable.Range(0, groupSizes.Length).Where(g => c[g] is not null)
+            .OrderByDescending(g => groupSizes[g]).ThenBy(g => g).ToArray();
+
+        int perC = m * n;
+        using var stagedC = Rent(DType.Float32, outputs * perC, op);
+        var stream = Accelerator.DefaultStream;
+        var table = new int[tiles * IlgpuKernels.GroupedTileInts];
+        int at = 0;
+        for (int slot = 0; slot < order.Length; slot++)
+        {
+            int g = order[slot];
+            if (c[g]!.Length < perC) throw new ArgumentException($"{op}: group {g}'s output has {c[g]!.Length} elements, needs {m}·{n}");
+            // beta ≠ 0 reads C: bring the group's current output into its slot first.
+            if (beta != 0) F(c[g]!, op).SubView(0, perC).CopyTo(stream, stagedC.F.SubView(slot * perC, perC));
+            AddTiles(table, ref at, m, n, groupSizes[g], rowStart[g] * m, rowStart[g] * n, slot * perC);
+        }
+        var p = new GemmArgs
+        {
+            N = n, Lda = m, Ldb = n, Ldc = n, TransA = 1,
+            Alpha = (float)alpha, Beta = (float)beta,
+        };
+        LaunchGrouped(table, F(a, op), F(b, op), stagedC.F, p);
+        for (int slot = 0; slot < order.Length; slot++)
+            stagedC.F.SubView(slot * perC, perC).CopyTo(stream, F(c[order[slot]]!, op).SubView(0, perC));
+    }
+
+    private static int TileCount(int extent) => (extent + IlgpuKernels.Gemm128Tile - 1) / IlgpuKernels.Gemm128Tile;
+
+    /// <summary>
+    /// Appends the tiles of one m×n×k GEMM to the table, in the order Sgemm128 visits them (8 tile rows at a time,
+    /// column by column) so that groups running together share operands in L2.
+    /// </summary>
+    private static void AddTiles(int[] table, ref int at, int m, int n, int k, int aBase, int bBase, int cBase)
+    {
+        const int tile = IlgpuKernels.Gemm128Tile;
+        int tilesM = TileCount(m), tilesN = TileCount(n);
+        for (int first = 0; first < tilesM; first += 8)
+        {
+            int rows = Math.Min(tilesM - first, 8);
+            for (int col = 0; col < tilesN; col++)
+                for (int r = 0; r < rows; r++)
+                {
+                    table[at++] = m;
+                    table[at++] = k;
+                    table[at++] = (first + r) * tile;
+                    table[at++] = col * tile;
+                    table[at++] = aBase;
+                    table[at++] = bBase;
+                    table[at++] = cBase;
+                }
+        }
+    }
+
+    /// <summary>Uploads the tile table and launches one group of 256 threads per tile.</summary>
+    private void LaunchGrouped(int[] table, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
+    {
+        int tiles = table.Length / IlgpuKernels.GroupedTileInts;
+        var buffer = Pool.Rent((long)table.Length * sizeof(int));
+        try
+        {
+            ArrayView<byte> bytes = buffer.View;
+            var view = bytes.Cast<int>().SubView(0, table.Length);
+            view.CopyFromCPU(Accelerator.DefaultStream, table);
+            var kernel = Cached(ref _sgemmGrouped, () =>
+                Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, GemmArgs>(IlgpuKernels.SgemmGrouped128));
+            kernel(new KernelConfig(new Index1D(tiles), new Index1D(IlgpuKernels.Gemm128Threads)), a, b, c, view, p);
+            Interlocked.Increment(ref _groupedGemmLaunches);
+        }
+        finally
+        {
+            // Safe without waiting: whatever rents the buffer next runs after this kernel on the same stream.
+            Pool.Return(buffer);
+        }
+    }
+}
