@@ -2,7 +2,7 @@ namespace PureMoE;
 
 // Grouped matrix product: the rows of x come in consecutive groups, and group g is multiplied by its own weight.
 // This is how MoE experts run over tokens sorted by expert (MegaBlocks-style): one op over all experts, one GEMM
-// per non-empty group, no per-token work.
+// per non-empty group (on GPUs, one grouped GEMM launch for all groups), no per-token work.
 public sealed partial class Tensor
 {
     /// <summary>
@@ -34,36 +34,24 @@ public sealed partial class Tensor
         var wd = weights.Select(w => w.Dense()).ToArray();
         var y = Empty(new Shape(n, outDim), x.DType, x.Device);
         var b = x.Backend;
-        int row = 0;
-        for (int g = 0; g < groupSizes.Length; row += groupSizes[g], g++)
-        {
-            if (groupSizes[g] == 0) continue;
-            // y_g [m, Out] = x_g [m, K] · W_gᵀ
-            b.Gemm(false, true, groupSizes[g], outDim, k, 1.0, xd.Storage, row * k, k, 0, wd[g].Storage, 0, k, 0,
-                0.0, y.Storage, row * outDim, outDim, 0, 1);
-        }
+        var wStorages = wd.Select(w => w.Storage).ToArray();
+        // y_g [m, Out] = x_g [m, K] · W_gᵀ
+        b.GroupedGemm(groupSizes, outDim, k, 1.0, xd.Storage, wStorages, true, 0.0, y.Storage);
         Tensor[] inputs = [x, .. weights];
         return Record("GroupedMatMul", y, inputs, gy =>
         {
             var g = gy.Dense();
             var grads = new Tensor?[inputs.Length];
             Tensor? dx = x.RequiresGrad ? Empty(x.Shape, x.DType, x.Device).AsFreshGradient() : null;
-            int r = 0;
-            for (int i = 0; i < groupSizes.Length; r += groupSizes[i], i++)
-            {
-                int m = groupSizes[i];
-                // dx_g [m, K] = dy_g [m, Out] · W_g [Out, K]
-                if (dx is not null && m > 0)
-                    b.Gemm(false, false, m, k, outDim, 1.0, g.Storage, r * outDim, outDim, 0, wd[i].Storage, 0, k, 0,
-                        0.0, dx.Storage, r * k, k, 0, 1);
-                if (!weights[i].RequiresGrad) continue;
-                // dW_g [Out, K] = dy_gᵀ [Out, m] · x_g [m, K]  (zero for an empty group)
-                var dw = (m > 0 ? Empty(weights[i].Shape, x.DType, x.Device) : Zeros(weights[i].Shape, x.DType, x.Device)).AsFreshGradient();
-                if (m > 0)
-                    b.Gemm(true, false, outDim, k, m, 1.0, g.Storage, r * outDim, outDim, 0, xd.Storage, r * k, k, 0,
-                        0.0, dw.Storage, 0, k, 0, 1);
-                grads[i + 1] = dw;
-            }
+            // dx_g [m, K] = dy_g [m, Out] · W_g [Out, K]
+            if (dx is not null) b.GroupedGemm(groupSizes, k, outDim, 1.0, g.Storage, wStorages, false, 0.0, dx.Storage);
+            // dW_g [Out, K] = dy_gᵀ [Out, m] · x_g [m, K]  (zero for an empty group)
+            var dw = new Tensor?[groupSizes.Length];
+            for (int i = 0; i < dw.Length; i++)
+                if (weights[i].RequiresGrad) dw[i] = Empty(weights[i].Shape, x.DType, x.Device).AsFreshGradient();
+            if (dw.Any(t => t is not null))
+                b.GroupedGemmKGrouped(groupSizes, outDim, k, 1.0, g.Storage, xd.Storage, 0.0, dw.Select(t => t?.Storage).ToArray());
+            dw.CopyTo(grads, 1);
             grads[0] = dx;
             return grads;
         });

@@ -1,3 +1,5 @@
+using PureMoE.Backends;
+
 namespace PureMoE;
 
 // SwiGLU experts over grouped rows as one op: y_g = (silu(x_g·W1_gᵀ) ⊙ x_g·W3_gᵀ)·W2_gᵀ for each consecutive group
@@ -50,22 +52,14 @@ public sealed partial class Tensor
         var h3 = Empty(new Shape(n, ff), x.DType, x.Device);
         var p = Empty(new Shape(n, ff), x.DType, x.Device);
         var y = Empty(new Shape(n, d), x.DType, x.Device);
-        int row = 0;
-        for (int g = 0; g < groups; row += groupSizes[g], g++)
-        {
-            int m = groupSizes[g];
-            if (m == 0) continue;
-            b.Gemm(false, true, m, ff, d, 1.0, xd.Storage, row * d, d, 0, w1d[g].Storage, 0, d, 0, 0.0, h1.Storage, row * ff, ff, 0, 1);
-            b.Gemm(false, true, m, ff, d, 1.0, xd.Storage, row * d, d, 0, w3d[g].Storage, 0, d, 0, 0.0, h3.Storage, row * ff, ff, 0, 1);
-        }
+        var w1s = w1d.Select(w => w.Storage).ToArray();
+        var w3s = w3d.Select(w => w.Storage).ToArray();
+        var w2s = w2d.Select(w => w.Storage).ToArray();
+        // h1 = x·W1ᵀ, h3 = x·W3ᵀ, p = silu(h1)·h3, y = p·W2ᵀ (per group).
+        b.GroupedGemm(groupSizes, ff, d, 1.0, xd.Storage, w1s, true, 0.0, h1.Storage);
+        b.GroupedGemm(groupSizes, ff, d, 1.0, xd.Storage, w3s, true, 0.0, h3.Storage);
         b.SwiGlu(h1.Storage, h3.Storage, p.Storage, n * ff);
-        row = 0;
-        for (int g = 0; g < groups; row += groupSizes[g], g++)
-        {
-            int m = groupSizes[g];
-            if (m == 0) continue;
-            b.Gemm(false, true, m, d, ff, 1.0, p.Storage, row * ff, ff, 0, w2d[g].Storage, 0, ff, 0, 0.0, y.Storage, row * d, d, 0, 1);
-        }
+        b.GroupedGemm(groupSizes, d, ff, 1.0, p.Storage, w2s, true, 0.0, y.Storage);
 
         Tensor[] inputs = [x, .. w1, .. w3, .. w2];
         return Record(op, y, inputs, gy =>
@@ -76,45 +70,40 @@ public sealed partial class Tensor
             using var scratch = new Scratch(x.DType, x.Device);
             // dp = dy·W2 [N, ff]; dW2 = dyᵀ·p.
             var dp = scratch.Rent(new Shape(n, ff));
-            int r = 0;
-            for (int g = 0; g < groups; r += groupSizes[g], g++)
-            {
-                int m = groupSizes[g];
-                if (m > 0)
-                    b.Gemm(false, false, m, ff, d, 1.0, gyd.Storage, r * d, d, 0, w2d[g].Storage, 0, ff, 0, 0.0, dp.Storage, r * ff, ff, 0, 1);
-                if (w2[g].RequiresGrad) grads[1 + 2 * groups + g] = WeightGrad(gyd, r, m, d, p, ff);
-            }
+            b.GroupedGemm(groupSizes, ff, d, 1.0, gyd.Storage, w2s, false, 0.0, dp.Storage);
+            WeightGrads(w2, 1 + 2 * groups, gyd, d, p, ff);
             // dh1 = dp·h3·silu'(h1), dh3 = dp·silu(h1) (written over dp).
             var dh1 = scratch.Rent(new Shape(n, ff));
             b.SwiGluBackward(h1.Storage, h3.Storage, dp.Storage, dh1.Storage, dp.Storage, n * ff);
             var dh3 = dp;
-            Tensor? dx = x.RequiresGrad ? Empty(x.Shape, x.DType, x.Device).AsFreshGradient() : null;
-            r = 0;
-            for (int g = 0; g < groups; r += groupSizes[g], g++)
+            if (x.RequiresGrad)
             {
-                int m = groupSizes[g];
-                if (dx is not null && m > 0)
-                {
-                    // dx_g = dh1_g·W1_g + dh3_g·W3_g, the second accumulated into the first.
-                    b.Gemm(false, false, m, d, ff, 1.0, dh1.Storage, r * ff, ff, 0, w1d[g].Storage, 0, d, 0, 0.0, dx.Storage, r * d, d, 0, 1);
-                    b.Gemm(false, false, m, d, ff, 1.0, dh3.Storage, r * ff, ff, 0, w3d[g].Storage, 0, d, 0, 1.0, dx.Storage, r * d, d, 0, 1);
-                }
-                if (w1[g].RequiresGrad) grads[1 + g] = WeightGrad(dh1, r, m, ff, xd, d);
-                if (w3[g].RequiresGrad) grads[1 + groups + g] = WeightGrad(dh3, r, m, ff, xd, d);
+                // dx = dh1·W1 + dh3·W3, the second accumulated into the first (per group).
+                var dx = Empty(x.Shape, x.DType, x.Device).AsFreshGradient();
+                b.GroupedGemm(groupSizes, d, ff, 1.0, dh1.Storage, w1s, false, 0.0, dx.Storage);
+                b.GroupedGemm(groupSizes, d, ff, 1.0, dh3.Storage, w3s, false, 1.0, dx.Storage);
+                grads[0] = dx;
             }
-            grads[0] = dx;
+            WeightGrads(w1, 1, dh1, ff, xd, d);
+            WeightGrads(w3, 1 + groups, dh3, ff, xd, d);
             return grads;
-        });
 
-        // dW [outDim, inDim] = gᵀ·a over the group's rows [r, r+m) of g [N, outDim] and a [N, inDim] (0 when empty).
-        Tensor WeightGrad(Tensor gRows, int r0, int m, int outDim, Tensor aRows, int inDim)
-        {
-            if (m == 0) return Zeros(new Shape(outDim, inDim), x.DType, x.Device).AsFreshGradient();
-            var dw = Empty(new Shape(outDim, inDim), x.DType, x.Device).AsFreshGradient();
-                b.Gemm(true, false, outDim, inDim, m, 1.0, gRows.Storage, r0 * outDim, outDim, 0, aRows.Storage, r0 * inDim, inDim, 0,
-                    0.0, dw.Storage, 0, inDim, 0, 1);
-            return dw;
-        }
+            // dW_g [outDim, inDim] = gᵀ·a over group g's rows of g [N, outDim] and a [N, inDim] (0 when empty), for
+            // the weights that want a gradient, into grads[first + g].
+            void WeightGrads(IReadOnlyList<Tensor> weights, int first, Tensor gRows, int outDim, Tensor aRows, int inDim)
+            {
+                var dw = new Storage?[groups];
+                for (int g = 0; g < groups; g++)
+                {
+                    if (!weights[g].RequiresGrad) continue;
+                    var t = Empty(new Shape(outDim, inDim), x.DType, x.Device).AsFreshGradient();
+                    grads[first + g] = t;
+                    dw[g] = t.Storage;
+                }
+                if (dw.Any(s => s is not null))
+                    b.GroupedGemmKGrouped(groupSizes, outDim, inDim, 1.0, gRows.Storage, aRows.Storage, 0.0, dw);
+            }
+        });
     }
 
     /// <summary>

@@ -1,6 +1,5 @@
 using PureMoE.Backends;
 using PureMoE.Backends.Ilgpu;
-using ILGPU.Runtime.CPU;
 using PureMoE.Engine.Tests.Backends;
 
 namespace PureMoE.Engine.Tests.Ilgpu;
@@ -33,16 +32,8 @@ public sealed class CudaGemmTests : IlgpuGemmTests
 /// </summary>
 public abstract class IlgpuGemmTests : IlgpuTestBase
 {
-    private static readonly Lazy<IlgpuBackend> s_wideCpu = new(() =>
-    {
-        var backend = new IlgpuBackend(new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1)
-            .CreateCPUAccelerator(IlgpuDevices.Context));
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => backend.Dispose();
-        return backend;
-    });
-
     /// <summary>The backend under test: CUDA device 0, or the 256-thread CPU accelerator.</summary>
-    private IlgpuBackend G => Kind == DeviceKind.Cuda ? B : s_wideCpu.Value;
+    private IlgpuBackend G => Kind == DeviceKind.Cuda ? B : WideCpu.Backend;
 
     private Storage UpG(float[] a) => G.Upload(a);
 

@@ -1,3 +1,4 @@
+using ILGPU.Runtime.CPU;
 using PureMoE.Backends;
 using PureMoE.Backends.Ilgpu;
 using PureMoE.Engine.Tests.Backends;
@@ -67,4 +68,27 @@ public abstract class IlgpuTestBase
     }
 
     protected static readonly PureMoE.Backends.Reference.ReferenceBackend Ref = K.Ref;
+}
+
+/// <summary>
+/// ILGPU's CPU accelerator shaped like an NVIDIA multiprocessor (32-lane warps, 8 warps: 256-thread groups, one
+/// multiprocessor), for the kernels Device.IlgpuCpu's 16-thread groups cannot run (the 128×128 SGEMM and its
+/// grouped form). One per test process, with a <see cref="Device"/> of its own so that tensors and autograd run on it.
+/// </summary>
+internal static class WideCpu
+{
+    private static readonly Lazy<(IlgpuBackend Backend, Device Device)> s_value = new(() =>
+    {
+        var backend = new IlgpuBackend(new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1)
+            .CreateCPUAccelerator(IlgpuDevices.Context));
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => backend.Dispose();
+        // An index no Device.IlgpuCpuAt call uses, so that it never equals a registry device.
+        return (backend, Device.CreateIlgpu(DeviceKind.IlgpuCpu, 1000, backend));
+    });
+
+    /// <summary>The backend.</summary>
+    public static IlgpuBackend Backend => s_value.Value.Backend;
+
+    /// <summary>Its device (shown as ilgpu-cpu:1000).</summary>
+    public static Device Device => s_value.Value.Device;
 }
