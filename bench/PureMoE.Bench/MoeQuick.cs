@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using PureMoE.Backends.Ilgpu;
 using PureMoE.Moe;
 using PureMoE.Moe.Dispatch;
 using PureMoE.Moe.Routing;
@@ -24,7 +25,7 @@ public static class MoeQuick
     private static readonly string[] PhaseNames = ["gate", "route", "dispatch", "experts", "combine"];
 
     /// <summary>Runs the measurement and prints the result.</summary>
-    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json] [--device D] [--kernel auto|tiled|large] (the ILGPU SGEMM kernel the experts' GEMMs use).</param>
+    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json] [--device D] [--kernel auto|tiled|large] (the ILGPU SGEMM kernel the experts' GEMMs use) [--grouped auto|on|off] (all experts in one grouped GEMM launch per product, or one GEMM per expert).</param>
     public static int Run(QuickArgs args)
     {
         var device = BenchDevice.Parse(args.Text("device", "cpu"));
@@ -38,9 +39,24 @@ public static class MoeQuick
         int warmup = args.Int("warmup", 3);
         bool json = args.Flag("json");
         string kernelName = args.Text("kernel", "auto");
+        string groupedName = args.Text("grouped", "auto");
         args.ThrowIfUnused();
-        if (device.Backend is PureMoE.Backends.Ilgpu.IlgpuBackend ilgpu) GemmDeviceQuick.ChooseKernel(ilgpu, kernelName);
-        else if (kernelName != "auto") throw new ArgumentException($"--kernel {kernelName}: only ILGPU devices have a kernel choice");
+        var ilgpu = device.Backend as IlgpuBackend;
+        if (ilgpu is not null)
+        {
+            GemmDeviceQuick.ChooseKernel(ilgpu, kernelName);
+            ilgpu.GroupedGemmMode = groupedName switch
+            {
+                "auto" => GroupedGemmChoice.Auto,
+                "on" => GroupedGemmChoice.Grouped,
+                "off" => GroupedGemmChoice.PerGroup,
+                _ => throw new ArgumentException($"--grouped {groupedName}: expected auto, on or off"),
+            };
+        }
+        else if (kernelName != "auto" || groupedName != "auto")
+        {
+            throw new ArgumentException($"--kernel {kernelName} --grouped {groupedName}: only ILGPU devices have these choices");
+        }
         if (routerName != "topk")
         {
             throw new ArgumentException($"--router {routerName}: only topk is supported");
@@ -81,6 +97,7 @@ public static class MoeQuick
 
         var times = new double[repeats];
         var forwardTimes = new double[repeats];
+        long launchesBefore = ilgpu?.GroupedGemmLaunches ?? 0;
         for (int i = 0; i < repeats; i++)
         {
             long start = Stopwatch.GetTimestamp();
@@ -89,6 +106,8 @@ public static class MoeQuick
             forwardTimes[i] = lastForwardMs;
         }
 
+        // Grouped GEMM launches per training step: 0 when every expert GEMM ran on its own.
+        double groupedPerStep = ((ilgpu?.GroupedGemmLaunches ?? 0) - launchesBefore) / (double)repeats;
         double medianMs = Median(times);
         double forwardMs = Median(forwardTimes);
 
@@ -145,6 +164,7 @@ public static class MoeQuick
         {
             sb.Append(CultureInfo.InvariantCulture, $"{{\"bench\":\"moe\",\"impl\":\"puremoe\",\"router\":\"{routerKind}\",\"tokens\":{tokens},\"d\":{d},\"ff\":{ff},\"experts\":{experts},\"k\":{k},");
             sb.Append(CultureInfo.InvariantCulture, $"\"tokens_per_s\":{tokensPerS:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times.Min():F3},\"forward_ms\":{forwardMs:F3},\"repeats\":{repeats},\"threads\":{threads},\"device\":\"{device}\",\"accelerator\":\"{where}\",");
+            sb.Append(CultureInfo.InvariantCulture, $"\"kernel\":\"{kernelName}\",\"grouped\":\"{groupedName}\",\"grouped_launches_per_step\":{groupedPerStep:F1},");
             sb.Append("\"breakdown_ms\":{");
             for (int p = 0; p < PhaseNames.Length; p++)
             {
@@ -162,7 +182,7 @@ public static class MoeQuick
         }
         else
         {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind}: median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads, device {device} [{where}]");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind}: median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads, device {device} [{where}], kernel {kernelName}, grouped {groupedName} ({groupedPerStep:F1} grouped GEMM launches per step)");
             for (int p = 0; p < PhaseNames.Length; p++)
             {
                 sb.AppendLine(CultureInfo.InvariantCulture, $"  {PhaseNames[p],-9} fwd {phaseMs[p, 0],8:F2} ms  bwd {phaseMs[p, 1],8:F2} ms  {100 * Frac(p),5:F1}%");

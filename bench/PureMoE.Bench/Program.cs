@@ -57,6 +57,7 @@ public static class Program
         Console.Error.WriteLine("  PureMoE.Bench quick gemm --n N [--m M --k K] [--ta] [--tb] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("                          device only: [--kernel auto|tiled|large] [--checks C]");
         Console.Error.WriteLine("  PureMoE.Bench quick moe [--tokens T --d D --ff F --experts E --k K --router topk] [--json] [--repeats R] [--warmup W] [--device D]");
+        Console.Error.WriteLine("                          device only: [--kernel auto|tiled|large] [--grouped auto|on|off]");
         Console.Error.WriteLine("  PureMoE.Bench quick indexadd [--axis A --count C --inner I --outer O] [--direct|--sorted] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("  devices (--device): cpu (default), cuda[:N], ilgpu-cpu, opencl[:N]");
         Console.Error.WriteLine("  PureMoE.Bench [BenchmarkDotNet args, e.g. --filter '*Gemm*']");

@@ -8,7 +8,7 @@
 # loads that name; drivers often ship only libcuda.so.1); nvidia-smi -L; the Engine and Moe tests with the traits
 # Device=Cuda (skips fail: a skipped CUDA test means no GPU was found) and Device=Ptx; ptxas -v and SASS counts of
 # the large SGEMM kernel; `quick gemm --device cuda` (sizes, kernels, transpositions), `quick indexadd` (direct and
-# sorted paths) and `quick moe --device cuda`;
+# sorted paths) and `quick moe --device cuda` (each SGEMM kernel choice, grouped GEMM on and off);
 # the PyTorch peers (bench/peers/gemm_torch.py, TF32 off; bench/peers/moe_torch.py --device cuda). Without
 # nvidia-smi it runs the same steps on ILGPU's CPU accelerator with tiny shapes (to exercise this script), and the
 # peers on the CPU if PyTorch is importable. Files in $OUT (at most 8 come back from the device tool):
@@ -137,6 +137,11 @@ if [ $gpu -eq 1 ]; then
   for kernel in auto tiled large; do
     step "quick moe --device cuda --kernel $kernel" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "${ours[@]}" moe --device cuda --kernel $kernel --json
   done
+  # Grouped GEMM (every expert in one SgemmGrouped128 launch per product) against one GEMM per expert, forced both
+  # ways (the auto run above shows which one Auto picks: grouped_launches_per_step in its JSON).
+  for grouped in on off; do
+    step "quick moe --device cuda --grouped $grouped" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "${ours[@]}" moe --device cuda --grouped $grouped --json
+  done
   # Expert parallelism on the GPUs there are (one on a lent machine: P = 1; P > 1 is skipped with a line saying so).
   step "quick exchange --device cuda" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "${ours[@]}" exchange --device cuda --no-c2r --json
   if [ $torch_ok -eq 1 ]; then
@@ -172,13 +177,17 @@ for r in rows:
     shape = f"{r['m']}x{r['n']}x{r['k']} {tag}".strip()
     ratio = f"{r['gflops'] / t['gflops']:.2f}" if t else "-"
     print(f"{shape:<22} {r['gflops']:>13.1f} {t['gflops'] if t else float('nan'):>14.1f} {ratio:>6}  {r['kernel']} err {r.get('max_rel_err')}")
-moe = {r["impl"]: r for r in rows if r["bench"] == "moe"}
+moe = [r for r in rows if r["bench"] == "moe"]
 if moe:
-    print(f"\n{'moe':<10} {'tokens/s':>10} {'median ms':>10} {'fwd ms':>8}  device")
-    for impl, r in moe.items():
-        print(f"{impl:<10} {r['tokens_per_s']:>10.0f} {r['median_ms']:>10.2f} {r['forward_ms']:>8.2f}  {r.get('accelerator', r.get('device'))}")
-    if "puremoe" in moe and "torch" in moe:
-        print(f"ours / torch tokens/s: {moe['puremoe']['tokens_per_s'] / moe['torch']['tokens_per_s']:.2f}")
+    print(f"\n{'moe':<10} {'tokens/s':>10} {'median ms':>10} {'fwd ms':>8}  {'kernel/grouped (launches/step)':<32} device")
+    for r in moe:
+        choice = f"{r['kernel']}/{r['grouped']} ({r['grouped_launches_per_step']})" if "kernel" in r else "-"
+        print(f"{r['impl']:<10} {r['tokens_per_s']:>10.0f} {r['median_ms']:>10.2f} {r['forward_ms']:>8.2f}  {choice:<32} {r.get('accelerator', r.get('device'))}")
+    # Ours with the default choices (auto/auto) against PyTorch.
+    ours = next((r for r in moe if r["impl"] == "puremoe" and r.get("kernel", "auto") == "auto" and r.get("grouped", "auto") == "auto"), None)
+    torch_moe = next((r for r in moe if r["impl"] == "torch"), None)
+    if ours and torch_moe:
+        print(f"ours (auto) / torch tokens/s: {ours['tokens_per_s'] / torch_moe['tokens_per_s']:.2f}")
 PYEOF
 fi
 say ""
