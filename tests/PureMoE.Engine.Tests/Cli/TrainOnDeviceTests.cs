@@ -70,8 +70,13 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
     {
         var ct = TestContext.Current.CancellationToken;
         var cpu = TrainCommand.Run(Options(router, "cpu"), TextWriter.Null, ct);
+        var uploads = ((IlgpuBackend)Device.Parse(device).Backend).Uploads;
+        long waitsBefore = uploads.Waits, uploadsBefore = uploads.Uploads;
         var clock = Stopwatch.StartNew();
         var gpu = TrainCommand.Run(Options(router, device), TextWriter.Null, ct);
+        // Uploads (batches, layouts, tile tables, ...) are queued through the staging arena and never wait for the device.
+        Assert.Equal(waitsBefore, uploads.Waits);
+        output.WriteLine($"{router}: {uploads.Uploads - uploadsBefore} uploads in the run, none waited");
         output.WriteLine($"{router}: {device} run {clock.Elapsed.TotalSeconds:F1} s; losses cpu {string.Join(", ", cpu.TrainLosses)} / {device} {string.Join(", ", gpu.TrainLosses)}; " +
                          $"host reads per step {string.Join(", ", gpu.History.Select(h => h.HostReads))}");
 

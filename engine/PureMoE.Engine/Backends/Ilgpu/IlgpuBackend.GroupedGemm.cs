@@ -170,7 +170,7 @@ public sealed partial class IlgpuBackend
         {
             ArrayView<byte> bytes = buffer.View;
             var view = bytes.Cast<int>().SubView(0, table.Length);
-            view.CopyFromCPU(Accelerator.DefaultStream, table);
+            Uploads.Upload(view, table);
             var kernel = Cached(ref _sgemmGrouped, () =>
                 Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, GemmArgs>(IlgpuKernels.SgemmGrouped128));
             kernel(new KernelConfig(new Index1D(tiles), new Index1D(IlgpuKernels.Gemm128Threads)), a, b, c, view, p);

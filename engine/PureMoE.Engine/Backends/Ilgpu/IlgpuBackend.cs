@@ -8,7 +8,7 @@ namespace PureMoE.Backends.Ilgpu;
 /// emulator). Kernels live in <see cref="IlgpuKernels"/>, one file per family; each is compiled once per
 /// accelerator on first use and cached in a field. Group sizes come from the accelerator (its warp size and
 /// maximum group size), never from a constant. All work is queued in order on the accelerator's default stream;
-/// only downloads wait for it. Buffers come from a caching <see cref="IlgpuMemoryPool"/>.
+/// only downloads wait for it (uploads go through a page-locked staging arena and do not). Buffers come from a caching <see cref="IlgpuMemoryPool"/>.
 /// Elements are float32 or int64; float64 is not supported on ILGPU devices (a clear NotSupportedException).
 /// Index kernels cannot throw on the device: an out-of-range index reads as zero and adds nothing (the CPU
 /// backends throw). A backend is not thread-safe: use a device from one thread at a time (like a CUDA stream).
@@ -22,6 +22,7 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     {
         Accelerator = accelerator;
         Pool = new IlgpuMemoryPool(accelerator);
+        Uploads = new IlgpuUploadArena(accelerator);
         WarpSize = Math.Max(1, accelerator.WarpSize);
         // A power of two (tree reductions halve it), at most 256, from the accelerator's own limit.
         int max = Math.Min(256, accelerator.MaxNumThreadsPerGroup);
@@ -33,6 +34,9 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
 
     /// <summary>The memory pool of this accelerator.</summary>
     public IlgpuMemoryPool Pool { get; }
+
+    /// <summary>Host → device copies, queued without waiting for the device (see <see cref="IlgpuUploadArena"/>).</summary>
+    internal IlgpuUploadArena Uploads { get; }
 
     /// <summary>The accelerator's warp size.</summary>
     public int WarpSize { get; }
@@ -52,12 +56,17 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     public long HostReadBytes => Interlocked.Read(ref _hostReadBytes);
 
     /// <summary>Waits for all queued work.</summary>
-    public void Synchronize() => Accelerator.Synchronize();
+    public void Synchronize()
+    {
+        Accelerator.Synchronize();
+        Uploads.Synchronized();
+    }
 
     /// <summary>Frees the pool and the accelerator.</summary>
     public void Dispose()
     {
         try { Accelerator.Synchronize(); } catch (Exception) { /* disposing anyway */ }
+        Uploads.Dispose();
         Pool.Dispose();
         Accelerator.Dispose();
     }
@@ -141,13 +150,13 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
             case float[] f:
             {
                 var s = Rent(DType.Float32, f.Length, "Upload");
-                if (f.Length > 0) s.F.CopyFromCPU(Accelerator.DefaultStream, f);
+                Uploads.Upload(s.F, f);
                 return s;
             }
             case long[] l:
             {
                 var s = Rent(DType.Int64, l.Length, "Upload");
-                if (l.Length > 0) s.L.CopyFromCPU(Accelerator.DefaultStream, l);
+                Uploads.Upload(s.L, l);
                 return s;
             }
             case double[]:
@@ -177,6 +186,7 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
                 throw new ArgumentException($"Download: a {s.DType.Name()} buffer cannot be read into {dst.GetType().Name}");
         }
         stream.Synchronize();
+        Uploads.Synchronized();
     }
 
     private Action<Index1D, ArrayView<float>, float>? _fillF;

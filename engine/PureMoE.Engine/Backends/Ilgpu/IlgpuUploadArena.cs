@@ -1,0 +1,82 @@
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace PureMoE.Backends.Ilgpu;
+
+/// <summary>
+/// Host → device copies that do not wait for the device. ILGPU 1.5.3's <c>CopyFromCPU</c> synchronises the stream
+/// after its copy (the managed array is pinned only for the call), so each upload — a batch, a dispatch layout, a
+/// grouped GEMM's tile table — would drain the queue: a host synchronisation hidden in every upload. Instead an
+/// upload writes its data into a page-locked staging arena and queues an asynchronous copy from there. A region of
+/// the arena is written again only after the stream has been synchronised (each download does that, and the
+/// backend tells the arena), so no queued copy can read overwritten bytes. When the arena is full before that, it
+/// synchronises once itself (counted in <see cref="Waits"/>) and starts over; it grows to fit a large upload.
+/// </summary>
+internal sealed class IlgpuUploadArena : IDisposable
+{
+    private const int Alignment = 256;           // every copy starts 256-byte aligned, as device allocations do
+    private const long InitialBytes = 4L << 20;  // 4 MiB: a training step's layouts and tables fit many times over
+
+    private readonly Accelerator _accelerator;
+    private readonly Lock _lock = new();
+    private PageLockedArray1D<byte>? _arena;
+    private long _used;
+
+    public IlgpuUploadArena(Accelerator accelerator) => _accelerator = accelerator;
+
+    /// <summary>Uploads so far.</summary>
+    public long Uploads { get; private set; }
+
+    /// <summary>Times the arena was full and had to wait for the device (0 in a steady training step).</summary>
+    public long Waits { get; private set; }
+
+    /// <summary>Queues a copy of <paramref name="data"/> into <paramref name="target"/> on the default stream; returns at once.</summary>
+    public void Upload<T>(ArrayView<T> target, ReadOnlySpan<T> data) where T : unmanaged
+    {
+        if (data.IsEmpty) return;
+        var bytes = MemoryMarshal.AsBytes(data);
+        lock (_lock)
+        {
+            var stream = _accelerator.DefaultStream;
+            long start = (_used + Alignment - 1) / Alignment * Alignment;
+            if (_arena is null || start + bytes.Length > _arena.Length)
+            {
+                if (_used > 0)
+                {
+                    // Copies queued from the arena may still be reading it: wait for them before reusing it.
+                    stream.Synchronize();
+                    Waits++;
+                }
+                if (_arena is null || bytes.Length > _arena.Length)
+                {
+                    _arena?.Dispose();
+                    _arena = _accelerator.AllocatePageLocked1D<byte>(Math.Max(InitialBytes, 2L * bytes.Length));
+                }
+                start = 0;
+            }
+            var region = _arena.Span.Slice((int)start, bytes.Length);
+            bytes.CopyTo(region);
+            ArrayView<byte> staged = _arena.ArrayView.SubView(start, bytes.Length);
+            var source = staged.Cast<T>();
+            target.SubView(0, data.Length).CopyFrom(stream, source);
+            _used = start + bytes.Length;
+            Uploads++;
+        }
+    }
+
+    /// <summary>The stream has been synchronised: every queued copy is done, the whole arena is free again.</summary>
+    public void Synchronized()
+    {
+        lock (_lock) _used = 0;
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            _arena?.Dispose();
+            _arena = null;
+        }
+    }
+}
