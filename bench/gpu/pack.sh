@@ -20,6 +20,7 @@ done
 projects=(tests/PureMoE.Engine.Tests/PureMoE.Engine.Tests.csproj tests/PureMoE.Moe.Tests/PureMoE.Moe.Tests.csproj
   bench/PureMoE.Bench/PureMoE.Bench.csproj)
 if [ -d .git ]; then
+  mkdir -p .git/info      # gpu-pack.sh appends to .git/info/exclude, which a fresh checkout may lack
   "$pack" "${projects[@]}"
 else
   # A git worktree (.git is a file): gpu-pack.sh writes .git/info/exclude, so do its steps here (same commands).
