@@ -15,6 +15,7 @@ public static class Program
         ["exchange"] = ExchangeQuick.Run,
         ["moe"] = MoeQuick.Run,
         ["indexadd"] = IndexAddQuick.Run,
+        ["argsort"] = ArgSortQuick.Run,
     };
 
     /// <summary>Runs the benchmark named on the command line.</summary>
@@ -59,6 +60,7 @@ public static class Program
         Console.Error.WriteLine("  PureMoE.Bench quick moe [--tokens T --d D --ff F --experts E --k K --router topk] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("                          device only: [--kernel auto|tiled|large] [--grouped auto|on|off]");
         Console.Error.WriteLine("  PureMoE.Bench quick indexadd [--axis A --count C --inner I --outer O] [--direct|--sorted] [--json] [--repeats R] [--warmup W] [--device D]");
+        Console.Error.WriteLine("  PureMoE.Bench quick argsort [--rows R --n N] [--ranks|--radix] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("  devices (--device): cpu (default), cuda[:N], ilgpu-cpu, opencl[:N]");
         Console.Error.WriteLine("  PureMoE.Bench [BenchmarkDotNet args, e.g. --filter '*Gemm*']");
     }

@@ -8,7 +8,8 @@
 # loads that name; drivers often ship only libcuda.so.1); nvidia-smi -L; the Engine and Moe tests with the traits
 # Device=Cuda (skips fail: a skipped CUDA test means no GPU was found) and Device=Ptx; ptxas -v and SASS counts of
 # the large SGEMM kernel; `quick gemm --device cuda` (sizes, kernels, transpositions), `quick indexadd` (direct and
-# sorted paths) and `quick moe --device cuda` (each SGEMM kernel choice, grouped GEMM on and off);
+# sorted paths), `quick argsort` (a long row; rank counting and radix sort at n = 4096) and `quick moe --device cuda`
+# (each SGEMM kernel choice, grouped GEMM on and off);
 # the PyTorch peers (bench/peers/gemm_torch.py, TF32 off; bench/peers/moe_torch.py --device cuda). Without
 # nvidia-smi it runs the same steps on ILGPU's CPU accelerator with tiny shapes (to exercise this script), and the
 # peers on the CPU if PyTorch is importable. Files in $OUT (at most 8 come back from the device tool):
@@ -117,6 +118,9 @@ gemm() { # gemm ARGS...: one ours run, its JSON line into results.jsonl
 indexadd() { # indexadd ARGS...: IndexAdd, direct or sorted path (the crossover is not tuned yet)
   step "quick indexadd $*" 180 bash -c '"$@" --json 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "${ours[@]}" indexadd --device $dev "$@"
 }
+argsort() { # argsort ARGS...: ArgSort of float32 rows, rank counting or radix sort (the crossover is not tuned yet)
+  step "quick argsort $*" 180 bash -c '"$@" --json 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "${ours[@]}" argsort --device $dev "$@"
+}
 peer_gemm() {
   [ $torch_ok -eq 1 ] || return 0
   step "torch gemm $*" 180 bash -c '"$@" --json 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "$py" bench/peers/gemm_torch.py "$@"
@@ -132,6 +136,9 @@ if [ $gpu -eq 1 ]; then
   indexadd --axis 4096 --inner 1024 --count 8192 --sorted
   indexadd --axis 4096 --inner 1024 --count 8192 --direct --repeats 3 --warmup 1
   for c in 32 128 512; do indexadd --axis 4096 --inner 1024 --count $c --direct; indexadd --axis 4096 --inner 1024 --count $c --sorted; done
+  # ArgSort of one long row (the radix path), then both paths at the rank-counting limit (rows·n² = 2²⁴).
+  argsort --rows 1 --n 100000
+  for path in --ranks --radix; do argsort --rows 1 --n 4096 $path; done
   # The experts' GEMMs (about 1024 rows each) make fewer 128×128 tiles than an H100 has SMs, so Auto picks the
   # smaller kernel for them; each forced choice is measured too, to settle that threshold.
   for kernel in auto tiled large; do
@@ -153,6 +160,7 @@ else
   peer_gemm --n 96 --m 70 --k 33 --device cpu --repeats 3
   indexadd --axis 64 --inner 4 --count 100 --direct --repeats 2
   indexadd --axis 64 --inner 4 --count 100 --sorted --repeats 2
+  argsort --rows 2 --n 300 --radix --repeats 2
   step "quick moe --device ilgpu-cpu (tiny)" 300 bash -c '"$@" 2>>"'"$bench"'" | tee -a "'"$results"'"' _ \
     "${ours[@]}" moe --device ilgpu-cpu --tokens 64 --d 32 --ff 64 --experts 4 --repeats 2 --warmup 1 --json
   if [ $torch_ok -eq 1 ]; then

@@ -57,7 +57,8 @@ public sealed class IlgpuOpenCLTests
                      "CopyLongToFloat", "ReduceRows", "ReduceColumns", "Softmax", "SoftmaxBackward", "RmsNorm", "RmsNormBackwardDx",
                      "RmsNormBackwardDw", "IndexSelect", "Gather", "IndexAddFloat", "IndexAddLong", "ScatterAddFloat", "ScatterAddLong",
                      "IndexAddKeys", "IndexAddRowStarts", "IndexAddSortedFloat", "IndexAddSortedLong",
-                     "TopK", "ArgSortFloat", "ArgSortLong", "Rope", "AdamW", "Sgemm", "SwiGlu", "SwiGluBackward", "WeightedGatherSum",
+                     "TopK", "ArgSortFloat", "ArgSortLong", "ArgSortKeysFloat", "ArgSortKeysLong", "ArgSortRowKeys", "ArgSortColumns",
+                     "Rope", "AdamW", "Sgemm", "SwiGlu", "SwiGluBackward", "WeightedGatherSum",
                      "WeightedGatherSumBackward" })
             Assert.Contains(expected, names);
         Assert.Equal(Enum.GetValues<PureMoE.Backends.UnaryOp>().Length, IlgpuKernelCatalog.All().Count(e => e.Method.Name == "Unary"));

@@ -70,8 +70,8 @@ internal static partial class IlgpuKernels
 
     /// <summary>
     /// Stable argsort by rank counting: thread (row, j) counts the elements that come before element j and writes
-    /// j at that rank. O(n) per thread, O(n²) per row: for the short rows of routing. (A radix sort on
-    /// (key, index) pairs is the planned path for long rows.)
+    /// j at that rank. O(n) per thread, O(n²) per row: for short rows (routing); long rows take the radix sort of
+    /// IlgpuBackend.ArgSort.cs.
     /// </summary>
     [IlgpuKernel]
     public static void ArgSortFloat(Index1D e, ArrayView<float> x, ArrayView<long> indices, SortArgs p)
@@ -114,15 +114,22 @@ public sealed partial class IlgpuBackend
     }
 
     /// <inheritdoc />
+    /// <remarks>
+    /// Short rows or small jobs (<see cref="UsesRankArgSort"/>): rank counting, one launch, O(n²) per row. Otherwise
+    /// a radix sort of all rows at once, O(rows·n) per pass. Both give the reference backend's indices exactly.
+    /// </remarks>
     public void ArgSort(Storage x, Storage indices, int rows, int n, bool descending)
     {
         int total = rows * n;
         if (total == 0) return;
         var p = new SortArgs { Rows = rows, N = n, Descending = descending ? 1 : 0 };
         var xs = S(x, "ArgSort");
-        if (xs.DType == DType.Float32)
-            Cached(ref _argSortF, () => Auto<ArrayView<float>, ArrayView<long>, SortArgs>(IlgpuKernels.ArgSortFloat))(total, xs.F, L(indices, "ArgSort"), p);
+        var output = L(indices, "ArgSort");
+        if (!UsesRankArgSort(rows, n))
+            ArgSortRadix(xs, output, p);
+        else if (xs.DType == DType.Float32)
+            Cached(ref _argSortF, () => Auto<ArrayView<float>, ArrayView<long>, SortArgs>(IlgpuKernels.ArgSortFloat))(total, xs.F, output, p);
         else
-            Cached(ref _argSortL, () => Auto<ArrayView<long>, ArrayView<long>, SortArgs>(IlgpuKernels.ArgSortLong))(total, xs.L, L(indices, "ArgSort"), p);
+            Cached(ref _argSortL, () => Auto<ArrayView<long>, ArrayView<long>, SortArgs>(IlgpuKernels.ArgSortLong))(total, xs.L, output, p);
     }
 }
