@@ -110,11 +110,29 @@ public sealed class DispatchLayout
         };
     }
 
-    /// <summary>Gathers the permuted rows [N, d] from x [T, d] (differentiable).</summary>
+    /// <summary>
+    /// Gathers the permuted rows [N, d] from x [T, d] (differentiable). The backward uses the inverse map: token t's
+    /// gradient is the sum of its own rows' gradients, rows <see cref="PairRow"/>[t, j] in slot order — one
+    /// gather-sum (the combine's kernel with unit weights) instead of an index-add that scatters N rows into T, which
+    /// on a GPU must sort the rows first to add them in a fixed order.
+    /// </summary>
     public Tensor Gather(Tensor x)
     {
-        var source = Padded ? Tensor.Concat([x, Tensor.Zeros(new Shape(1, x.Shape[1]), x.DType, x.Device)], 0) : x;
-        return source.IndexSelect(0, RowToken);
+        if (x.Rank != 2) throw new ArgumentException($"DispatchLayout.Gather: x must be [T, d], got {x.Shape}");
+        int tokens = x.Shape[0], d = x.Shape[1], m = PairRow.Shape[1];
+        if (tokens != PairRow.Shape[0])
+            throw new ArgumentException($"DispatchLayout.Gather: x {x.Shape} has {tokens} tokens, the layout {PairRow.Shape[0]}");
+        Tensor rows;
+        using (Autograd.GradMode.NoGrad())
+        {
+            var source = Padded ? Tensor.Concat([x, Tensor.Zeros(new Shape(1, d), x.DType, x.Device)], 0) : x;
+            rows = source.IndexSelect(0, RowToken);
+        }
+        return Tensor.Function("DispatchGather", rows, [x], g =>
+        {
+            var ones = Tensor.Ones(new Shape(tokens, m), g.DType, g.Device);
+            return [Tensor.WeightedGatherSum(g, PairRow, ones)];
+        });
     }
 
     /// <summary>
