@@ -132,7 +132,7 @@ if [ $gpu -eq 1 ]; then
   gemm --n 4096 --ta; peer_gemm --n 4096 --ta --device cuda
   gemm --n 4096 --tb; peer_gemm --n 4096 --tb --device cuda
   gemm --n 4095 --m 4097 --k 4093
-  # IndexAdd at the MoE dispatch backward's size (T = 4096 tokens, d = 1024, N = 8192 rows), then the crossover.
+  # IndexAdd (the backward of IndexSelect) at a large size (4096 rows, inner 1024, 8192 indices), then the crossover.
   indexadd --axis 4096 --inner 1024 --count 8192 --sorted
   indexadd --axis 4096 --inner 1024 --count 8192 --direct --repeats 3 --warmup 1
   for c in 32 128 512; do indexadd --axis 4096 --inner 1024 --count $c --direct; indexadd --axis 4096 --inner 1024 --count $c --sorted; done
