@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using PureMoE.Backends;
 using PureMoE.Backends.Ilgpu;
@@ -38,27 +37,11 @@ internal static class ArgSortQuick
 
         void Once() => backend.ArgSort(dx, indices, rows, n, descending: false);
 
-        for (int i = 0; i < warmup; i++)
-        {
-            Once();
-            backend.Synchronize();
-        }
-
-        var times = new double[repeats];
-        for (int i = 0; i < repeats; i++)
-        {
-            long start = Stopwatch.GetTimestamp();
-            Once();
-            backend.Synchronize();
-            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        }
-
-        Array.Sort(times);
-        double medianMs = repeats % 2 == 1 ? times[repeats / 2] : 0.5 * (times[repeats / 2 - 1] + times[repeats / 2]);
+        var (medianMs, minMs) = BenchDevice.TimeSynced(backend, Once, warmup, repeats);
         string where = BenchDevice.Describe(device);
         Console.WriteLine(json
-            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"argsort\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"rows\":{rows},\"n\":{n},\"path\":\"{path}\",\"median_ms\":{medianMs:F3},\"min_ms\":{times[0]:F3},\"repeats\":{repeats}}}")
-            : string.Create(CultureInfo.InvariantCulture, $"argsort [{rows}, {n}] on {device} [{where}], {path}: median {medianMs:F3} ms (min {times[0]:F3})"));
+            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"argsort\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"rows\":{rows},\"n\":{n},\"path\":\"{path}\",\"median_ms\":{medianMs:F3},\"min_ms\":{minMs:F3},\"repeats\":{repeats}}}")
+            : string.Create(CultureInfo.InvariantCulture, $"argsort [{rows}, {n}] on {device} [{where}], {path}: median {medianMs:F3} ms (min {minMs:F3})"));
         return 0;
     }
 }

@@ -1,33 +1,19 @@
+using System.Diagnostics;
 using PureMoE.Backends.Ilgpu;
 
 namespace PureMoE.Bench;
 
 /// <summary>
-/// The `--device` option of the quick commands: cpu (default), cuda[:N], ilgpu-cpu, opencl[:N]. Kept private to
-/// the bench (the engine may grow its own Device.Parse); also the one place that waits for a device's queued work.
+/// The `--device` option of the quick commands (the engine's <see cref="Device.Parse"/> forms: cpu, cuda[:N],
+/// ilgpu-cpu[:N], opencl[:N]), and the one place that waits for a device's queued work and times device work.
 /// </summary>
 internal static class BenchDevice
 {
-    /// <summary>Parses a device name as Device.ToString() writes it ("cuda" means "cuda:0").</summary>
+    /// <summary>The device named <paramref name="text"/> (<see cref="Device.Parse"/>).</summary>
     public static Device Parse(string text)
     {
-        string name = text.Trim().ToLowerInvariant();
-        int colon = name.IndexOf(':');
-        string kind = colon < 0 ? name : name[..colon];
-        int index = 0;
-        if (colon >= 0 && !int.TryParse(name[(colon + 1)..], out index))
-        {
-            throw new ArgumentException($"--device {text}: the index after ':' must be an integer");
-        }
-
-        return kind switch
-        {
-            "cpu" when colon < 0 => Device.Cpu,
-            "ilgpu-cpu" when colon < 0 => Device.IlgpuCpu,
-            "cuda" => Device.Cuda(index),
-            "opencl" => Device.OpenCL(index),
-            _ => throw new ArgumentException($"--device {text}: expected cpu, cuda[:N], ilgpu-cpu or opencl[:N]"),
-        };
+        try { return Device.Parse(text); }
+        catch (ArgumentException e) { throw new ArgumentException($"--device {text}: {e.Message.Split(" (Parameter", 2)[0]}"); }
     }
 
     /// <summary>Waits until the device has finished all queued work (a no-op on host devices, which run synchronously).</summary>
@@ -43,4 +29,32 @@ internal static class BenchDevice
     public static string Describe(Device device) => device.Backend is IlgpuBackend b
         ? $"{b.Accelerator.Name} ({b.Accelerator.AcceleratorType}, {b.Accelerator.NumMultiprocessors} SMs)"
         : $"{Environment.ProcessorCount} threads";
+
+    /// <summary>
+    /// Times <paramref name="once"/> on an ILGPU backend: at least <paramref name="warmup"/> untimed calls (and, with
+    /// <paramref name="warmupSeconds"/>, at least that long: kernels compile on first use), then <paramref name="repeats"/>
+    /// calls each timed from launch to the end of a device synchronisation. Returns the median and the minimum in ms.
+    /// </summary>
+    public static (double MedianMs, double MinMs) TimeSynced(IlgpuBackend backend, Action once, int warmup, int repeats, double warmupSeconds = 0)
+    {
+        long warmStart = Stopwatch.GetTimestamp();
+        for (int i = 0; i < warmup || Stopwatch.GetElapsedTime(warmStart).TotalSeconds < warmupSeconds; i++)
+        {
+            once();
+            backend.Synchronize();
+        }
+
+        var times = new double[repeats];
+        for (int i = 0; i < repeats; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            once();
+            backend.Synchronize();
+            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        }
+
+        Array.Sort(times);
+        double median = repeats % 2 == 1 ? times[repeats / 2] : 0.5 * (times[repeats / 2 - 1] + times[repeats / 2]);
+        return (median, times[0]);
+    }
 }

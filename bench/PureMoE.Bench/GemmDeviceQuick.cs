@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using PureMoE.Backends;
 using PureMoE.Backends.Ilgpu;
@@ -55,31 +54,14 @@ internal static class GemmDeviceQuick
 
         void Once() => backend.Gemm(transA, transB, m, n, k, 1, da, 0, lda, 0, db, 0, ldb, 0, 0, dc, 0, n, 0, 1);
 
-        long warmStart = Stopwatch.GetTimestamp();
-        for (int i = 0; i < warmup || Stopwatch.GetElapsedTime(warmStart).TotalSeconds < 1; i++)
-        {
-            Once();
-            backend.Synchronize();
-        }
-
-        var times = new double[repeats];
-        for (int i = 0; i < repeats; i++)
-        {
-            long start = Stopwatch.GetTimestamp();
-            Once();
-            backend.Synchronize();
-            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        }
-
+        var (medianMs, minMs) = BenchDevice.TimeSynced(backend, Once, warmup, repeats, warmupSeconds: 1);
         double maxRel = Check(backend, dc, a, b, m, n, k, transA, transB, checks, rng);
-        Array.Sort(times);
-        double medianMs = repeats % 2 == 1 ? times[repeats / 2] : 0.5 * (times[repeats / 2 - 1] + times[repeats / 2]);
         double gflops = 2.0 * m * n * k / (medianMs * 1e6);
         string where = BenchDevice.Describe(device);
 
         string line = json
-            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"gemm\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"n\":{n},\"m\":{m},\"k\":{k},\"transA\":{(transA ? "true" : "false")},\"transB\":{(transB ? "true" : "false")},\"gflops\":{gflops:F2},\"median_ms\":{medianMs:F3},\"min_ms\":{times[0]:F3},\"repeats\":{repeats},\"kernel\":\"{kernel}\",\"max_rel_err\":{(double.IsNaN(maxRel) ? "null" : maxRel.ToString("E2", CultureInfo.InvariantCulture))},\"checked\":{checks}}}")
-            : string.Create(CultureInfo.InvariantCulture, $"gemm{(transA ? " Aᵀ" : "")}{(transB ? " Bᵀ" : "")} {m}x{k} * {k}x{n} on {device} [{where}]: median {medianMs:F3} ms (min {times[0]:F3}), {gflops:F1} GFLOP/s, kernel {kernel}, max rel err {maxRel:E2} over {checks} sampled elements");
+            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"gemm\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"n\":{n},\"m\":{m},\"k\":{k},\"transA\":{(transA ? "true" : "false")},\"transB\":{(transB ? "true" : "false")},\"gflops\":{gflops:F2},\"median_ms\":{medianMs:F3},\"min_ms\":{minMs:F3},\"repeats\":{repeats},\"kernel\":\"{kernel}\",\"max_rel_err\":{(double.IsNaN(maxRel) ? "null" : maxRel.ToString("E2", CultureInfo.InvariantCulture))},\"checked\":{checks}}}")
+            : string.Create(CultureInfo.InvariantCulture, $"gemm{(transA ? " Aᵀ" : "")}{(transB ? " Bᵀ" : "")} {m}x{k} * {k}x{n} on {device} [{where}]: median {medianMs:F3} ms (min {minMs:F3}), {gflops:F1} GFLOP/s, kernel {kernel}, max rel err {maxRel:E2} over {checks} sampled elements");
         Console.WriteLine(line);
         return maxRel <= 1e-3 ? 0 : 1;
     }
