@@ -53,20 +53,39 @@ public sealed class IlgpuUploadArenaTests
     [Fact]
     public void AFullArenaWaitsOnceAndADownloadFreesIt()
     {
-        B.Synchronize();
-        long waits = B.Uploads.Waits;
+        // An accelerator of its own: the test relies on the arena's first size (4 MiB), and it grows it at the end.
+        var b = (IlgpuBackend)Device.IlgpuCpuAt(6).Backend;
+        float[] ReadB(Storage s) { var a = new float[s.Length]; b.Download(s, 0, a, a.Length); return a; }
+        b.Synchronize();
+        long waits = b.Uploads.Waits;
         // 3 × 1.5 MiB: the third does not fit the 4 MiB arena while the first two may still be in flight.
         var parts = Enumerable.Range(0, 3).Select(i => Data(384 * 1024, 100 + i)).ToArray();
-        var buffers = parts.Select(p => B.Upload(p)).ToArray();
-        Assert.Equal(waits + 1, B.Uploads.Waits);
-        for (int i = 0; i < 3; i++) Assert.Equal(parts[i], Read(buffers[i]));
+        var buffers = parts.Select(p => b.Upload(p)).ToArray();
+        Assert.Equal(waits + 1, b.Uploads.Waits);
+        for (int i = 0; i < 3; i++) Assert.Equal(parts[i], ReadB(buffers[i]));
         // After a download the whole arena is free: the same three again wait only once more (for the third).
-        buffers = parts.Select(p => B.Upload(p)).ToArray();
-        Assert.Equal(waits + 2, B.Uploads.Waits);
+        buffers = parts.Select(p => b.Upload(p)).ToArray();
+        Assert.Equal(waits + 2, b.Uploads.Waits);
         // An upload larger than the arena grows it.
         var big = Data(3 << 20, 7);                                // 12 MiB
-        Assert.Equal(big, Read(B.Upload(big)));
-        for (int i = 0; i < 3; i++) Assert.Equal(parts[i], Read(buffers[i]));
+        Assert.Equal(big, ReadB(b.Upload(big)));
+        for (int i = 0; i < 3; i++) Assert.Equal(parts[i], ReadB(buffers[i]));
+    }
+
+    [Fact]
+    public void UploadsBeyondTheStagingLimitAreCopiedDirectly()
+    {
+        long direct = B.Uploads.DirectUploads, waits = B.Uploads.Waits;
+        var huge = Data(IlgpuUploadArena.MaxStagedBytes / sizeof(float) + 1, 11);   // 64 MiB + 4 bytes
+        var small = Data(100, 12);
+        var s1 = B.Upload(small);
+        var s2 = B.Upload(huge);                                   // direct: waits for the device itself
+        var s3 = B.Upload(small);
+        Assert.Equal(direct + 1, B.Uploads.DirectUploads);
+        Assert.Equal(waits, B.Uploads.Waits);
+        Assert.Equal(huge, Read(s2));
+        Assert.Equal(small, Read(s1));
+        Assert.Equal(small, Read(s3));
     }
 
     [Fact]

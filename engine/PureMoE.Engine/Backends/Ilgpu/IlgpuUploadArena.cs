@@ -11,12 +11,17 @@ namespace PureMoE.Backends.Ilgpu;
 /// upload writes its data into a page-locked staging arena and queues an asynchronous copy from there. A region of
 /// the arena is written again only after the stream has been synchronised (each download does that, and the
 /// backend tells the arena), so no queued copy can read overwritten bytes. When the arena is full before that, it
-/// synchronises once itself (counted in <see cref="Waits"/>) and starts over; it grows to fit a large upload.
+/// synchronises once itself (counted in <see cref="Waits"/>) and starts over; it grows to fit a large upload, up to
+/// <see cref="MaxStagedBytes"/>: larger uploads (loading a big checkpoint) take ILGPU's own synchronous copy, whose
+/// wait costs nothing beside the copy itself.
 /// </summary>
 internal sealed class IlgpuUploadArena : IDisposable
 {
     private const int Alignment = 256;           // every copy starts 256-byte aligned, as device allocations do
     private const long InitialBytes = 4L << 20;  // 4 MiB: a training step's layouts and tables fit many times over
+
+    /// <summary>Uploads larger than this (64 MiB) are copied directly, without staging.</summary>
+    public const int MaxStagedBytes = 64 << 20;
 
     private readonly Accelerator _accelerator;
     private readonly Lock _lock = new();
@@ -31,6 +36,9 @@ internal sealed class IlgpuUploadArena : IDisposable
     /// <summary>Times the arena was full and had to wait for the device (0 in a steady training step).</summary>
     public long Waits { get; private set; }
 
+    /// <summary>Uploads larger than <see cref="MaxStagedBytes"/>, copied directly (each waits for the device).</summary>
+    public long DirectUploads { get; private set; }
+
     /// <summary>Queues a copy of <paramref name="data"/> into <paramref name="target"/> on the default stream; returns at once.</summary>
     public void Upload<T>(ArrayView<T> target, ReadOnlySpan<T> data) where T : unmanaged
     {
@@ -39,6 +47,14 @@ internal sealed class IlgpuUploadArena : IDisposable
         lock (_lock)
         {
             var stream = _accelerator.DefaultStream;
+            if (bytes.Length > MaxStagedBytes)
+            {
+                target.SubView(0, data.Length).CopyFromCPU(stream, data);   // synchronises the stream
+                _used = 0;
+                DirectUploads++;
+                Uploads++;
+                return;
+            }
             long start = (_used + Alignment - 1) / Alignment * Alignment;
             if (_arena is null || start + bytes.Length > _arena.Length)
             {
