@@ -129,9 +129,7 @@ public sealed partial class IlgpuBackend
         int valueTemp = isFloat
             ? Accelerator.ComputeRadixSortPairsTempStorageSize<uint, int, SortKey32>(total)
             : Accelerator.ComputeRadixSortPairsTempStorageSize<ulong, int, SortKey64>(total);
-        int rowTemp = p.Rows == 1 ? 0 : narrowRows
-            ? Accelerator.ComputeRadixSortPairsTempStorageSize<int, int, RowKey16>(total)
-            : Accelerator.ComputeRadixSortPairsTempStorageSize<int, int, AscendingInt32>(total);
+        int rowTemp = p.Rows == 1 ? 0 : RowKeySortTemp(total, narrowRows);
 
         // One pooled buffer: [radix-sort temp (shared by both sorts) | keys | order | row keys], 8-byte aligned
         // sections. The temp goes first so that its pairs start at the buffer's aligned base.
@@ -170,10 +168,7 @@ public sealed partial class IlgpuBackend
             {
                 Cached(ref _argSortRowKeys, () => Auto<ArrayView<int>, ArrayView<int>, SortArgs>(IlgpuKernels.ArgSortRowKeys))(
                     total, order, rowKeys, p);
-                var sortRows = narrowRows
-                    ? Cached(ref _sortRowKeys16, () => Accelerator.CreateRadixSortPairs<int, Stride1D.Dense, int, Stride1D.Dense, RowKey16>())
-                    : Cached(ref _sortRowKeys32, () => Accelerator.CreateRadixSortPairs<int, Stride1D.Dense, int, Stride1D.Dense, AscendingInt32>());
-                sortRows(stream, rowKeys, order, temp);
+                RowKeySort(narrowRows)(stream, rowKeys, order, temp);
             }
 
             Cached(ref _argSortColumns, () => Auto<ArrayView<int>, ArrayView<long>, SortArgs>(IlgpuKernels.ArgSortColumns))(

@@ -102,6 +102,19 @@ public sealed partial class IlgpuBackend
     private Action<Index1D, ArrayView<long>, ArrayView<int>, ArrayView<int>, ArrayView<long>, IndexArgs>? _indexAddSortedL;
     private RadixSortPairs<int, Stride1D.Dense, int, Stride1D.Dense>? _sortRowKeys16, _sortRowKeys32;
 
+    /// <summary>
+    /// The stable radix sort of (non-negative int key, int value) pairs by key that IndexAdd (keys: rows) and the
+    /// radix ArgSort (keys: row numbers) share; <paramref name="narrow"/> (every key below 2¹⁶) sorts 16 bits only.
+    /// </summary>
+    private RadixSortPairs<int, Stride1D.Dense, int, Stride1D.Dense> RowKeySort(bool narrow) => narrow
+        ? Cached(ref _sortRowKeys16, () => Accelerator.CreateRadixSortPairs<int, Stride1D.Dense, int, Stride1D.Dense, RowKey16>())
+        : Cached(ref _sortRowKeys32, () => Accelerator.CreateRadixSortPairs<int, Stride1D.Dense, int, Stride1D.Dense, AscendingInt32>());
+
+    /// <summary>Temporary ints <see cref="RowKeySort"/> needs for <paramref name="count"/> pairs.</summary>
+    private int RowKeySortTemp(int count, bool narrow) => narrow
+        ? Accelerator.ComputeRadixSortPairsTempStorageSize<int, int, RowKey16>(count)
+        : Accelerator.ComputeRadixSortPairsTempStorageSize<int, int, AscendingInt32>(count);
+
     /// <inheritdoc />
     /// <remarks>
     /// dst[o, idx[j], i] += src[o, j, i], each destination element summed in increasing j (bit-identical to the CPU
@@ -131,9 +144,7 @@ public sealed partial class IlgpuBackend
         // One pooled buffer: [radix-sort temp | keys | order | starts]. The sort's temp goes first so that its
         // 8-byte (key, value) pairs start at the buffer's aligned base.
         bool narrow = axisLen <= ushort.MaxValue; // keys ≤ axisLen fit in 16 bits
-        int tempInts = narrow
-            ? Accelerator.ComputeRadixSortPairsTempStorageSize<int, int, RowKey16>(count)
-            : Accelerator.ComputeRadixSortPairsTempStorageSize<int, int, AscendingInt32>(count);
+        int tempInts = RowKeySortTemp(count, narrow);
         long ints = (long)tempInts + 2L * count + axisLen + 1;
         var buffer = Pool.Rent(ints * sizeof(int));
         try
@@ -148,10 +159,7 @@ public sealed partial class IlgpuBackend
 
             Cached(ref _indexAddKeys, () => Auto<ArrayView<long>, ArrayView<int>, ArrayView<int>, IndexArgs>(IlgpuKernels.IndexAddKeys))(
                 count, ix, keys, order, p);
-            var sort = narrow
-                ? Cached(ref _sortRowKeys16, () => Accelerator.CreateRadixSortPairs<int, Stride1D.Dense, int, Stride1D.Dense, RowKey16>())
-                : Cached(ref _sortRowKeys32, () => Accelerator.CreateRadixSortPairs<int, Stride1D.Dense, int, Stride1D.Dense, AscendingInt32>());
-            sort(stream, keys, order, temp);
+            RowKeySort(narrow)(stream, keys, order, temp);
             Cached(ref _indexAddRowStarts, () => Auto<ArrayView<int>, ArrayView<int>, IndexArgs>(IlgpuKernels.IndexAddRowStarts))(
                 axisLen + 1, keys, starts, p);
             if (d.DType == DType.Float32)
