@@ -1,4 +1,3 @@
-using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.OpenCL;
 using ILGPU.Runtime;
 using ILGPU.Runtime.OpenCL;
@@ -28,10 +27,7 @@ public sealed class IlgpuOpenCLTests
         {
             try
             {
-                var description = e.ImplicitlyGrouped
-                    ? EntryPointDescription.FromImplicitlyGroupedKernel(e.Method)
-                    : EntryPointDescription.FromExplicitlyGroupedKernel(e.Method);
-                var compiled = (CLCompiledKernel)backend.Compile(description, KernelSpecialization.Empty);
+                var compiled = (CLCompiledKernel)backend.Compile(e.Description, KernelSpecialization.Empty);
                 Assert.Contains("kernel", compiled.Source);
                 Assert.Contains(e.Method.Name, compiled.Source);
                 // PUREMOE_DUMP_OPENCL=dir writes each kernel's OpenCL C there, to read or to build with another compiler.

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
-using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
@@ -49,11 +48,7 @@ public sealed class IlgpuPtxTests
         {
             try
             {
-                var description = e.ImplicitlyGrouped
-                    ? EntryPointDescription.FromImplicitlyGroupedKernel(e.Method)
-                    : EntryPointDescription.FromExplicitlyGroupedKernel(e.Method);
-                var compiled = (PTXCompiledKernel)backend.Compile(description, KernelSpecialization.Empty);
-                result.Add((e.Name, compiled.PTXAssembly));
+                result.Add((e.Name, Ptx(backend, e)));
             }
             catch (Exception ex)
             {
@@ -185,15 +180,15 @@ public sealed class IlgpuPtxTests
     [Fact]
     public void TiledSgemmCompilesToPtx() => Assert.Contains("bar.sync", KernelPtx("Sgemm"));
 
+    private static string Ptx(PTXBackend backend, IlgpuKernelCatalog.Entry entry) =>
+        ((PTXCompiledKernel)backend.Compile(entry.Description, KernelSpecialization.Empty)).PTXAssembly;
+
     /// <summary>One kernel's PTX for sm_90 (ISA 8.5 unless given); PUREMOE_DUMP_PTX=dir writes it there.</summary>
     private static string KernelPtx(string method, CudaInstructionSet? isa = null)
     {
         var entry = IlgpuKernelCatalog.All().Single(e => e.Method.Name == method);
         var backend = new PTXBackend(IlgpuDevices.Context, CudaArchitecture.SM_90, isa ?? CudaInstructionSet.ISA_85, nvvmAPI: null!);
-        var description = entry.ImplicitlyGrouped
-            ? EntryPointDescription.FromImplicitlyGroupedKernel(entry.Method)
-            : EntryPointDescription.FromExplicitlyGroupedKernel(entry.Method);
-        string ptx = ((PTXCompiledKernel)backend.Compile(description, KernelSpecialization.Empty)).PTXAssembly;
+        string ptx = Ptx(backend, entry);
         if (Environment.GetEnvironmentVariable("PUREMOE_DUMP_PTX") is { Length: > 0 } dir)
         {
             Directory.CreateDirectory(dir);

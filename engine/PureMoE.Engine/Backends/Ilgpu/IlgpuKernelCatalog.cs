@@ -14,7 +14,13 @@ internal static class IlgpuKernelCatalog
     /// <param name="Name">Readable name, e.g. Unary&lt;ExpOp&gt;.</param>
     /// <param name="Method">The closed kernel method.</param>
     /// <param name="ImplicitlyGrouped">True for kernels indexed by an Index1D (auto-grouped), false for explicitly grouped ones.</param>
-    internal readonly record struct Entry(string Name, MethodInfo Method, bool ImplicitlyGrouped);
+    internal readonly record struct Entry(string Name, MethodInfo Method, bool ImplicitlyGrouped)
+    {
+        /// <summary>The entry point as an ILGPU backend compiles it (no accelerator needed).</summary>
+        public ILGPU.Backends.EntryPoints.EntryPointDescription Description => ImplicitlyGrouped
+            ? ILGPU.Backends.EntryPoints.EntryPointDescription.FromImplicitlyGroupedKernel(Method)
+            : ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(Method);
+    }
 
     /// <summary>All entry points.</summary>
     public static IReadOnlyList<Entry> All()
