@@ -21,10 +21,10 @@ public sealed partial class Tensor
     internal static Tensor Empty(Shape shape, DType dtype, Device device)
     {
         CheckDeviceDType(device, dtype);
-        if (device.Backend is Backends.Ilgpu.IlgpuBackend ilgpu)
-            return new Tensor(ilgpu.AllocateUninitialized(dtype, shape.Numel), shape, device);
-        if (!device.IsHost) return Zeros(shape, dtype, device);
-        return new Tensor(CpuStorage.AllocateUninitialized(dtype, shape.Numel), shape, device);
+        var storage = device.IsHost
+            ? CpuStorage.AllocateUninitialized(dtype, shape.Numel)
+            : device.Backend.AllocateUninitialized(dtype, shape.Numel);
+        return new Tensor(storage, shape, device);
     }
 
     /// <summary>A new tensor filled with <paramref name="value"/>.</summary>

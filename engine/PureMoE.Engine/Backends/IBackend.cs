@@ -92,6 +92,12 @@ public interface IBackend
     /// <summary>A zero-filled buffer.</summary>
     Storage Allocate(DType dtype, int length);
 
+    /// <summary>
+    /// A buffer whose contents are unspecified, for outputs a kernel writes entirely (saves <see cref="Allocate"/>'s
+    /// fill). The default zero-fills; device backends override it.
+    /// </summary>
+    Storage AllocateUninitialized(DType dtype, int length) => Allocate(dtype, length);
+
     /// <summary>Copies a host array (float[], double[] or long[]) into a new buffer.</summary>
     Storage Upload(Array data);
 

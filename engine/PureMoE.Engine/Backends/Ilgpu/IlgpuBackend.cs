@@ -140,7 +140,7 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     /// A buffer whose contents are whatever the pool last held there, for outputs a kernel writes entirely: it
     /// saves the memset <see cref="Allocate"/> pays (a full pass over the buffer on a GPU).
     /// </summary>
-    internal Storage AllocateUninitialized(DType dtype, int length) => Rent(dtype, length, "Allocate");
+    public Storage AllocateUninitialized(DType dtype, int length) => Rent(dtype, length, "Allocate");
 
     /// <inheritdoc />
     public Storage Upload(Array data)
