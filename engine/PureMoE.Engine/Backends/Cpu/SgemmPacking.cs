@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace PureMoE.Backends.Cpu;
 
@@ -17,8 +19,20 @@ public static partial class Sgemm
             int mr = Math.Min(Mr, mc - ir);
             float* d = dst + (nint)ir * kc;
             float* s = src + ir * rowStride;
-            // One column of the panel per step: Mr reads (contiguous when A is transposed, else Mr row
-            // streams advancing in lockstep) and one contiguous write, which beats scattering row by row.
+            if (Avx.IsSupported && rowStride == 1 && mr == Mr)
+            {
+                PackAColumnsContiguous(s, colStride, kc, d);
+                continue;
+            }
+
+            if (Avx.IsSupported && colStride == 1)
+            {
+                PackARowsTransposed(s, rowStride, mr, kc, d);
+                continue;
+            }
+
+            // Portable path. One column of the panel per step: Mr reads (contiguous when A is transposed, else Mr
+            // row streams advancing in lockstep) and one contiguous write, which beats scattering row by row.
             for (int p = 0; p < kc; p++)
             {
                 float* sp = s + p * colStride;
@@ -33,6 +47,105 @@ public static partial class Sgemm
             {
                 new Span<float>(d + p * Mr + mr, Mr - mr).Clear();
             }
+        }
+    }
+
+    /// <summary>
+    /// A transposed, a full panel (Mr ≤ 8 rows): column p of the panel is already Mr consecutive floats of the
+    /// source, so each column is one vector copy (the backward's weight gradients Xᵀ·dY take this path).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void PackAColumnsContiguous(float* s, nint colStride, int kc, float* d)
+    {
+        for (int p = 0; p < kc; p++)
+        {
+            StoreFirst(Mr, LoadFirst(Mr, s + p * colStride), d + p * Mr);
+        }
+    }
+
+    /// <summary>
+    /// A not transposed (rows contiguous), mr ≤ Mr ≤ 8 rows: 8 columns at a time, the mr row segments are loaded as
+    /// vectors and transposed 8×8 in registers, so every load and store is a vector instead of 8·8 scalar moves.
+    /// Rows from mr to Mr are written as zeros.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void PackARowsTransposed(float* s, nint rowStride, int mr, int kc, float* d)
+    {
+        int p = 0;
+        for (; p + 8 <= kc; p += 8)
+        {
+            var r0 = Vector256.Load(s + p);
+            var r1 = mr > 1 ? Vector256.Load(s + rowStride + p) : Vector256<float>.Zero;
+            var r2 = mr > 2 ? Vector256.Load(s + 2 * rowStride + p) : Vector256<float>.Zero;
+            var r3 = mr > 3 ? Vector256.Load(s + 3 * rowStride + p) : Vector256<float>.Zero;
+            var r4 = mr > 4 ? Vector256.Load(s + 4 * rowStride + p) : Vector256<float>.Zero;
+            var r5 = mr > 5 ? Vector256.Load(s + 5 * rowStride + p) : Vector256<float>.Zero;
+            var r6 = mr > 6 ? Vector256.Load(s + 6 * rowStride + p) : Vector256<float>.Zero;
+            var r7 = mr > 7 ? Vector256.Load(s + 7 * rowStride + p) : Vector256<float>.Zero;
+
+            // The classic AVX 8×8 transpose: interleave pairs, then quads, then swap 128-bit halves.
+            var t0 = Avx.UnpackLow(r0, r1);
+            var t1 = Avx.UnpackHigh(r0, r1);
+            var t2 = Avx.UnpackLow(r2, r3);
+            var t3 = Avx.UnpackHigh(r2, r3);
+            var t4 = Avx.UnpackLow(r4, r5);
+            var t5 = Avx.UnpackHigh(r4, r5);
+            var t6 = Avx.UnpackLow(r6, r7);
+            var t7 = Avx.UnpackHigh(r6, r7);
+            var u0 = Avx.Shuffle(t0, t2, 0x44);
+            var u1 = Avx.Shuffle(t0, t2, 0xEE);
+            var u2 = Avx.Shuffle(t1, t3, 0x44);
+            var u3 = Avx.Shuffle(t1, t3, 0xEE);
+            var u4 = Avx.Shuffle(t4, t6, 0x44);
+            var u5 = Avx.Shuffle(t4, t6, 0xEE);
+            var u6 = Avx.Shuffle(t5, t7, 0x44);
+            var u7 = Avx.Shuffle(t5, t7, 0xEE);
+            float* dp = d + p * Mr;
+            StoreFirst(Mr, Avx.Permute2x128(u0, u4, 0x20), dp);
+            StoreFirst(Mr, Avx.Permute2x128(u1, u5, 0x20), dp + Mr);
+            StoreFirst(Mr, Avx.Permute2x128(u2, u6, 0x20), dp + 2 * Mr);
+            StoreFirst(Mr, Avx.Permute2x128(u3, u7, 0x20), dp + 3 * Mr);
+            StoreFirst(Mr, Avx.Permute2x128(u0, u4, 0x31), dp + 4 * Mr);
+            StoreFirst(Mr, Avx.Permute2x128(u1, u5, 0x31), dp + 5 * Mr);
+            StoreFirst(Mr, Avx.Permute2x128(u2, u6, 0x31), dp + 6 * Mr);
+            StoreFirst(Mr, Avx.Permute2x128(u3, u7, 0x31), dp + 7 * Mr);
+        }
+
+        for (; p < kc; p++)
+        {
+            float* dp = d + p * Mr;
+            for (int r = 0; r < Mr; r++)
+            {
+                dp[r] = r < mr ? s[r * rowStride + p] : 0f;
+            }
+        }
+    }
+
+    /// <summary>The first <paramref name="count"/> (4, 6 or 8: the tile heights Mr) floats at <paramref name="p"/>, as a vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<float> LoadFirst(int count, float* p) => count switch
+    {
+        8 => Vector256.Load(p),
+        6 => Vector256.Create(Vector128.Load(p), Vector128.Create(p[4], p[5], 0f, 0f)),
+        _ => Vector256.Create(Vector128.Load(p), Vector128<float>.Zero),
+    };
+
+    /// <summary>Stores the first <paramref name="count"/> (4, 6 or 8) lanes of <paramref name="v"/> at <paramref name="p"/>, nothing past them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void StoreFirst(int count, Vector256<float> v, float* p)
+    {
+        if (count == 8)
+        {
+            v.Store(p);
+            return;
+        }
+
+        v.GetLower().Store(p);
+        if (count == 6)
+        {
+            Vector128<float> upper = v.GetUpper();
+            p[4] = upper.GetElement(0);
+            p[5] = upper.GetElement(1);
         }
     }
 
