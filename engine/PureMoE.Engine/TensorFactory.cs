@@ -161,7 +161,7 @@ public sealed partial class Tensor
     internal Tensor Dense()
     {
         if (IsContiguous && Offset == 0) return this;
-        var y = Zeros(Shape, DType, Device);
+        var y = Empty(Shape, DType, Device);
         Backend.CopyStrided(AsStrided(Shape), Shape, y.Storage, 0);
         return y;
     }
@@ -169,7 +169,7 @@ public sealed partial class Tensor
     /// <summary>A contiguous copy with its own storage (differentiable: the gradient passes through).</summary>
     public Tensor Clone()
     {
-        var y = Zeros(Shape, DType, Device);
+        var y = Empty(Shape, DType, Device);
         Backend.CopyStrided(AsStrided(Shape), Shape, y.Storage, 0);
         return Record("Clone", y, [this], g => [g]);
     }
@@ -178,7 +178,7 @@ public sealed partial class Tensor
     public Tensor To(DType dtype)
     {
         if (dtype == DType) return this;
-        var y = Zeros(Shape, dtype, Device);
+        var y = Empty(Shape, dtype, Device);
         Backend.CopyStrided(AsStrided(Shape), Shape, y.Storage, 0);
         if (!dtype.IsFloatingPoint()) return y;
         DType from = DType;

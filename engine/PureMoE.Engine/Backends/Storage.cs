@@ -40,14 +40,30 @@ public sealed class CpuStorage : Storage
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     });
 
-    /// <summary>Allocates an array whose contents are unspecified (for buffers a kernel overwrites entirely).</summary>
-    public static CpuStorage AllocateUninitialized(DType dtype, int length) => new(dtype switch
+    /// <summary>
+    /// Allocates an array whose contents are unspecified (for buffers a kernel overwrites entirely); filled with NaN
+    /// (long.MinValue for int64) while <see cref="UninitializedMemory.Poison"/> is on.
+    /// </summary>
+    public static CpuStorage AllocateUninitialized(DType dtype, int length)
     {
-        DType.Float32 => GC.AllocateUninitializedArray<float>(length),
-        DType.Float64 => GC.AllocateUninitializedArray<double>(length),
-        DType.Int64 => GC.AllocateUninitializedArray<long>(length),
-        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
-    });
+        var storage = new CpuStorage(dtype switch
+        {
+            DType.Float32 => GC.AllocateUninitializedArray<float>(length),
+            DType.Float64 => GC.AllocateUninitializedArray<double>(length),
+            DType.Int64 => GC.AllocateUninitializedArray<long>(length),
+            _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
+        });
+        if (UninitializedMemory.Poison)
+        {
+            switch (storage.Data)
+            {
+                case float[] f: Array.Fill(f, float.NaN); break;
+                case double[] d: Array.Fill(d, double.NaN); break;
+                case long[] l: Array.Fill(l, long.MinValue); break;
+            }
+        }
+        return storage;
+    }
 
     /// <summary>The array.</summary>
     public Array Data { get; }

@@ -22,11 +22,11 @@ public sealed partial class Tensor
         int outer = seq * dim == 0 ? 0 : Numel / (seq * dim);
         var c = cos.Dense();
         var s = sin.Dense();
-        var y = Zeros(Shape, DType, Device);
+        var y = Empty(Shape, DType, Device);
         Backend.Rope(Dense().Storage, c.Storage, s.Storage, y.Storage, outer, seq, dim, inverse: false);
         return Record("Rope", y, [this], g =>
         {
-            var dx = Zeros(g.Shape, g.DType, g.Device);
+            var dx = Empty(g.Shape, g.DType, g.Device);
             g.Backend.Rope(g.Dense().Storage, c.Storage, s.Storage, dx.Storage, outer, seq, dim, inverse: true);
             return [dx];
         });

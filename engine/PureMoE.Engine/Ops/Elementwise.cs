@@ -15,7 +15,7 @@ public sealed partial class Tensor
         if (!a.DType.IsFloatingPoint())
             throw new ArgumentException($"{name}: needs floating-point tensors, got {a.DType.Name()}");
         Shape shape = Shape.Broadcast(a.Shape, b.Shape, name);
-        var y = Zeros(shape, a.DType, a.Device);
+        var y = Empty(shape, a.DType, a.Device);
         a.Backend.Binary(op, a.AsStrided(shape), b.AsStrided(shape), y.Storage, shape);
         return y;
     }
@@ -26,7 +26,7 @@ public sealed partial class Tensor
         if (!x.DType.IsFloatingPoint())
             throw new ArgumentException($"{op}: needs a floating-point tensor, got {x.DType.Name()} {x.Shape}");
         var c = x.Contiguous();
-        var y = Zeros(x.Shape, x.DType, x.Device);
+        var y = Empty(x.Shape, x.DType, x.Device);
         x.Backend.Unary(op, c.Storage, c.Offset, y.Storage, 0, x.Numel, alpha);
         return y;
     }

@@ -24,7 +24,7 @@ public sealed partial class Tensor
         if (b.Rank == 2 && a.Rank > 2 && a.IsContiguous)
         {
             var a2 = a.Reshape(-1, k);
-            y = Zeros(new Shape(a2.Shape[0], n), a.DType, a.Device);
+            y = Empty(new Shape(a2.Shape[0], n), a.DType, a.Device);
             RunGemm(a2, b, y, 1);
             var outShape = a.Shape.ToArray();
             outShape[^1] = n;
@@ -37,7 +37,7 @@ public sealed partial class Tensor
             Shape batch = Shape.Broadcast(new Shape(batchA), new Shape(batchB), $"MatMul: {a.Shape} x {b.Shape} batch");
             var aE = a.Expand(new Shape([.. batch.ToArray(), m, k]));
             var bE = b.Expand(new Shape([.. batch.ToArray(), k, n]));
-            y = Zeros(new Shape([.. batch.ToArray(), m, n]), a.DType, a.Device);
+            y = Empty(new Shape([.. batch.ToArray(), m, n]), a.DType, a.Device);
             RunGemm(aE, bE, y, batch.Numel);
         }
         return Record("MatMul", y, [a, b], g => [

@@ -15,12 +15,12 @@ public sealed partial class Tensor
         int rows = n == 0 ? 0 : Numel / n;
         var x = Dense();
         var w = weight.Dense();
-        var y = Zeros(Shape, DType, Device);
-        var rstd = Zeros(new Shape(rows), DType, Device);
+        var y = Empty(Shape, DType, Device);
+        var rstd = Empty(new Shape(rows), DType, Device);
         Backend.RmsNorm(x.Storage, w.Storage, y.Storage, rstd.Storage, rows, n, eps);
         return Record("RmsNorm", y, [this, weight], g =>
         {
-            var dx = Zeros(x.Shape, x.DType, x.Device);
+            var dx = Empty(x.Shape, x.DType, x.Device);
             var dw = Zeros(w.Shape, w.DType, w.Device);
             x.Backend.RmsNormBackward(x.Storage, w.Storage, rstd.Storage, g.Dense().Storage, dx.Storage, dw.Storage, rows, n);
             return [dx, dw];

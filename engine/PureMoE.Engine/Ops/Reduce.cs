@@ -33,7 +33,7 @@ public sealed partial class Tensor
         if (!DType.IsFloatingPoint()) throw new ArgumentException($"{name}: needs a floating-point tensor, got {DType.Name()}");
         var c = Contiguous();
         var (outer, n, inner) = SplitAround(axis);
-        var y = Zeros(KeepDimShape(Shape, axis), DType, Device);
+        var y = Empty(KeepDimShape(Shape, axis), DType, Device);
         Backend.Reduce(op, c.Storage, c.Offset, y.Storage, outer, n, inner);
         return y;
     }

@@ -14,11 +14,11 @@ public sealed partial class Tensor
         if (!DType.IsFloatingPoint()) throw new ArgumentException($"{name}: needs a floating-point tensor, got {DType.Name()}");
         int n = Shape[-1], rows = n == 0 ? 0 : Numel / n;
         var x = Dense();
-        var y = Zeros(Shape, DType, Device);
+        var y = Empty(Shape, DType, Device);
         Backend.Softmax(x.Storage, y.Storage, rows, n, log, causalQuery);
         return Record(name, y, [this], g =>
         {
-            var dx = Zeros(y.Shape, y.DType, y.Device);
+            var dx = Empty(y.Shape, y.DType, y.Device);
             y.Backend.SoftmaxBackward(y.Storage, g.Dense().Storage, dx.Storage, rows, n, log);
             return [dx];
         });

@@ -140,7 +140,12 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     /// A buffer whose contents are whatever the pool last held there, for outputs a kernel writes entirely: it
     /// saves the memset <see cref="Allocate"/> pays (a full pass over the buffer on a GPU).
     /// </summary>
-    public Storage AllocateUninitialized(DType dtype, int length) => Rent(dtype, length, "Allocate");
+    public Storage AllocateUninitialized(DType dtype, int length)
+    {
+        var s = Rent(dtype, length, "Allocate");
+        if (UninitializedMemory.Poison && length > 0) s.Bytes.MemSet(Accelerator.DefaultStream, 0xFF);
+        return s;
+    }
 
     /// <inheritdoc />
     public Storage Upload(Array data)
