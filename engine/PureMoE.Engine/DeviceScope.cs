@@ -9,7 +9,8 @@ namespace PureMoE;
 /// returns its buffer to the device's memory pool — intermediates, gradients, everything — except the tensors
 /// handed to <see cref="Keep(Tensor)"/> (or allocated under <see cref="Suspend"/>). Like TorchSharp's dispose
 /// scopes; without a scope, a dropped tensor's buffer goes back to the pool when the garbage collector finalizes
-/// it. Host tensors (<see cref="Device.Cpu"/>) are ordinary managed arrays and are not tracked.
+/// it. Host tensors (<see cref="Device.Cpu"/>) are ordinary managed arrays, tracked only by a scope begun with
+/// <see cref="Begin(bool)"/>, which reuses them from one scope to the next.
 /// </summary>
 /// <remarks>
 /// Scopes nest; <see cref="Keep(Tensor)"/> moves a tensor to the enclosing scope, if any. "Current" follows the
@@ -41,15 +42,33 @@ public sealed class DeviceScope : IDisposable
     private readonly Lock _lock = new();
     private bool _disposed;
 
-    private DeviceScope(DeviceScope? outer) => _outer = outer;
+    private DeviceScope(DeviceScope? outer, bool reuseHostMemory)
+    {
+        _outer = outer;
+        ReusesHostMemory = reuseHostMemory || outer is { ReusesHostMemory: true };
+    }
 
     /// <summary>Starts a scope that owns the device memory allocated in this flow (this thread and the tasks it starts) until it is disposed.</summary>
-    public static DeviceScope Begin()
+    public static DeviceScope Begin() => Begin(reuseHostMemory: false);
+
+    /// <summary>
+    /// Starts a scope; with <paramref name="reuseHostMemory"/> it also owns the host arrays of 4096 elements or more
+    /// allocated in it (CPU tensors, gradients, intermediates) and, when it ends, keeps them for the next such scope
+    /// to reuse instead of leaving them to the garbage collector, whose fresh memory the OS must zero page by page.
+    /// A training loop that begins one per step allocates almost nothing after its first step. The contract is the
+    /// device one: a host tensor created in the scope must not be used after it (that throws
+    /// <see cref="ObjectDisposedException"/>) unless handed to <see cref="Keep(Tensor)"/>. Scopes nested in a
+    /// reusing scope reuse too.
+    /// </summary>
+    public static DeviceScope Begin(bool reuseHostMemory)
     {
-        var scope = new DeviceScope(s_current.Value);
+        var scope = new DeviceScope(s_current.Value, reuseHostMemory);
         s_current.Value = scope;
         return scope;
     }
+
+    /// <summary>Whether this scope owns and reuses host arrays (see <see cref="Begin(bool)"/>).</summary>
+    public bool ReusesHostMemory { get; }
 
     /// <summary>The innermost scope of this flow of execution, or null.</summary>
     public static DeviceScope? Current => s_current.Value;
@@ -103,7 +122,19 @@ public sealed class DeviceScope : IDisposable
             _owned.Clear();
         }
         if (ReferenceEquals(s_current.Value, this)) s_current.Value = _outer;
-        foreach (var s in owned) s.Dispose();
+        var reusable = new List<Array>();
+        foreach (var s in owned)
+        {
+            if (s is CpuStorage host)
+            {
+                if (host.TakeForPool() is Array array) reusable.Add(array);
+            }
+            else
+            {
+                s.Dispose();
+            }
+        }
+        if (ReusesHostMemory) Backends.Cpu.HostArrayPool.Shared.ReturnAll(reusable);
     }
 
     /// <summary>Called by device storages when they are created: the current scope owns them.</summary>

@@ -268,10 +268,11 @@ public static class TrainCommand
             }
             // The batch of a step depends only on (seed, step): the step number is the whole data position.
             var batch = data.TrainBatch(o.Batch, o.Seq, BatchRng(o.Seed, step));
-            // Every device buffer of the step (activations, gradients) goes back to the pool at its end; parameters
-            // and optimizer state were made outside it. On the CPU the scope tracks nothing.
+            // Every buffer of the step (activations, gradients) goes back to a pool at its end, and the next step
+            // reuses it: the device's pool, or on the CPU the host-array pool (no fresh pages for the OS to zero).
+            // Parameters and optimizer state were made outside the scope.
             long readsBefore = device.HostReads;
-            using (DeviceScope.Begin())
+            using (DeviceScope.Begin(reuseHostMemory: true))
             {
                 model.ZeroGrad();
                 var loss = model.Loss(batch.To(device));
@@ -389,7 +390,7 @@ public static class TrainCommand
             var device = model.Model.EmbedTokens.Weight.Device;
             foreach (var b in data.ValidBatches(o.EvalBatches, o.Batch, o.Seq))
             {
-                using var scope = DeviceScope.Begin();
+                using var scope = DeviceScope.Begin(reuseHostMemory: true);
                 sum += model.Loss(b.To(device)).Item();
                 n++;
             }

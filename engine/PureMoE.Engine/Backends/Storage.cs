@@ -1,3 +1,5 @@
+using PureMoE.Backends.Cpu;
+
 namespace PureMoE.Backends;
 
 /// <summary>
@@ -16,12 +18,26 @@ public abstract class Storage : IDisposable
 }
 
 /// <summary>Host memory: a plain .NET array of float, double or long.</summary>
+/// <remarks>
+/// An array allocated while a <see cref="DeviceScope"/> that reuses host memory is current belongs to that scope:
+/// when the scope ends it goes back to a pool for the next scope, and this storage is emptied, so a tensor used
+/// after its scope throws <see cref="ObjectDisposedException"/> instead of reading another step's numbers.
+/// </remarks>
 public sealed class CpuStorage : Storage
 {
+    private Array? _data;
+    private readonly bool _pooled;
+
     /// <summary>Wraps an array (not copied).</summary>
     public CpuStorage(Array data)
+        : this(data, pooled: false)
     {
-        Data = data;
+    }
+
+    private CpuStorage(Array data, bool pooled)
+    {
+        _data = data;
+        _pooled = pooled;
         DType = data switch
         {
             float[] => DType.Float32,
@@ -32,13 +48,21 @@ public sealed class CpuStorage : Storage
     }
 
     /// <summary>Allocates a zeroed array.</summary>
-    public static CpuStorage Allocate(DType dtype, int length) => new(dtype switch
+    public static CpuStorage Allocate(DType dtype, int length)
     {
-        DType.Float32 => new float[length],
-        DType.Float64 => new double[length],
-        DType.Int64 => new long[length],
-        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
-    });
+        if (Pooled(dtype, length) is CpuStorage reused)
+        {
+            Array.Clear(reused.Data);
+            return reused;
+        }
+        return Track(dtype switch
+        {
+            DType.Float32 => new float[length],
+            DType.Float64 => new double[length],
+            DType.Int64 => new long[length],
+            _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
+        });
+    }
 
     /// <summary>
     /// Allocates an array whose contents are unspecified (for buffers a kernel overwrites entirely); filled with NaN
@@ -46,7 +70,7 @@ public sealed class CpuStorage : Storage
     /// </summary>
     public static CpuStorage AllocateUninitialized(DType dtype, int length)
     {
-        var storage = new CpuStorage(dtype switch
+        var storage = Pooled(dtype, length) ?? Track(dtype switch
         {
             DType.Float32 => GC.AllocateUninitializedArray<float>(length),
             DType.Float64 => GC.AllocateUninitializedArray<double>(length),
@@ -65,8 +89,42 @@ public sealed class CpuStorage : Storage
         return storage;
     }
 
+    /// <summary>Whether allocations of this size go through the pool now: a scope that reuses host memory is current.</summary>
+    private static bool Reusing(int length) => length >= HostArrayPool.MinLength && DeviceScope.Current is { ReusesHostMemory: true };
+
+    /// <summary>A pooled array of the size wrapped in a storage the current scope owns, or null (none free, or no reuse).</summary>
+    private static CpuStorage? Pooled(DType dtype, int length)
+    {
+        if (!Reusing(length)) return null;
+        var elementType = dtype switch
+        {
+            DType.Float32 => typeof(float),
+            DType.Float64 => typeof(double),
+            DType.Int64 => typeof(long),
+            _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
+        };
+        return HostArrayPool.Shared.TryRent(elementType, length) is Array array ? Track(array) : null;
+    }
+
+    /// <summary>Wraps a new array; owned by the current scope when it reuses host memory.</summary>
+    private static CpuStorage Track(Array array)
+    {
+        if (!Reusing(array.Length)) return new CpuStorage(array);
+        var storage = new CpuStorage(array, pooled: true);
+        DeviceScope.Track(storage);
+        return storage;
+    }
+
+    /// <summary>
+    /// For a storage a reusing scope owns: empties it and returns its array (the scope hands it to the pool).
+    /// Null for any other storage, or when already taken.
+    /// </summary>
+    internal Array? TakeForPool() => _pooled ? Interlocked.Exchange(ref _data, null) : null;
+
     /// <summary>The array.</summary>
-    public Array Data { get; }
+    /// <exception cref="ObjectDisposedException">The scope that owned this storage has ended.</exception>
+    public Array Data => _data ?? throw new ObjectDisposedException(nameof(CpuStorage),
+        "a host tensor was used after the DeviceScope that owned it ended; keep it with scope.Keep(tensor) or create it outside the scope");
 
     /// <inheritdoc />
     public override DType DType { get; }

@@ -1,0 +1,137 @@
+using PureMoE.Backends;
+using PureMoE.Backends.Cpu;
+using PureMoE.Models;
+using PureMoE.Optim;
+
+namespace PureMoE.Engine.Tests;
+
+/// <summary>
+/// <see cref="DeviceScope.Begin(bool)"/> with host-memory reuse: the scope owns the large host arrays made in it,
+/// hands them to <see cref="HostArrayPool"/> when it ends and the next scope takes them again. A training loop gives
+/// the same bits with and without reuse, and a tensor used after its scope fails loudly.
+/// </summary>
+[Collection("HostArrayPool")]
+public sealed class HostMemoryReuseTests
+{
+    private const int Large = HostArrayPool.MinLength + 904; // pooled
+    private const int Small = 100;                            // left to the garbage collector
+
+    [Fact]
+    public void The_next_scope_reuses_the_arrays_of_the_last_one()
+    {
+        Array first;
+        using (DeviceScope.Begin(reuseHostMemory: true))
+        {
+            first = Host(Tensor.Zeros(new Shape(Large)));
+        }
+        using (DeviceScope.Begin(reuseHostMemory: true))
+        {
+            Assert.Same(first, Host(Tensor.Zeros(new Shape(Large))));
+            Assert.NotSame(first, Host(Tensor.Zeros(new Shape(Large)))); // taken already: a new one
+        }
+    }
+
+    [Fact]
+    public void Reused_arrays_come_back_zeroed_for_zeros_and_poisoned_for_empty()
+    {
+        using (DeviceScope.Begin(reuseHostMemory: true))
+        {
+            Tensor.Full(new Shape(Large), 7.0);
+            Tensor.Full(new Shape(Large), 7.0);
+        }
+        using (DeviceScope.Begin(reuseHostMemory: true))
+        {
+            Assert.All(Tensor.Zeros(new Shape(Large)).ToArray<float>(), v => Assert.Equal(0f, v));
+            Assert.All(Tensor.Empty(new Shape(Large), DType.Float32, Device.Cpu).ToArray<float>(), v => Assert.True(float.IsNaN(v)));
+        }
+    }
+
+    [Fact]
+    public void A_tensor_used_after_its_reusing_scope_throws_and_a_kept_one_lives()
+    {
+        Tensor dropped, kept, small;
+        using (var scope = DeviceScope.Begin(reuseHostMemory: true))
+        {
+            dropped = Tensor.Full(new Shape(Large), 2.0);
+            kept = scope.Keep(Tensor.Full(new Shape(Large), 3.0));
+            small = Tensor.Full(new Shape(Small), 4.0);
+        }
+        var e = Assert.Throws<ObjectDisposedException>(() => dropped.Add(dropped));
+        Assert.Contains("Keep", e.Message);
+        Assert.All(kept.ToArray<float>(), v => Assert.Equal(3f, v));
+        Assert.All(small.ToArray<float>(), v => Assert.Equal(4f, v));
+    }
+
+    [Fact]
+    public void Plain_scopes_and_suspended_allocations_do_not_track_host_arrays()
+    {
+        Tensor plain, suspended;
+        using (DeviceScope.Begin())
+        {
+            plain = Tensor.Full(new Shape(Large), 5.0);
+        }
+        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Suspend())
+        {
+            suspended = Tensor.Full(new Shape(Large), 6.0);
+        }
+        Assert.All(plain.ToArray<float>(), v => Assert.Equal(5f, v));
+        Assert.All(suspended.ToArray<float>(), v => Assert.Equal(6f, v));
+    }
+
+    [Fact]
+    public void A_scope_nested_in_a_reusing_scope_reuses_too()
+    {
+        using var outer = DeviceScope.Begin(reuseHostMemory: true);
+        using var inner = DeviceScope.Begin();
+        Assert.True(inner.ReusesHostMemory);
+        Tensor.Zeros(new Shape(Large));
+        Assert.Equal(1, inner.OwnedCount);
+    }
+
+    [Fact]
+    public void Training_steps_give_the_same_bits_with_and_without_reuse()
+    {
+        var (lossesPlain, weightsPlain) = Train(reuse: false);
+        var (lossesReused, weightsReused) = Train(reuse: true);
+        Assert.True(HostArrayPool.Shared.Count > 10, "the reusing run left its last step's arrays in the pool");
+        Assert.Equal(lossesPlain, lossesReused);
+        Assert.Equal(weightsPlain.Length, weightsReused.Length);
+        for (int i = 0; i < weightsPlain.Length; i++) Assert.Equal(weightsPlain[i], weightsReused[i]);
+    }
+
+    /// <summary>Five AdamW steps of a tiny Mixtral model, one scope per step; the losses and every final weight.</summary>
+    private static (double[] Losses, float[][] Weights) Train(bool reuse)
+    {
+        var config = new MixtralConfig
+        {
+            VocabSize = 256, HiddenSize = 32, IntermediateSize = 64, NumHiddenLayers = 2, NumAttentionHeads = 2,
+            NumKeyValueHeads = 1, NumLocalExperts = 4, NumExpertsPerTok = 2, MaxPositionEmbeddings = 64,
+        };
+        var model = new MixtralForCausalLM(config, new Rng(11));
+        var optimizer = new AdamW(model.Parameters(), lr: 1e-2);
+        var rng = new Rng(12);
+        var losses = new double[5];
+        for (int step = 0; step < losses.Length; step++)
+        {
+            var ids = new long[4 * 33];
+            for (int i = 0; i < ids.Length; i++) ids[i] = (long)(rng.NextDouble() * 256);
+            using (DeviceScope.Begin(reuse))
+            {
+                model.ZeroGrad();
+                var loss = model.Loss(Tensor.FromArray(ids, 4, 33));
+                loss.Backward();
+                optimizer.Step();
+                losses[step] = loss.Item();
+                model.ZeroGrad();
+            }
+        }
+        return (losses, model.Parameters().Select(p => p.ToArray<float>()).ToArray());
+    }
+
+    private static Array Host(Tensor t) => ((CpuStorage)t.Storage).Data;
+}
+
+/// <summary>The tests that look at the shared pool's contents run one at a time.</summary>
+[CollectionDefinition("HostArrayPool", DisableParallelization = true)]
+public sealed class HostArrayPoolCollection;
