@@ -17,8 +17,9 @@ namespace PureMoE.Bench;
 /// that runs the same phases one at a time with a detached boundary between them (each phase's backward is then
 /// timed on its own), so the plain steps carry no timing code.
 /// With --device cuda (or ilgpu-cpu, opencl) the layer, x and gy live on that device, every timed region ends with a
-/// device synchronisation (as bench/peers/moe_torch.py --device cuda does with torch.cuda.synchronize), and each
-/// step runs in a DeviceScope so its buffers go back to the pool.
+/// device synchronisation (as bench/peers/moe_torch.py --device cuda does with torch.cuda.synchronize). Each step
+/// runs in a DeviceScope that reuses host memory, as `puremoe train` does, so its buffers (device or host) go back
+/// to a pool for the next step.
 /// </summary>
 public static class MoeQuick
 {
@@ -79,7 +80,7 @@ public static class MoeQuick
             }
 
             x.Grad = null;
-            using var scope = device.IsHost ? null : DeviceScope.Begin();
+            using var scope = DeviceScope.Begin(reuseHostMemory: true);
             long start = Stopwatch.GetTimestamp();
             var y = layer.Forward(x);
             BenchDevice.Sync(device);
@@ -122,7 +123,7 @@ public static class MoeQuick
         for (int i = 0; i < Math.Max(2, warmup) + repeats; i++)
         {
             double[,] one;
-            using (device.IsHost ? null : DeviceScope.Begin())
+            using (DeviceScope.Begin(reuseHostMemory: true))
             {
                 one = InstrumentedStep(layer, x, gy, parameters, device);
             }

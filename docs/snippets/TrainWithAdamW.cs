@@ -19,6 +19,8 @@ public static class TrainWithAdamW
         double first = 0, last = 0;
         for (int step = 0; step < steps; step++)
         {
+            // The step's activations and gradients go back to a pool at its end, and the next step reuses them.
+            using var scope = DeviceScope.Begin(reuseHostMemory: true);
             optimizer.ZeroGrad();
             var loss = model.Loss(batch);
             var total = model.RegularizationLoss() is Tensor reg ? loss.Add(reg) : loss;  // aux / z / L1 terms
@@ -26,6 +28,7 @@ public static class TrainWithAdamW
             optimizer.Step();
             MoeMixtral.AfterOptimizerStep(model);                // ReMoE's adaptive λ
             (first, last) = (step == 0 ? loss.Item() : first, loss.Item());
+            optimizer.ZeroGrad();                                // the gradients belong to this step's scope
         }
         return (first, last);
     }
