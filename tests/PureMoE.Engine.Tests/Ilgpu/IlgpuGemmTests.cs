@@ -60,6 +60,27 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
     public void TiledKernelMatchesReference(int m, int n, int k, int batch) =>
         WithKernel(GemmKernelChoice.Tiled, () => Check(m, n, k, batch, betas: [0.5]));
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ABatchLargerThanOneLaunchIsSplitAcrossLaunches(bool largeKernel)
+    {
+        var choice = largeKernel ? GemmKernelChoice.Large : GemmKernelChoice.Tiled;
+        // CUDA caps the grid's y dimension (the batch) at 65,535; with the cap lowered to 3, a batch of 7 takes
+        // three launches (3 + 3 + 1), each offset to its own matrices, shared B (stride 0) included.
+        var b = G;
+        Assert.Equal(b.Accelerator.MaxGridSize.Y, b.MaxGemmBatchPerLaunch);
+        b.MaxGemmBatchPerLaunch = 3;
+        try
+        {
+            WithKernel(choice, () => Check(9, 20, 5, 7, betas: [0.0, 0.5]));
+        }
+        finally
+        {
+            b.MaxGemmBatchPerLaunch = b.Accelerator.MaxGridSize.Y;
+        }
+    }
+
     [Fact]
     public void LargeKernelHandlesEmptyK()
     {

@@ -178,26 +178,41 @@ public sealed partial class IlgpuBackend
             TransA = transA ? 1 : 0, TransB = transB ? 1 : 0,
             Alpha = (float)alpha, Beta = (float)beta,
         };
-        if (UsesLargeGemm(m, n, batch))
-        {
-            const int tileSize = IlgpuKernels.Gemm128Tile;
-            int tiles = (m + tileSize - 1) / tileSize;
-            p.TilesN = (n + tileSize - 1) / tileSize;
-            var large = Cached(ref _sgemm128, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm128));
-            large(new KernelConfig(new Index2D(tiles * p.TilesN, batch), new Index2D(IlgpuKernels.Gemm128Threads, 1)),
-                F(a, "Gemm"), F(b, "Gemm"), F(c, "Gemm"), p);
-            return;
-        }
-
+        bool large = UsesLargeGemm(m, n, batch);
         var (tx, ty) = GemmThreads;
-        int bm = 4 * ty, bn = 4 * tx;
+        int bm = large ? IlgpuKernels.Gemm128Tile : 4 * ty, bn = large ? IlgpuKernels.Gemm128Tile : 4 * tx;
         int tilesM = (m + bm - 1) / bm;
+        p.TilesN = (n + bn - 1) / bn;
         p.TX = tx;
         p.TY = ty;
-        p.TilesN = (n + bn - 1) / bn;
-        var kernel = Cached(ref _sgemm, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm));
-        var config = new KernelConfig(new Index2D(tilesM * p.TilesN, batch), new Index2D(tx * ty, 1),
-            SharedMemoryConfig.RequestDynamic<float>(IlgpuKernels.GemmBK * (bm + bn)));
-        kernel(config, F(a, "Gemm"), F(b, "Gemm"), F(c, "Gemm"), p);
+        var kernel = large
+            ? Cached(ref _sgemm128, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm128))
+            : Cached(ref _sgemm, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm));
+        // The batch is the grid's y dimension, which CUDA caps at 65,535: a larger batch takes several launches,
+        // each starting its matrices further on.
+        for (int first = 0; first < batch; first += MaxGemmBatchPerLaunch)
+        {
+            int count = Math.Min(MaxGemmBatchPerLaunch, batch - first);
+            p.OffA = aOffset + first * strideA;
+            p.OffB = bOffset + first * strideB;
+            p.OffC = cOffset + first * strideC;
+            var config = large
+                ? new KernelConfig(new Index2D(tilesM * p.TilesN, count), new Index2D(IlgpuKernels.Gemm128Threads, 1))
+                : new KernelConfig(new Index2D(tilesM * p.TilesN, count), new Index2D(tx * ty, 1),
+                    SharedMemoryConfig.RequestDynamic<float>(IlgpuKernels.GemmBK * (bm + bn)));
+            kernel(config, F(a, "Gemm"), F(b, "Gemm"), F(c, "Gemm"), p);
+        }
     }
+
+    /// <summary>
+    /// Most matrices one GEMM launch covers: the accelerator's largest grid y dimension (65,535 on CUDA). Tests
+    /// lower it to run the multi-launch path on the emulator, whose grid has no such limit.
+    /// </summary>
+    internal int MaxGemmBatchPerLaunch
+    {
+        get => _maxGemmBatchPerLaunch ??= Math.Max(1, Accelerator.MaxGridSize.Y);
+        set => _maxGemmBatchPerLaunch = value;
+    }
+
+    private int? _maxGemmBatchPerLaunch;
 }
