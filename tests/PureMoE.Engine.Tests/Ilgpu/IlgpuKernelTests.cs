@@ -12,6 +12,21 @@ public sealed class IlgpuCpuKernelTests : IlgpuKernelTests
     protected override DeviceKind Kind => DeviceKind.IlgpuCpu;
 }
 
+/// <summary>
+/// The same kernel tests on the emulator shaped like a CUDA GPU (32-lane warps, 256-thread groups): the group and
+/// warp sizes the backend uses on CUDA, where Device.IlgpuCpu has 4-lane warps and 16-thread groups.
+/// </summary>
+[Trait("Device", "IlgpuCpu")]
+[Collection("Ilgpu")]
+public sealed class CudaShapedKernelTests : IlgpuKernelTests
+{
+    /// <inheritdoc />
+    protected override DeviceKind Kind => DeviceKind.IlgpuCpu;
+
+    /// <inheritdoc />
+    protected override bool CudaShaped => true;
+}
+
 /// <summary>The same kernel tests on CUDA device 0; skipped where there is none.</summary>
 [Trait("Device", "Cuda")]
 [Collection("Ilgpu")]

@@ -14,6 +14,18 @@ public sealed class IlgpuCpuMoeKernelTests : IlgpuMoeKernelTests
     protected override DeviceKind Kind => DeviceKind.IlgpuCpu;
 }
 
+/// <summary>The same tests on the emulator shaped like a CUDA GPU (32-lane warps, 256-thread groups).</summary>
+[Trait("Device", "IlgpuCpu")]
+[Collection("Ilgpu")]
+public sealed class CudaShapedMoeKernelTests : IlgpuMoeKernelTests
+{
+    /// <inheritdoc />
+    protected override DeviceKind Kind => DeviceKind.IlgpuCpu;
+
+    /// <inheritdoc />
+    protected override bool CudaShaped => true;
+}
+
 /// <summary>The same MoE kernel tests on CUDA device 0; skipped where there is none.</summary>
 [Trait("Device", "Cuda")]
 [Collection("Ilgpu")]

@@ -12,6 +12,18 @@ public sealed class IlgpuCpuOpsTests : IlgpuOpsTests
     protected override DeviceKind Kind => DeviceKind.IlgpuCpu;
 }
 
+/// <summary>The same tests on the emulator shaped like a CUDA GPU (32-lane warps, 256-thread groups).</summary>
+[Trait("Device", "IlgpuCpu")]
+[Collection("Ilgpu")]
+public sealed class CudaShapedOpsTests : IlgpuOpsTests
+{
+    /// <inheritdoc />
+    protected override DeviceKind Kind => DeviceKind.IlgpuCpu;
+
+    /// <inheritdoc />
+    protected override bool CudaShaped => true;
+}
+
 /// <summary>The same end-to-end ops on CUDA device 0; skipped where there is none.</summary>
 [Trait("Device", "Cuda")]
 [Collection("Ilgpu")]

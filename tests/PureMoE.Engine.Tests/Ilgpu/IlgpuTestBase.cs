@@ -33,9 +33,15 @@ public abstract class IlgpuTestBase
                 Assert.SkipUnless(count > 0, "no CUDA device on this machine");
                 return Device.Cuda(0);
             }
-            return Device.IlgpuCpu;
+            return CudaShaped ? WideCpu.Device : Device.IlgpuCpu;
         }
     }
+
+    /// <summary>
+    /// True to run on the emulator shaped like a CUDA GPU (<see cref="WideCpu"/>: 32-lane warps, 256-thread groups,
+    /// the sizes the backend picks on CUDA) instead of Device.IlgpuCpu's 4-lane warps and 16-thread groups.
+    /// </summary>
+    protected virtual bool CudaShaped => false;
 
     /// <summary>The backend of <see cref="Dev"/>.</summary>
     protected IlgpuBackend B => (IlgpuBackend)Dev.Backend;
