@@ -64,8 +64,8 @@ public static partial class Sgemm
     }
 
     /// <summary>
-    /// A not transposed (rows contiguous), mr ≤ Mr ≤ 8 rows: 8 columns at a time, the mr row segments are loaded as
-    /// vectors and transposed 8×8 in registers, so every load and store is a vector instead of 8·8 scalar moves.
+    /// A not transposed (rows contiguous), mr ≤ Mr ≤ 8 rows: 8 columns at a time, the mr row segments are transposed
+    /// 8×8 in registers (<see cref="Transpose8"/>), so every load and store is a vector instead of 8·8 scalar moves.
     /// Rows from mr to Mr are written as zeros.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -74,41 +74,7 @@ public static partial class Sgemm
         int p = 0;
         for (; p + 8 <= kc; p += 8)
         {
-            var r0 = Vector256.Load(s + p);
-            var r1 = mr > 1 ? Vector256.Load(s + rowStride + p) : Vector256<float>.Zero;
-            var r2 = mr > 2 ? Vector256.Load(s + 2 * rowStride + p) : Vector256<float>.Zero;
-            var r3 = mr > 3 ? Vector256.Load(s + 3 * rowStride + p) : Vector256<float>.Zero;
-            var r4 = mr > 4 ? Vector256.Load(s + 4 * rowStride + p) : Vector256<float>.Zero;
-            var r5 = mr > 5 ? Vector256.Load(s + 5 * rowStride + p) : Vector256<float>.Zero;
-            var r6 = mr > 6 ? Vector256.Load(s + 6 * rowStride + p) : Vector256<float>.Zero;
-            var r7 = mr > 7 ? Vector256.Load(s + 7 * rowStride + p) : Vector256<float>.Zero;
-
-            // The classic AVX 8×8 transpose: interleave pairs, then quads, then swap 128-bit halves.
-            var t0 = Avx.UnpackLow(r0, r1);
-            var t1 = Avx.UnpackHigh(r0, r1);
-            var t2 = Avx.UnpackLow(r2, r3);
-            var t3 = Avx.UnpackHigh(r2, r3);
-            var t4 = Avx.UnpackLow(r4, r5);
-            var t5 = Avx.UnpackHigh(r4, r5);
-            var t6 = Avx.UnpackLow(r6, r7);
-            var t7 = Avx.UnpackHigh(r6, r7);
-            var u0 = Avx.Shuffle(t0, t2, 0x44);
-            var u1 = Avx.Shuffle(t0, t2, 0xEE);
-            var u2 = Avx.Shuffle(t1, t3, 0x44);
-            var u3 = Avx.Shuffle(t1, t3, 0xEE);
-            var u4 = Avx.Shuffle(t4, t6, 0x44);
-            var u5 = Avx.Shuffle(t4, t6, 0xEE);
-            var u6 = Avx.Shuffle(t5, t7, 0x44);
-            var u7 = Avx.Shuffle(t5, t7, 0xEE);
-            float* dp = d + p * Mr;
-            StoreFirst(Mr, Avx.Permute2x128(u0, u4, 0x20), dp);
-            StoreFirst(Mr, Avx.Permute2x128(u1, u5, 0x20), dp + Mr);
-            StoreFirst(Mr, Avx.Permute2x128(u2, u6, 0x20), dp + 2 * Mr);
-            StoreFirst(Mr, Avx.Permute2x128(u3, u7, 0x20), dp + 3 * Mr);
-            StoreFirst(Mr, Avx.Permute2x128(u0, u4, 0x31), dp + 4 * Mr);
-            StoreFirst(Mr, Avx.Permute2x128(u1, u5, 0x31), dp + 5 * Mr);
-            StoreFirst(Mr, Avx.Permute2x128(u2, u6, 0x31), dp + 6 * Mr);
-            StoreFirst(Mr, Avx.Permute2x128(u3, u7, 0x31), dp + 7 * Mr);
+            Transpose8(s + p, rowStride, mr, d + p * Mr, Mr, Mr);
         }
 
         for (; p < kc; p++)
@@ -119,6 +85,50 @@ public static partial class Sgemm
                 dp[r] = r < mr ? s[r * rowStride + p] : 0f;
             }
         }
+    }
+
+    /// <summary>
+    /// Loads <paramref name="rows"/> (≤ 8) runs of 8 floats, run r at src + r·srcStride (runs past
+    /// <paramref name="rows"/> read as zeros), transposes the 8×8 block in registers and stores the first
+    /// <paramref name="width"/> (4, 6 or 8) lanes of transposed row i at dst + i·dstStride: the classic AVX
+    /// transpose (interleave pairs, then quads, then swap 128-bit halves).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Transpose8(float* src, nint srcStride, int rows, float* dst, nint dstStride, int width)
+    {
+        var r0 = Vector256.Load(src);
+        var r1 = rows > 1 ? Vector256.Load(src + srcStride) : Vector256<float>.Zero;
+        var r2 = rows > 2 ? Vector256.Load(src + 2 * srcStride) : Vector256<float>.Zero;
+        var r3 = rows > 3 ? Vector256.Load(src + 3 * srcStride) : Vector256<float>.Zero;
+        var r4 = rows > 4 ? Vector256.Load(src + 4 * srcStride) : Vector256<float>.Zero;
+        var r5 = rows > 5 ? Vector256.Load(src + 5 * srcStride) : Vector256<float>.Zero;
+        var r6 = rows > 6 ? Vector256.Load(src + 6 * srcStride) : Vector256<float>.Zero;
+        var r7 = rows > 7 ? Vector256.Load(src + 7 * srcStride) : Vector256<float>.Zero;
+
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        StoreFirst(width, Avx.Permute2x128(u0, u4, 0x20), dst);
+        StoreFirst(width, Avx.Permute2x128(u1, u5, 0x20), dst + dstStride);
+        StoreFirst(width, Avx.Permute2x128(u2, u6, 0x20), dst + 2 * dstStride);
+        StoreFirst(width, Avx.Permute2x128(u3, u7, 0x20), dst + 3 * dstStride);
+        StoreFirst(width, Avx.Permute2x128(u0, u4, 0x31), dst + 4 * dstStride);
+        StoreFirst(width, Avx.Permute2x128(u1, u5, 0x31), dst + 5 * dstStride);
+        StoreFirst(width, Avx.Permute2x128(u2, u6, 0x31), dst + 6 * dstStride);
+        StoreFirst(width, Avx.Permute2x128(u3, u7, 0x31), dst + 7 * dstStride);
     }
 
     /// <summary>The first <paramref name="count"/> (4, 6 or 8: the tile heights Mr) floats at <paramref name="p"/>, as a vector.</summary>
@@ -172,12 +182,26 @@ public static partial class Sgemm
             }
             else
             {
-                // B transposed: a column of op(B) is a contiguous source row; scatter it with stride Nr.
+                // B transposed: a column of op(B) is a contiguous source row. Blocks of 8 columns × 8 rows go
+                // through a register transpose; the leftover columns and rows are scattered with stride Nr.
+                int jv = 0;
+                if (Avx.IsSupported && rowStride == 1)
+                {
+                    for (; jv + 8 <= nr; jv += 8)
+                    {
+                        for (int p = 0; p + 8 <= kc; p += 8)
+                        {
+                            Transpose8(s + jv * colStride + p, colStride, 8, d + p * Nr + jv, Nr, 8);
+                        }
+                    }
+                }
+
+                int pv = Avx.IsSupported && rowStride == 1 ? kc / 8 * 8 : 0;
                 for (int j = 0; j < nr; j++)
                 {
                     float* sj = s + j * colStride;
                     float* dj = d + j;
-                    for (int p = 0; p < kc; p++)
+                    for (int p = j < jv ? pv : 0; p < kc; p++)
                     {
                         dj[p * Nr] = sj[p * rowStride];
                     }
