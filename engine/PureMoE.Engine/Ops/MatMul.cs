@@ -21,7 +21,8 @@ public sealed partial class Tensor
 
         // A [.., m, k] times a plain matrix B [k, n]: fold the batch into the rows, one large GEMM.
         Tensor y;
-        if (b.Rank == 2 && a.Rank > 2 && a.IsContiguous)
+        bool folded = b.Rank == 2 && a.Rank > 2 && a.IsContiguous;
+        if (folded)
         {
             var a2 = a.Reshape(-1, k);
             y = Empty(new Shape(a2.Shape[0], n), a.DType, a.Device);
@@ -42,7 +43,19 @@ public sealed partial class Tensor
         }
         return Record("MatMul", y, [a, b], g => [
             a.RequiresGrad ? g.MatMul(b.T).SumToShape(a.Shape).AsFreshGradient() : null,
-            b.RequiresGrad ? a.T.MatMul(g).SumToShape(b.Shape).AsFreshGradient() : null]);
+            b.RequiresGrad ? WeightGradient(a, g, b.Shape, folded).AsFreshGradient() : null]);
+    }
+
+    /// <summary>
+    /// dB of y = A·B: Aᵀ·dY summed over A's batch dimensions. When the forward folded A's batch into its rows (B a
+    /// plain matrix), so does this: one GEMM of [k, rows]·[rows, n] reduces over every row at once, instead of a
+    /// batched product into a [batch, k, n] temporary and a sum over the batch.
+    /// </summary>
+    private static Tensor WeightGradient(Tensor a, Tensor g, Shape bShape, bool folded)
+    {
+        if (!folded) return a.T.MatMul(g).SumToShape(bShape);
+        int k = a.Shape[-1], n = g.Shape[-1];
+        return a.Reshape(-1, k).T.MatMul(g.Reshape(-1, n));
     }
 
     /// <summary>
