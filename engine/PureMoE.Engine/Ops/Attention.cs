@@ -71,8 +71,9 @@ public sealed partial class Tensor
             throw new ArgumentException($"CausalAttention: q {q.Shape} and k/v {k.Shape} disagree (batch, head dim, H multiple of Hkv, Sk ≥ S)");
         int group = h / hkv;
         // Grouped heads share K and V: fold the group into the query rows, [B, Hkv, group·S, D], so no K/V copies.
-        var qg = q.Reshape(b, hkv, group * s, d);
-        var scores = qg.MatMul(k.T).MulScalar(1.0 / Math.Sqrt(d));
+        // The 1/√D scale goes on the queries, not the scores: [.., S, D] is D/Sk the size of [.., S, Sk].
+        var qg = q.Reshape(b, hkv, group * s, d).MulScalar(1.0 / Math.Sqrt(d));
+        var scores = qg.MatMul(k.T);
         var p = scores.CausalSoftmax(s);
         return p.MatMul(v).Reshape(b, h, s, d);
     }
