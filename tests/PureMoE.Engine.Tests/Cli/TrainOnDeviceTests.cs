@@ -206,6 +206,23 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void CliTrainsExpertParallelOnTwoCpuRanksWithReusedHostMemoryLikeOneCpu()
+    {
+        // Large enough (4·32 tokens × 32 wide) that the step's arrays go through the host-array pool, so the
+        // rank tasks' buffers and the exchange's are reused from step to step; same losses as one CPU rank.
+        string[] args = ["--steps", "4", "--batch", "4", "--seq", "32", "--hidden", "32", "--ff", "64", "--layers", "2",
+            "--heads", "2", "--kv-heads", "1", "--experts", "4", "--k", "2", "--eval-batches", "1", "--warmup", "1"];
+        string oneDir = Path.Combine(_dir, "cpu-one"), twoDir = Path.Combine(_dir, "cpu-two");
+        var (oneCode, _, oneErr) = Cli(["train", .. args, "--out", oneDir]);
+        var (twoCode, _, twoErr) = Cli(["train", .. args, "--devices", "2", "--out", twoDir]);
+        Assert.True(oneCode == 0, oneErr);
+        Assert.True(twoCode == 0, twoErr);
+        var (one, two) = (Losses(oneDir), Losses(twoDir));
+        Assert.Equal(4, two.Length);
+        for (int i = 0; i < 4; i++) Assert.Equal(one[i], two[i], 1e-4 * one[i]);
+    }
+
+    [Fact]
     public void DeviceParseAcceptsTheNamesDevicesPrintAndListsTheFormsOtherwise()
     {
         foreach (var d in new[] { Device.Cpu, Device.CpuReference, Device.IlgpuCpu }) Assert.Same(d, Device.Parse(d.ToString()));
