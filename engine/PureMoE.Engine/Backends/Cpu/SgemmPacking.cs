@@ -174,10 +174,25 @@ public static partial class Sgemm
             float* s = src + jr * colStride;
             if (colStride == 1)
             {
-                // B not transposed: each panel row is a contiguous run of the source row.
-                for (int p = 0; p < kc; p++)
+                // B not transposed: each panel row is a contiguous run of the source row. A full panel row is
+                // Nr/8 vector moves (a Memmove call per 32-float row cost more than the copy itself).
+                if (Avx.IsSupported && nr == Nr)
                 {
-                    new ReadOnlySpan<float>(s + p * rowStride, nr).CopyTo(new Span<float>(d + p * Nr, nr));
+                    for (int p = 0; p < kc; p++)
+                    {
+                        float* sp = s + p * rowStride, dp = d + p * Nr;
+                        for (int j = 0; j < Nr; j += 8)
+                        {
+                            Vector256.Store(Vector256.Load(sp + j), dp + j);
+                        }
+                    }
+                }
+                else
+                {
+                    for (int p = 0; p < kc; p++)
+                    {
+                        new ReadOnlySpan<float>(s + p * rowStride, nr).CopyTo(new Span<float>(d + p * Nr, nr));
+                    }
                 }
             }
             else
