@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace PureMoE.Backends.Cpu;
 
@@ -342,11 +344,24 @@ public static partial class Sgemm
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void MergeTile(float* tile, float* c, nint ldc, int mr, int nr, float alpha, float beta)
     {
+        var alphas = Vector256.Create(alpha);
+        var betas = Vector256.Create(beta);
         for (int i = 0; i < mr; i++)
         {
             float* src = tile + i * Nr;
             float* dst = c + i * ldc;
-            for (int j = 0; j < nr; j++)
+            int j = 0;
+            if (Fma.IsSupported)
+            {
+                // Thin products (N = 8 or 16, as a router's gate or a small head) merge every tile: 8 lanes at a time.
+                for (; j + 8 <= nr; j += 8)
+                {
+                    var product = alphas * Vector256.Load(src + j);
+                    Vector256.Store(beta == 0f ? product : Fma.MultiplyAdd(betas, Vector256.Load(dst + j), product), dst + j);
+                }
+            }
+
+            for (; j < nr; j++)
             {
                 // Same rounding as the vector store path: alpha*acc, then one fused beta*C + (alpha*acc).
                 dst[j] = beta == 0f ? alpha * src[j] : MathF.FusedMultiplyAdd(beta, dst[j], alpha * src[j]);
