@@ -122,7 +122,7 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
         TrainCommand.Run(o, TextWriter.Null, TestContext.Current.CancellationToken, _ =>
         {
             // Buffers dropped by other tests return through finalizers; let them land before measuring.
-            for (int i = 0; i < 2; i++) { GC.Collect(); GC.WaitForPendingFinalizers(); }
+            Finalizers.Settle();
             after.Add((pool.LeasedBytes, pool.Allocations));
         });
         // Step 1 creates AdamW's moments (outside the scope, for good); from then on a step leases nothing for

@@ -167,6 +167,7 @@ public abstract class IlgpuArgSortTests : IlgpuTestBase
         OnPath(false, () =>
         {
             B.ArgSort(dx, g, rows, n, false); // warm: kernels compiled, temp buffer pooled
+            Finalizers.Settle();
             long reads = B.HostReads, leased = B.Pool.LeasedBytes, allocations = B.Pool.Allocations;
             B.ArgSort(dx, g, rows, n, true);
             Assert.Equal(reads, B.HostReads);

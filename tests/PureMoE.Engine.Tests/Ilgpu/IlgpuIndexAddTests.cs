@@ -168,6 +168,7 @@ public abstract class IlgpuIndexAddTests : IlgpuTestBase
         OnPath(false, () =>
         {
             B.IndexAdd(d, ix, src, outer, axisLen, count, inner); // warm: kernels compiled, temp buffer pooled
+            Finalizers.Settle();
             long leased = B.Pool.LeasedBytes, allocations = B.Pool.Allocations;
             B.IndexAdd(d, ix, src, outer, axisLen, count, inner);
             Assert.Equal(leased, B.Pool.LeasedBytes);

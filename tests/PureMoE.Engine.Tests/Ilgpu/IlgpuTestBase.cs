@@ -98,3 +98,20 @@ internal static class WideCpu
     /// <summary>Its device (shown as ilgpu-cpu:1000).</summary>
     public static Device Device => s_value.Value.Device;
 }
+
+/// <summary>
+/// A storage dropped without a scope returns its device buffer from its finalizer, whenever the garbage collector
+/// runs it. A test that compares a pool's counters before and after a call first lets every such buffer land.
+/// </summary>
+internal static class Finalizers
+{
+    /// <summary>Collects and runs pending finalizers twice (a finalizer can release more finalizable objects).</summary>
+    public static void Settle()
+    {
+        for (int i = 0; i < 2; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+    }
+}

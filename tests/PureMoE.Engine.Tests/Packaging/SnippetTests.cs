@@ -93,16 +93,6 @@ public sealed partial class SnippetTests
     }
 
     [Fact]
-    public void DevicesAndScopesRunsOnEveryLocalDevice()
-    {
-        var expected = global::DevicesAndScopes.Run(Device.Cpu);
-        Assert.Equal(8, expected.Length);
-        Assert.Contains(global::DevicesAndScopes.Pick().Kind, new[] { DeviceKind.Cpu, DeviceKind.Cuda });
-        var ilgpu = global::DevicesAndScopes.Run(Device.IlgpuCpu);
-        for (int i = 0; i < 8; i++) Assert.Equal(expected[i], ilgpu[i], 1e-3f * (1 + Math.Abs(expected[i])));
-    }
-
-    [Fact]
     public void AutogradBasicsGivesTheGradient()
     {
         var grad = global::AutogradBasics.Run();
@@ -134,5 +124,23 @@ public sealed class RoutingPlanTourTests
         for (int e = 0; e < 4; e++)                                      // expert-major, token order within
             for (int i = 0; i < groups[e]; i++, row++)
                 if (i > 0) Assert.True(rowToken[row] > rowToken[row - 1]);
+    }
+}
+
+/// <summary>
+/// The snippet that runs on an ILGPU device. It shares Device.IlgpuCpu with the ILGPU tests, so it joins their
+/// collection: a device is used from one thread at a time, and tests there count the device pool's bytes.
+/// </summary>
+[Collection("Ilgpu")]
+public sealed class DeviceSnippetTests
+{
+    [Fact]
+    public void DevicesAndScopesRunsOnEveryLocalDevice()
+    {
+        var expected = global::DevicesAndScopes.Run(Device.Cpu);
+        Assert.Equal(8, expected.Length);
+        Assert.Contains(global::DevicesAndScopes.Pick().Kind, new[] { DeviceKind.Cpu, DeviceKind.Cuda });
+        var ilgpu = global::DevicesAndScopes.Run(Device.IlgpuCpu);
+        for (int i = 0; i < 8; i++) Assert.Equal(expected[i], ilgpu[i], 1e-3f * (1 + Math.Abs(expected[i])));
     }
 }
