@@ -48,21 +48,7 @@ public sealed class CpuStorage : Storage
     }
 
     /// <summary>Allocates a zeroed array.</summary>
-    public static CpuStorage Allocate(DType dtype, int length)
-    {
-        if (Pooled(dtype, length) is CpuStorage reused)
-        {
-            Array.Clear(reused.Data);
-            return reused;
-        }
-        return Track(dtype switch
-        {
-            DType.Float32 => new float[length],
-            DType.Float64 => new double[length],
-            DType.Int64 => new long[length],
-            _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
-        });
-    }
+    public static CpuStorage Allocate(DType dtype, int length) => Create(dtype, length, zeroed: true);
 
     /// <summary>
     /// Allocates an array whose contents are unspecified (for buffers a kernel overwrites entirely); filled with NaN
@@ -70,13 +56,7 @@ public sealed class CpuStorage : Storage
     /// </summary>
     public static CpuStorage AllocateUninitialized(DType dtype, int length)
     {
-        var storage = Pooled(dtype, length) ?? Track(dtype switch
-        {
-            DType.Float32 => GC.AllocateUninitializedArray<float>(length),
-            DType.Float64 => GC.AllocateUninitializedArray<double>(length),
-            DType.Int64 => GC.AllocateUninitializedArray<long>(length),
-            _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
-        });
+        var storage = Create(dtype, length, zeroed: false);
         if (UninitializedMemory.Poison)
         {
             switch (storage.Data)
@@ -89,13 +69,15 @@ public sealed class CpuStorage : Storage
         return storage;
     }
 
-    /// <summary>Whether allocations of this size go through the pool now: a scope that reuses host memory is current.</summary>
-    private static bool Reusing(int length) => length >= HostArrayPool.MinLength && DeviceScope.Current is { ReusesHostMemory: true };
-
-    /// <summary>A pooled array of the size wrapped in a storage the current scope owns, or null (none free, or no reuse).</summary>
-    private static CpuStorage? Pooled(DType dtype, int length)
+    /// <summary>
+    /// A storage of <paramref name="length"/> elements. While a scope that reuses host memory is current, a large
+    /// array comes from <see cref="HostArrayPool"/> when one of its type and length is free (cleared if
+    /// <paramref name="zeroed"/>), and the scope owns the storage; otherwise a new array, owned by nobody.
+    /// </summary>
+    private static CpuStorage Create(DType dtype, int length, bool zeroed)
     {
-        if (!Reusing(length)) return null;
+        if (length < HostArrayPool.MinLength || DeviceScope.Current is not { ReusesHostMemory: true })
+            return new CpuStorage(NewArray(dtype, length, zeroed));
         var elementType = dtype switch
         {
             DType.Float32 => typeof(float),
@@ -103,17 +85,21 @@ public sealed class CpuStorage : Storage
             DType.Int64 => typeof(long),
             _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
         };
-        return HostArrayPool.Shared.TryRent(elementType, length) is Array array ? Track(array) : null;
-    }
-
-    /// <summary>Wraps a new array; owned by the current scope when it reuses host memory.</summary>
-    private static CpuStorage Track(Array array)
-    {
-        if (!Reusing(array.Length)) return new CpuStorage(array);
+        var array = HostArrayPool.Shared.TryRent(elementType, length);
+        if (array is null) array = NewArray(dtype, length, zeroed);
+        else if (zeroed) Array.Clear(array);
         var storage = new CpuStorage(array, pooled: true);
         DeviceScope.Track(storage);
         return storage;
     }
+
+    private static Array NewArray(DType dtype, int length, bool zeroed) => dtype switch
+    {
+        DType.Float32 => zeroed ? new float[length] : GC.AllocateUninitializedArray<float>(length),
+        DType.Float64 => zeroed ? new double[length] : GC.AllocateUninitializedArray<double>(length),
+        DType.Int64 => zeroed ? new long[length] : GC.AllocateUninitializedArray<long>(length),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
+    };
 
     /// <summary>
     /// For a storage a reusing scope owns: empties it and returns its array (the scope hands it to the pool).
