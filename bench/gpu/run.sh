@@ -2,7 +2,13 @@
 # run.sh: everything a GPU session measures, in one call, ON the GPU machine (which has a driver, PyTorch and the
 # CUDA toolkit, but no .NET), from the repository root, with .gpu/ carried (bench/gpu/pack.sh builds it here):
 #
-#   bash bench/gpu/run.sh            # writes logs and a summary under $OUT (default /tmp/puremoe-gpu-out)
+#   bash bench/gpu/run.sh [PART...]  # writes logs and a summary under $OUT (default /tmp/puremoe-gpu-out)
+#
+# PARTs (default: all three, in this order; a device call is limited to 600 s, so a run may be split over calls):
+#   tests   the CUDA and PTX tests, ptxas and SASS counts of the large SGEMM kernel
+#   bench   SGEMM, IndexAdd, ArgSort and the MoE layer against the PyTorch peers
+#   cli     `puremoe train` end to end on the GPU and on the CPU, an absent device's error, and bench/check_torch.sh
+#           (every router's logits and gradients against PyTorch float64, on the CPU and on the GPU)
 #
 # Steps: unpack the .NET runtime and the published projects from .gpu/; make libcuda.so resolvable (ILGPU 1.5.3
 # loads that name; drivers often ship only libcuda.so.1); nvidia-smi -L; the Engine and Moe tests with the traits
@@ -19,6 +25,11 @@
 #   bench.log     benchmark stderr and text;  ptx.txt ptxas -v and SASS instruction counts;  Sgemm128.ptx
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
+parts=" ${*:-tests bench cli} "
+for part in $parts; do
+  case $part in tests | bench | cli) ;; *) echo "run.sh: unknown part '$part' (parts: tests, bench, cli)" >&2; exit 2 ;; esac
+done
+want() { [[ "$parts" == *" $1 "* ]]; }
 OUT=${OUT:-/tmp/puremoe-gpu-out}
 mkdir -p "$OUT"
 summary=$OUT/summary.txt results=$OUT/results.jsonl tests=$OUT/tests.log bench=$OUT/bench.log
@@ -68,11 +79,12 @@ else
   say "nvidia-smi missing or failing: no GPU; running the CUDA steps on ILGPU's CPU accelerator with tiny shapes instead"
 fi
 dev=$([ $gpu -eq 1 ] && echo cuda || echo ilgpu-cpu)
-py=$(command -v python3 || true)
+py=${PY:-$(command -v python3 || true)} # PY overrides: the interpreter with PyTorch
 torch_ok=0
 [ -n "$py" ] && "$py" -c 'import torch' 2>/dev/null && torch_ok=1
 
 # --- tests
+if want tests; then
 engine=(dotnet "$work/PureMoE.Engine.Tests/PureMoE.Engine.Tests.dll" -noColor -noLogo)
 moe=(dotnet "$work/PureMoE.Moe.Tests/PureMoE.Moe.Tests.dll" -noColor -noLogo)
 ptxdir=$(mktemp -d)
@@ -109,8 +121,10 @@ if [ -s "$ptxdir/Sgemm128.ptx" ]; then
     say "ptxas not found: PTX kept in Sgemm128.ptx"
   fi
 fi
+fi # tests
 
 # --- benchmarks
+if want bench; then
 ours=(dotnet "$work/PureMoE.Bench/PureMoE.Bench.dll" quick)
 gemm() { # gemm ARGS...: one ours run, its JSON line into results.jsonl
   step "quick gemm $*" 180 bash -c '"$@" --json 2>>"'"$bench"'" | tee -a "'"$results"'"' _ "${ours[@]}" gemm --device $dev "$@"
@@ -198,6 +212,35 @@ if moe:
         print(f"ours (auto) / torch tokens/s: {ours['tokens_per_s'] / torch_moe['tokens_per_s']:.2f}")
 PYEOF
 fi
+fi # bench
+
+# --- the command line end to end: the default training job on the device and on the CPU, the error for a device
+# that is not there, and every router's logits and gradients against PyTorch (float64 and float32 on the CPU, and
+# float32 on the GPU). puremoe.dll is published beside the Engine tests, which reference the CLI.
+if want cli; then
+  cli=$work/PureMoE.Engine.Tests/puremoe.dll
+  log=$(mktemp)
+  # The default job on a GPU; on the emulator (about 0.1 GFLOP/s) a few steps of a smaller model check the path.
+  train_args=$([ $gpu -eq 1 ] || echo "--steps 4 --batch 4 --seq 32 --hidden 32 --ff 64 --eval-batches 1 --warmup 1")
+  for d in $dev cpu; do
+    step "puremoe train --device $d ${train_args:-(the default job)}" 300 \
+      env CI=true dotnet "$cli" train --device $d $train_args --out "$work/train-$d" >"$log" 2>&1
+    cat "$log" >>"$bench"
+    say "  $(grep -E '^(done in|error)' "$log" | tail -1)"
+  done
+  absent=$([ $gpu -eq 1 ] && echo cuda:99 || echo cuda)
+  step "puremoe train --device $absent fails clearly" 60 \
+    bash -c '! CI=true dotnet "$1" train --device "$2" --steps 1 >"$3" 2>&1 && grep -q "no such device" "$3"' _ "$cli" $absent "$log"
+  say "  $(head -1 "$log")"
+  if [ $torch_ok -eq 1 ]; then
+    step "bench/check_torch.sh (cpu$([ $gpu -eq 1 ] && echo ', cuda'))" 420 \
+      env PY="$py" PUREMOE_DLL="$cli" DEVICES="$([ $gpu -eq 1 ] && echo cuda)" bash bench/check_torch.sh >"$log" 2>&1
+    grep -vE '^$|Build|Warn|Error|Elapsed' "$log" | sed 's/^/  /' | tee -a "$summary" >&3
+  else
+    say "bench/check_torch.sh: skipped (no PyTorch for $py)"
+  fi
+  rm -f "$log"
+fi # cli
 say ""
 say "failures: $failures; logs in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 [ $failures -eq 0 ]

@@ -80,6 +80,39 @@ public sealed class EvalCommandTests : IDisposable
     }
 
     [Fact]
+    public void Float64EvalMatchesTheFloat64ReferenceToRounding()
+    {
+        var (modelDir, tokens) = WriteModelAndTokens();
+        string output = Path.Combine(_dir, "out64.safetensors");
+        EvalCommand.Run(modelDir, tokens, output, grads: true, TextWriter.Null, dtype: DType.Float64);
+        var got = TensorIO.Load(output);
+        Assert.Equal(DType.Float64, got["logits"].DType);
+
+        var reference = MixtralCheckpoint.Load(modelDir, DType.Float64, Device.CpuReference);
+        var ids = TensorIO.Load(tokens, Device.CpuReference)["input_ids"];
+        var logits = reference.Forward(ids);
+        var loss = MixtralForCausalLM.NextTokenLoss(logits, ids);
+        loss.Backward();
+
+        // The command line reaches the same path: --dtype float64 writes float64 logits.
+        string viaCli = Path.Combine(_dir, "cli64.safetensors");
+        var saved = Console.Out;
+        Console.SetOut(TextWriter.Null);
+        try { Assert.Equal(0, PureMoE.Cli.Program.Main(["eval", "--model", modelDir, "--tokens", tokens, "--out", viaCli, "--dtype", "float64"])); }
+        finally { Console.SetOut(saved); }
+        Assert.Equal(got["logits"].ToDoubleArray(), TensorIO.Load(viaCli)["logits"].ToDoubleArray());
+
+        // Both run in float64; only the order of sums differs (blocked loops against plain ones).
+        Assert.True(MaxRelativeError(got["logits"], logits) <= 1e-12, $"logits rel err {MaxRelativeError(got["logits"], logits)}");
+        Assert.Equal(loss.Item(), got["loss"].Item(), 1e-12 * Math.Abs(loss.Item()));
+        foreach (var (name, p) in reference.NamedParameters())
+        {
+            double err = MaxRelativeError(got["grad." + name], p.Grad!);
+            Assert.True(err <= 1e-11, $"grad.{name}: relative error {err:E2}");
+        }
+    }
+
+    [Fact]
     public void MissingInputIdsIsAClearError()
     {
         var (modelDir, _) = WriteModelAndTokens();
