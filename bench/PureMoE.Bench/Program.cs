@@ -16,6 +16,7 @@ public static class Program
         ["moe"] = MoeQuick.Run,
         ["indexadd"] = IndexAddQuick.Run,
         ["argsort"] = ArgSortQuick.Run,
+        ["attention"] = AttentionQuick.Run,
     };
 
     /// <summary>Runs the benchmark named on the command line.</summary>
@@ -61,6 +62,7 @@ public static class Program
         Console.Error.WriteLine("                          device only: [--kernel auto|tiled|large] [--grouped auto|on|off]");
         Console.Error.WriteLine("  PureMoE.Bench quick indexadd [--axis A --count C --inner I --outer O] [--direct|--sorted] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("  PureMoE.Bench quick argsort [--rows R --n N] [--ranks|--radix] [--json] [--repeats R] [--warmup W] [--device D]");
+        Console.Error.WriteLine("  PureMoE.Bench quick attention [--batch B --heads H --kv-heads K --seq S --dim D] [--block N] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("  devices (--device): cpu (default), cuda[:N], ilgpu-cpu, opencl[:N]");
         Console.Error.WriteLine("  PureMoE.Bench [BenchmarkDotNet args, e.g. --filter '*Gemm*']");
     }

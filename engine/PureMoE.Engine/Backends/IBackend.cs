@@ -162,8 +162,12 @@ public interface IBackend
     /// </summary>
     void Softmax(Storage x, Storage y, int rows, int n, bool log, int causalQuery);
 
-    /// <summary>dx from y = softmax(x) (or log-softmax) and dy, rows of n.</summary>
-    void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log);
+    /// <summary>
+    /// dx from y = softmax(x) (or log-softmax) and dy, rows of n. With causalQuery &gt; 0 (the mask of
+    /// <see cref="Softmax"/>) only the unmasked columns are read, in y and in dy, and masked columns of dx are 0: a
+    /// caller may leave the masked part of dy unwritten.
+    /// </summary>
+    void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log, int causalQuery);
 
     /// <summary>y = x / rms(x) · w over rows of n; rstd[r] = 1/√(mean(x²)+eps) is saved for the backward.</summary>
     void RmsNorm(Storage x, Storage w, Storage y, Storage rstd, int rows, int n, double eps);

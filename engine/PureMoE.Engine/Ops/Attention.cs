@@ -1,7 +1,7 @@
 namespace PureMoE;
 
-// Rotary position embedding and causal self-attention with grouped-query heads, composed from batched GEMMs and
-// a causal softmax kernel.
+// Rotary position embedding and causal self-attention with grouped-query heads: block-causal batched GEMMs around
+// a causal softmax kernel, forward and backward together.
 public sealed partial class Tensor
 {
     /// <summary>
@@ -61,7 +61,13 @@ public sealed partial class Tensor
     /// H a multiple of Hkv (query head h reads kv head h / (H/Hkv), as Hugging Face's repeat_kv). Sk ≥ S: the
     /// queries are the last S positions (a KV cache). Returns [B, H, S, D].
     /// </summary>
-    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v)
+    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v) => CausalAttention(q, k, v, blockRows: 0);
+
+    /// <summary>
+    /// <see cref="CausalAttention(Tensor, Tensor, Tensor)"/> with the query rows of each product taken
+    /// <paramref name="blockRows"/> at a time (0: <see cref="AttentionBlockRows"/>); tests pass small blocks.
+    /// </summary>
+    internal static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, int blockRows)
     {
         if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4 || k.Shape != v.Shape)
             throw new ArgumentException($"CausalAttention: needs q [B,H,S,D] and k, v [B,Hkv,Sk,D], got {q.Shape}, {k.Shape}, {v.Shape}");
@@ -69,12 +75,113 @@ public sealed partial class Tensor
         int hkv = k.Shape[1], sk = k.Shape[2];
         if (k.Shape[0] != b || k.Shape[3] != d || hkv == 0 || h % hkv != 0 || sk < s)
             throw new ArgumentException($"CausalAttention: q {q.Shape} and k/v {k.Shape} disagree (batch, head dim, H multiple of Hkv, Sk ≥ S)");
+        CheckSameDevice("CausalAttention", q, k);
+        CheckSameDevice("CausalAttention", q, v);
+        if (k.DType != q.DType || v.DType != q.DType)
+            throw new ArgumentException($"CausalAttention: q, k, v are {q.DType.Name()}, {k.DType.Name()}, {v.DType.Name()}; they must match");
         int group = h / hkv;
         // Grouped heads share K and V: fold the group into the query rows, [B, Hkv, group·S, D], so no K/V copies.
         // The 1/√D scale goes on the queries, not the scores: [.., S, D] is D/Sk the size of [.., S, Sk].
         var qg = q.Reshape(b, hkv, group * s, d).MulScalar(1.0 / Math.Sqrt(d));
-        var scores = qg.MatMul(k.T);
-        var p = scores.CausalSoftmax(s);
-        return p.MatMul(v).Reshape(b, h, s, d);
+        int block = blockRows > 0 ? blockRows : AttentionBlockRows(s);
+        return CausalAttentionFolded(qg, k, v, s, block).Reshape(b, h, s, d);
+    }
+
+    /// <summary>
+    /// Query rows per block of the block-causal products: one block (the plain products) below 256 queries, where
+    /// the saved products cost less than the extra, smaller GEMM calls (at S = 128, blocks of 32 or 64 were slower);
+    /// from 256, blocks of max(128, S/4) rows, so 1/4 to 3/8 of the score matrix (blocks above the diagonal) is never
+    /// computed. Measured with `quick attention` (bench/RESULTS.md): S = 256 −28 %, S = 512 −20 to −35 %.
+    /// </summary>
+    internal static int AttentionBlockRows(int queries) => queries < 256 ? queries : Math.Max(128, (queries + 3) / 4);
+
+    // softmax(Q·Kᵀ)·V with the causal mask, on folded heads: qg [B, Hkv, R = group·S, D] (scaled), k and v
+    // [B, Hkv, Sk, D]. Row r is query position o + (r mod S), o = Sk − S, and sees keys j ≤ o + (r mod S).
+    //
+    // Block-causal: the rows go in blocks of `block` queries; a block whose last query sits at position p only
+    // needs keys [0, p], so its products stop there. Scores and dP right of a block's keys are never computed or
+    // read: the causal softmax and its backward read only the unmasked columns and write 0 to the masked ones,
+    // so P and dS are whole. The key-side products (dK = dSᵀ·Q, dV = Pᵀ·dO) go by key blocks: only queries at or
+    // after a block's first key can see it, so each reads the rows from there on, one product per head group.
+    private static Tensor CausalAttentionFolded(Tensor qg, Tensor k, Tensor v, int s, int block)
+    {
+        int b = qg.Shape[0], hkv = qg.Shape[1], rows = qg.Shape[2], d = qg.Shape[3], sk = k.Shape[2];
+        int bh = b * hkv, o = sk - s;
+        var (dtype, device, backend) = (qg.DType, qg.Device, qg.Backend);
+        Tensor q = qg.Dense(), kd = k.Dense(), vd = v.Dense();
+        var rowBlocks = CausalRowBlocks(rows, s, sk, block);
+
+        // C[r0.., :n] = op(A)[r0.., ..]·op(B) per row block, batched over the B·Hkv heads.
+        void PerRowBlock(bool transB, Tensor a, int lda, Tensor bm, Tensor c, int ldc, bool keysAreN)
+        {
+            foreach (var (r0, m, n) in rowBlocks)
+            {
+                int cols = keysAreN ? n : d, inner = keysAreN ? d : n;
+                backend.Gemm(false, transB, m, cols, inner, 1.0, a.Storage, r0 * lda, lda, rows * lda,
+                    bm.Storage, 0, d, sk * d, 0.0, c.Storage, r0 * ldc, ldc, rows * ldc, bh);
+            }
+        }
+
+        var scores = Empty(new Shape(bh, rows, sk), dtype, device);
+        PerRowBlock(transB: true, q, d, kd, scores, sk, keysAreN: true);                 // scores = Q·Kᵀ
+        var p = Empty(scores.Shape, dtype, device);
+        backend.Softmax(scores.Storage, p.Storage, bh * rows, sk, log: false, causalQuery: s);
+        var y = Empty(qg.Shape, dtype, device);
+        PerRowBlock(transB: false, p, sk, vd, y, d, keysAreN: false);                     // Y = P·V
+
+        return Record("CausalAttention", y, [qg, k, v], g =>
+        {
+            var dy = g.Dense();
+            Tensor? dq = null, dk = null, dv = null;
+            if (qg.RequiresGrad || k.RequiresGrad)
+            {
+                var dp = Empty(p.Shape, dtype, device);
+                PerRowBlock(transB: true, dy, d, vd, dp, sk, keysAreN: true);             // dP = dY·Vᵀ
+                var ds = Empty(p.Shape, dtype, device);
+                backend.SoftmaxBackward(p.Storage, dp.Storage, ds.Storage, bh * rows, sk, log: false, causalQuery: s);
+                if (qg.RequiresGrad)
+                {
+                    dq = Empty(qg.Shape, dtype, device);
+                    PerRowBlock(transB: false, ds, sk, kd, dq, d, keysAreN: false);       // dQ = dS·K
+                }
+                if (k.RequiresGrad) dk = KeyBlockProducts(ds, q, k.Shape);                // dK = dSᵀ·Q
+            }
+            if (v.RequiresGrad) dv = KeyBlockProducts(p, dy, v.Shape);                    // dV = Pᵀ·dY
+            return [dq?.AsFreshGradient(), dk?.AsFreshGradient(), dv?.AsFreshGradient()];
+        });
+
+        // Σ over the rows that can see each key: C[j0.., :] = Σ_groups A[rows from the first that sees j0.., j0..]ᵀ·B[same rows].
+        Tensor KeyBlockProducts(Tensor a, Tensor bm, Shape shape)
+        {
+            var c = Empty(shape, dtype, device);
+            int group = rows / Math.Max(s, 1);
+            for (int j0 = 0; j0 < sk; j0 += block)
+            {
+                int mk = Math.Min(block, sk - j0), first = Math.Max(0, j0 - o), count = s - first;
+                for (int gi = 0; gi < group; gi++)
+                {
+                    int r0 = gi * s + first;
+                    backend.Gemm(true, false, mk, d, count, 1.0, a.Storage, r0 * sk + j0, sk, rows * sk,
+                        bm.Storage, r0 * d, d, rows * d, gi == 0 ? 0.0 : 1.0, c.Storage, j0 * d, d, sk * d, bh);
+                }
+            }
+            return c;
+        }
+    }
+
+    // The row blocks (first row, rows, keys needed) of the block-causal products: within each head group's S query
+    // rows, blocks of `block` queries; a block ending at query i needs keys [0, o + i]. One block of all rows when
+    // a block covers S (the plain products).
+    private static List<(int R0, int M, int N)> CausalRowBlocks(int rows, int s, int sk, int block)
+    {
+        if (block >= s) return [(0, rows, sk)];
+        var blocks = new List<(int, int, int)>();
+        for (int g0 = 0; g0 < rows; g0 += s)
+            for (int i0 = 0; i0 < s; i0 += block)
+            {
+                int m = Math.Min(block, s - i0);
+                blocks.Add((g0 + i0, m, sk - s + i0 + m));
+            }
+        return blocks;
     }
 }

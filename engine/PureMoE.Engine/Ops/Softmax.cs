@@ -19,7 +19,7 @@ public sealed partial class Tensor
         return Record(name, y, [this], g =>
         {
             var dx = Empty(y.Shape, y.DType, y.Device);
-            y.Backend.SoftmaxBackward(y.Storage, g.Dense().Storage, dx.Storage, rows, n, log);
+            y.Backend.SoftmaxBackward(y.Storage, g.Dense().Storage, dx.Storage, rows, n, log, causalQuery);
             return [dx];
         });
     }

@@ -72,11 +72,22 @@ public class CpuKernelRowTests
         K.Cpu.Softmax(K.S(x), ya, rows, n, log, causal);
         K.Close(K.F(ye), K.F(ya), 1e-5, log ? 2e-6 : 1e-8, $"softmax {rows}x{n} log={log} causal={causal}");
 
-        var dy = K.Rand(rows * n, seed + 1);
+        var dy = MaskedNaN(K.Rand(rows * n, seed + 1), rows, n, causal);
         var ge = K.S(new float[rows * n]); var ga = K.S(new float[rows * n]);
-        K.Ref.SoftmaxBackward(ye, K.S(dy), ge, rows, n, log);
-        K.Cpu.SoftmaxBackward(ye, K.S(dy), ga, rows, n, log);
-        K.Close(K.F(ge), K.F(ga), 1e-5, 1e-5 * (log ? n : 1), $"softmax backward {rows}x{n} log={log}");
+        K.Ref.SoftmaxBackward(ye, K.S(dy), ge, rows, n, log, causal);
+        K.Cpu.SoftmaxBackward(ye, K.S(dy), ga, rows, n, log, causal);
+        K.Close(K.F(ge), K.F(ga), 1e-5, 1e-5 * (log ? n : 1), $"softmax backward {rows}x{n} log={log} causal={causal}");
+        Assert.All(K.F(ga), g => Assert.True(float.IsFinite(g), "a masked (NaN) dy was read"));
+    }
+
+    /// <summary>dy with NaN in the columns the causal mask hides: the backward must not read them.</summary>
+    internal static float[] MaskedNaN(float[] dy, int rows, int n, int causal)
+    {
+        if (causal <= 0) return dy;
+        for (int r = 0; r < rows; r++)
+            for (int j = Math.Max(0, r % causal + n - causal + 1); j < n; j++)
+                dy[r * n + j] = float.NaN;
+        return dy;
     }
 
     [Theory]

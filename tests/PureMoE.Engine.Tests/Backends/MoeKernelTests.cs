@@ -22,7 +22,7 @@ public class MoeKernelTests
             Storage b, int bOffset, int ldb, int strideB, double beta, Storage c, int cOffset, int ldc, int strideC, int batch) =>
             r.Gemm(transA, transB, m, n, k, alpha, a, aOffset, lda, strideA, b, bOffset, ldb, strideB, beta, c, cOffset, ldc, strideC, batch);
         public void Softmax(Storage x, Storage y, int rows, int n, bool log, int causalQuery) => r.Softmax(x, y, rows, n, log, causalQuery);
-        public void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log) => r.SoftmaxBackward(y, dy, dx, rows, n, log);
+        public void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log, int causalQuery) => r.SoftmaxBackward(y, dy, dx, rows, n, log, causalQuery);
         public void RmsNorm(Storage x, Storage w, Storage y, Storage rstd, int rows, int n, double eps) => r.RmsNorm(x, w, y, rstd, rows, n, eps);
         public void RmsNormBackward(Storage x, Storage w, Storage rstd, Storage dy, Storage dx, Storage dw, int rows, int n) => r.RmsNormBackward(x, w, rstd, dy, dx, dw, rows, n);
         public void IndexSelect(Storage src, Storage idx, Storage dst, int outer, int axisLen, int count, int inner) => r.IndexSelect(src, idx, dst, outer, axisLen, count, inner);

@@ -19,6 +19,8 @@ public class SgemmTests
         { 17, 33, 0 }, { 0, 7, 5 }, { 6, 32, 256 }, { 13, 33, 257 }, { 257, 100, 33 },
         // Large enough to run on both threads: the first splits rows, the second columns.
         { 257, 130, 100 }, { 65, 257, 257 },
+        // Thin products (n ≤ 32: A read in place by the AVX-512 kernel), with ragged row tiles and k beyond one slice.
+        { 41, 8, 700 }, { 250, 32, 600 }, { 300, 24, 33 }, { 1000, 32, 64 },
     };
 
     public static TheoryData<bool, bool> TransposeCombos => new() { { false, false }, { false, true }, { true, false }, { true, true } };

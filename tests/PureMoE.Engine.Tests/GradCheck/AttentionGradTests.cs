@@ -5,10 +5,11 @@ using PureMoE.Testing;
 
 namespace PureMoE.Engine.Tests.GradCheck;
 
-public sealed record AttentionCase(int B, int H, int Hkv, int S, int Sk, int D, bool PermutedQ, ulong Seed, bool Reference)
+/// <summary>One attention shape; Block = query rows per block of the block-causal products (0: the default rule).</summary>
+public sealed record AttentionCase(int B, int H, int Hkv, int S, int Sk, int D, bool PermutedQ, int Block, ulong Seed, bool Reference)
 {
     public Device Device => Reference ? Device.CpuReference : Device.Cpu;
-    public override string ToString() => $"B={B} H={H} Hkv={Hkv} S={S} Sk={Sk} D={D} permutedQ={PermutedQ} seed={Seed} {Device}";
+    public override string ToString() => $"B={B} H={H} Hkv={Hkv} S={S} Sk={Sk} D={D} permutedQ={PermutedQ} block={Block} seed={Seed} {Device}";
 }
 
 public sealed record RopeCase(int[] Outer, int Seq, int HalfDim, bool Transposed, ulong Seed, bool Reference)
@@ -22,13 +23,14 @@ public static class AttentionArbitraries
     public static Arbitrary<AttentionCase> AttentionCase() =>
         (from b in Gen.Choose(1, 2)
          from hkv in Gen.Elements(1, 2, 4)
-         from s in Gen.Choose(1, 3)
+         from s in Gen.Choose(1, 5)
          from extra in Gen.Choose(0, 2)
          from d in Gen.Choose(1, 3)
          from p in Gen.Elements(false, true)
+         from block in Gen.Elements(0, 1, 2, 3)
          from seed in ShapeGen.Seed
          from r in ShapeGen.Reference
-         select new AttentionCase(b, 4, hkv, s, s + extra, d, p, seed, r)).ToArbitrary();
+         select new AttentionCase(b, 4, hkv, s, s + extra, d, p, block, seed, r)).ToArbitrary();
 
     public static Arbitrary<RopeCase> RopeCase() =>
         (from outer in ShapeGen.Dims(0, 2, 3)
@@ -87,7 +89,7 @@ public class AttentionGradTests
         var q = GradChecker.Randn(c.PermutedQ ? new Shape(c.B, c.S, c.H, c.D) : new Shape(c.B, c.H, c.S, c.D), rng, device: c.Device);
         var k = GradChecker.Randn(new Shape(c.B, c.Hkv, c.Sk, c.D), rng, device: c.Device);
         var v = GradChecker.Randn(new Shape(c.B, c.Hkv, c.Sk, c.D), rng, device: c.Device);
-        GradChecker.Check($"CausalAttention {c}", t => Tensor.CausalAttention(Query(t[0], c), t[1], t[2]), c.Seed, q, k, v);
+        GradChecker.Check($"CausalAttention {c}", t => Tensor.CausalAttention(Query(t[0], c), t[1], t[2], c.Block), c.Seed, q, k, v);
     }
 
     [Property(Arbitrary = [typeof(AttentionArbitraries)], MaxTest = 100)]
@@ -98,11 +100,57 @@ public class AttentionGradTests
         var q = Query(qs, c);
         var k = GradChecker.Randn(new Shape(c.B, c.Hkv, c.Sk, c.D), rng, device: c.Device);
         var v = GradChecker.Randn(new Shape(c.B, c.Hkv, c.Sk, c.D), rng, device: c.Device);
-        var y = Tensor.CausalAttention(q, k, v);
+        var y = Tensor.CausalAttention(q, k, v, c.Block);
         Assert.Equal(new Shape(c.B, c.H, c.S, c.D), y.Shape);
         var expected = NaiveAttention(q.ToDoubleArray(), k.ToDoubleArray(), v.ToDoubleArray(), c.B, c.H, c.Hkv, c.S, c.Sk, c.D);
         var actual = y.ToDoubleArray();
         for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], actual[i], 1e-12);
+    }
+
+    /// <summary>
+    /// Float32 on the SIMD path: blocks of 8 queries (odd S, a KV-cache offset, grouped heads) against the plain
+    /// products (one block), in the output and every gradient. Unwritten memory is NaN in the tests, so a read of a
+    /// score or dP entry the blocks skip would show.
+    /// </summary>
+    [Theory]
+    [InlineData(37, 40, 8)]
+    [InlineData(64, 64, 16)]
+    [InlineData(9, 9, 4)]
+    public void BlockCausalProductsMatchThePlainOnes(int s, int sk, int block)
+    {
+        var rng = new Rng(17);
+        Tensor Leaf(params int[] shape)
+        {
+            var t = Tensor.Randn(new Shape(shape), rng);
+            t.RequiresGrad = true;
+            return t;
+        }
+        var (q, k, v) = (Leaf(2, 4, s, 16), Leaf(2, 2, sk, 16), Leaf(2, 2, sk, 16));
+        var target = Tensor.Randn(new Shape(2, 4, s, 16), rng);
+        float[][] Run(int blockRows)
+        {
+            q.ZeroGrad(); k.ZeroGrad(); v.ZeroGrad();
+            var y = Tensor.CausalAttention(q, k, v, blockRows);
+            y.Mul(target).Sum().Backward();
+            return [y.ToFloatArray(), q.Grad!.ToFloatArray(), k.Grad!.ToFloatArray(), v.Grad!.ToFloatArray()];
+        }
+        var plain = Run(s);
+        var blocked = Run(block);
+        string[] names = ["y", "dq", "dk", "dv"];
+        for (int i = 0; i < names.Length; i++)
+            for (int j = 0; j < plain[i].Length; j++)
+                Assert.True(Math.Abs(plain[i][j] - blocked[i][j]) <= 1e-5 * (1 + Math.Abs(plain[i][j])),
+                    $"{names[i]}[{j}]: plain {plain[i][j]}, blocks of {block}: {blocked[i][j]}");
+    }
+
+    [Fact]
+    public void DefaultBlocksStartAt256Queries()
+    {
+        Assert.Equal(64, Tensor.AttentionBlockRows(64));
+        Assert.Equal(255, Tensor.AttentionBlockRows(255));
+        Assert.Equal(128, Tensor.AttentionBlockRows(256));
+        Assert.Equal(128, Tensor.AttentionBlockRows(512));
+        Assert.Equal(256, Tensor.AttentionBlockRows(1024));
     }
 
     [Fact]

@@ -225,7 +225,7 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
     public void SoftmaxAndBackwardMatchReference(int rows, int n, int causal)
     {
         var x = K.Rand(rows * n, rows + n, -5, 5);
-        var dy = K.Rand(rows * n, rows * n + 1);
+        var dy = CpuKernelRowTests.MaskedNaN(K.Rand(rows * n, rows * n + 1), rows, n, causal);
         foreach (bool log in new[] { false, true })
         {
             var ye = K.S(new float[rows * n]);
@@ -234,12 +234,12 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
             B.Softmax(Up(x), ya, rows, n, log, causal);
             K.Close(K.F(ye), DownF(ya), 1e-5 * Slack, 1e-6 * Slack, $"softmax log={log} {rows}x{n} causal={causal}");
 
-            if (causal > 0) continue; // the backward takes no mask (masked p = 0 already)
+            // With the mask, dy's masked columns are NaN: the backward must not read them.
             var dxe = K.S(new float[rows * n]);
-            Ref.SoftmaxBackward(ye, K.S(dy), dxe, rows, n, log);
+            Ref.SoftmaxBackward(ye, K.S(dy), dxe, rows, n, log, causal);
             var dxa = B.Allocate(DType.Float32, rows * n);
-            B.SoftmaxBackward(Up(K.F(ye)), Up(dy), dxa, rows, n, log);
-            K.Close(K.F(dxe), DownF(dxa), 1e-5 * Slack, 1e-5 * Slack, $"softmax backward log={log} {rows}x{n}");
+            B.SoftmaxBackward(Up(K.F(ye)), Up(dy), dxa, rows, n, log, causal);
+            K.Close(K.F(dxe), DownF(dxa), 1e-5 * Slack, 1e-5 * Slack, $"softmax backward log={log} {rows}x{n} causal={causal}");
         }
     }
 

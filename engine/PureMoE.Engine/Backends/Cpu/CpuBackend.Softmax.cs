@@ -69,11 +69,11 @@ public partial class CpuBackend
     }
 
     /// <inheritdoc />
-    public override void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log)
+    public override void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log, int causalQuery)
     {
         if (y.DType != DType.Float32 || !Simd.Enabled || rows <= 0 || n <= 0)
         {
-            base.SoftmaxBackward(y, dy, dx, rows, n, log);
+            base.SoftmaxBackward(y, dy, dx, rows, n, log, causalQuery);
             return;
         }
         float[] ys = A<float>(y), dys = A<float>(dy), dxs = A<float>(dx);
@@ -81,24 +81,27 @@ public partial class CpuBackend
         {
             for (int r = s; r < e; r++)
             {
-                ReadOnlySpan<float> yr = ys.AsSpan(r * n, n), gr = dys.AsSpan(r * n, n);
-                Span<float> xr = dxs.AsSpan(r * n, n);
-                int i;
+                // Only the unmasked columns are read; the masked ones of dx are 0.
+                int valid = Math.Max(0, ValidColumns(r, n, causalQuery));
+                dxs.AsSpan(r * n + valid, n - valid).Clear();
+                ReadOnlySpan<float> yr = ys.AsSpan(r * n, valid), gr = dys.AsSpan(r * n, valid);
+                Span<float> xr = dxs.AsSpan(r * n, valid);
+                int i, m = valid;
                 if (log)
                 {
                     float sum = Simd.Sum(gr);
                     var vs = Vector256.Create(sum);
-                    for (i = 0; i <= n - 8; i += 8)
+                    for (i = 0; i <= m - 8; i += 8)
                         (Vector256.Create(gr[i..]) - Vector256.Exp(Vector256.Create(yr[i..])) * vs).CopyTo(xr[i..]);
-                    for (; i < n; i++) xr[i] = gr[i] - MathF.Exp(yr[i]) * sum;
+                    for (; i < m; i++) xr[i] = gr[i] - MathF.Exp(yr[i]) * sum;
                 }
                 else
                 {
                     float sum = Simd.Dot(yr, gr);
                     var vs = Vector256.Create(sum);
-                    for (i = 0; i <= n - 8; i += 8)
+                    for (i = 0; i <= m - 8; i += 8)
                         (Vector256.Create(yr[i..]) * (Vector256.Create(gr[i..]) - vs)).CopyTo(xr[i..]);
-                    for (; i < n; i++) xr[i] = yr[i] * (gr[i] - sum);
+                    for (; i < m; i++) xr[i] = yr[i] * (gr[i] - sum);
                 }
             }
         });

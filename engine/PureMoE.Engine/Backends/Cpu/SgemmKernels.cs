@@ -71,8 +71,12 @@ public static partial class Sgemm
         }
     }
 
+    /// <summary>
+    /// The AVX-512 tile. Element (i, p) of the A panel is a[p·aStep + i]: aStep = 8 for a packed panel, or the
+    /// leading dimension of a transposed A read in place (its 8 rows are then contiguous at each p).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Kernel8x32(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    private static unsafe void Kernel8x32(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta, nint aStep = 8)
     {
         Vector512<float> c00 = default, c01 = default;
         Vector512<float> c10 = default, c11 = default;
@@ -111,7 +115,66 @@ public static partial class Sgemm
             ai = Vector512.Create(a[7]);
             c70 = Vector512.FusedMultiplyAdd(ai, b0, c70);
             c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
-            a += 8;
+            a += aStep;
+            b += 32;
+        }
+
+        StoreRow512(c, c00, c01, alpha, beta);
+        StoreRow512(c + ldc, c10, c11, alpha, beta);
+        StoreRow512(c + 2 * ldc, c20, c21, alpha, beta);
+        StoreRow512(c + 3 * ldc, c30, c31, alpha, beta);
+        StoreRow512(c + 4 * ldc, c40, c41, alpha, beta);
+        StoreRow512(c + 5 * ldc, c50, c51, alpha, beta);
+        StoreRow512(c + 6 * ldc, c60, c61, alpha, beta);
+        StoreRow512(c + 7 * ldc, c70, c71, alpha, beta);
+    }
+
+    /// <summary>
+    /// The AVX-512 tile with A read in place from 8 rows of a row-major matrix: element (i, p) is a[i·lda + p].
+    /// Each row keeps its own pointer and p indexes all eight, so the loop has the packed kernel's loads.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Kernel8x32Rows(int kc, float* a, nint lda, float* b, float* c, nint ldc, float alpha, float beta)
+    {
+        float* a0 = a, a1 = a + lda, a2 = a + 2 * lda, a3 = a + 3 * lda;
+        float* a4 = a + 4 * lda, a5 = a + 5 * lda, a6 = a + 6 * lda, a7 = a + 7 * lda;
+        Vector512<float> c00 = default, c01 = default;
+        Vector512<float> c10 = default, c11 = default;
+        Vector512<float> c20 = default, c21 = default;
+        Vector512<float> c30 = default, c31 = default;
+        Vector512<float> c40 = default, c41 = default;
+        Vector512<float> c50 = default, c51 = default;
+        Vector512<float> c60 = default, c61 = default;
+        Vector512<float> c70 = default, c71 = default;
+        for (nint p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b);
+            Vector512<float> b1 = Vector512.Load(b + 16);
+            Vector512<float> ai;
+            ai = Vector512.Create(a0[p]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a1[p]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a2[p]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a3[p]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector512.Create(a4[p]);
+            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector512.Create(a5[p]);
+            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
+            ai = Vector512.Create(a6[p]);
+            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60);
+            c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
+            ai = Vector512.Create(a7[p]);
+            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70);
+            c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
             b += 32;
         }
 

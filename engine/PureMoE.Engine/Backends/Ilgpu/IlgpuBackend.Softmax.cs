@@ -42,17 +42,24 @@ internal static partial class IlgpuKernels
         }
     }
 
-    /// <summary>Softmax backward of one row per group: dx = p(dy − Σp·dy), or dx = dy − p·Σdy for log-softmax.</summary>
+    /// <summary>
+    /// Softmax backward of one row per group: dx = p(dy − Σp·dy), or dx = dy − p·Σdy for log-softmax; with the causal
+    /// mask, masked columns are not read and get dx = 0.
+    /// </summary>
     [IlgpuKernel]
     public static void SoftmaxBackward(ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, RowArgs p)
     {
         var shared = SharedMemory.GetDynamic<float>();
         int r = Grid.IdxX, t = Group.IdxX, step = Group.DimX, o = r * p.N;
+        int valid = p.CausalQuery > 0 ? XMath.Min(p.N, r % p.CausalQuery + p.N - p.CausalQuery + 1) : p.N;
         float s = 0f;
-        for (int j = t; j < p.N; j += step) s += p.Log != 0 ? dy[o + j] : y[o + j] * dy[o + j];
+        for (int j = t; j < valid; j += step) s += p.Log != 0 ? dy[o + j] : y[o + j] * dy[o + j];
         s = GroupReduce<SumReduce>(s, shared);
         for (int j = t; j < p.N; j += step)
-            dx[o + j] = p.Log != 0 ? dy[o + j] - XMath.Exp(y[o + j]) * s : y[o + j] * (dy[o + j] - s);
+        {
+            if (j >= valid) dx[o + j] = 0f;
+            else dx[o + j] = p.Log != 0 ? dy[o + j] - XMath.Exp(y[o + j]) * s : y[o + j] * (dy[o + j] - s);
+        }
     }
 
     /// <summary>RMSNorm of one row per group; thread 0 saves rstd.</summary>
@@ -110,11 +117,11 @@ public sealed partial class IlgpuBackend
     }
 
     /// <inheritdoc />
-    public void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log)
+    public void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log, int causalQuery)
     {
         if (rows == 0 || n == 0) return;
         var k = Cached(ref _softmaxBackward, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.SoftmaxBackward));
-        k(RowConfig(rows), F(y, "SoftmaxBackward"), F(dy, "SoftmaxBackward"), F(dx, "SoftmaxBackward"), new RowArgs { N = n, Rows = rows, Log = log ? 1 : 0 });
+        k(RowConfig(rows), F(y, "SoftmaxBackward"), F(dy, "SoftmaxBackward"), F(dx, "SoftmaxBackward"), new RowArgs { N = n, Rows = rows, Log = log ? 1 : 0, CausalQuery = causalQuery });
     }
 
     /// <inheritdoc />

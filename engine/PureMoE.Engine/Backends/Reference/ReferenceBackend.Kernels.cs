@@ -49,32 +49,34 @@ public partial class ReferenceBackend
     }
 
     /// <inheritdoc />
-    public virtual void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log)
+    public virtual void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log, int causalQuery)
     {
-        if (y.DType == DType.Float32) SoftmaxBackwardT(A<float>(y), A<float>(dy), A<float>(dx), rows, n, log);
-        else SoftmaxBackwardT(A<double>(y), A<double>(dy), A<double>(dx), rows, n, log);
+        if (y.DType == DType.Float32) SoftmaxBackwardT(A<float>(y), A<float>(dy), A<float>(dx), rows, n, log, causalQuery);
+        else SoftmaxBackwardT(A<double>(y), A<double>(dy), A<double>(dx), rows, n, log, causalQuery);
     }
 
-    private static void SoftmaxBackwardT<T>(T[] y, T[] dy, T[] dx, int rows, int n, bool log)
+    private static void SoftmaxBackwardT<T>(T[] y, T[] dy, T[] dx, int rows, int n, bool log, int causalQuery)
         where T : IFloatingPointIeee754<T>
     {
         for (int r = 0; r < rows; r++)
         {
-            int o = r * n;
+            int o = r * n, valid = Math.Max(0, ValidColumns(r, n, causalQuery));
             if (log)
             {
-                // y = log p: dx = dy − p·Σdy. Masked columns have p = 0.
+                // y = log p: dx = dy − p·Σdy.
                 T s = T.Zero;
-                for (int j = 0; j < n; j++) s += dy[o + j];
-                for (int j = 0; j < n; j++) dx[o + j] = dy[o + j] - T.Exp(y[o + j]) * s;
+                for (int j = 0; j < valid; j++) s += dy[o + j];
+                for (int j = 0; j < valid; j++) dx[o + j] = dy[o + j] - T.Exp(y[o + j]) * s;
             }
             else
             {
                 // y = p: dx = p·(dy − Σ p·dy).
                 T s = T.Zero;
-                for (int j = 0; j < n; j++) s += y[o + j] * dy[o + j];
-                for (int j = 0; j < n; j++) dx[o + j] = y[o + j] * (dy[o + j] - s);
+                for (int j = 0; j < valid; j++) s += y[o + j] * dy[o + j];
+                for (int j = 0; j < valid; j++) dx[o + j] = y[o + j] * (dy[o + j] - s);
             }
+            // Masked columns were constants of the forward: no gradient reaches their inputs.
+            for (int j = valid; j < n; j++) dx[o + j] = T.Zero;
         }
     }
 

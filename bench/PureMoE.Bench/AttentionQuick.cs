@@ -1,0 +1,61 @@
+using System.Diagnostics;
+using System.Globalization;
+
+namespace PureMoE.Bench;
+
+/// <summary>
+/// `quick attention`: forward + backward of <see cref="Tensor.CausalAttention(Tensor, Tensor, Tensor)"/> on q
+/// [B, H, S, D] and k, v [B, Hkv, S, D] (default: the compare model's attention at context 512), with the query
+/// rows of its block-causal products taken --block at a time (0: the engine's rule). GFLOP/s count the causal half
+/// of the plain products (2·B·H·S²·D per product, 6 products), whatever the blocks compute. Protocol as
+/// `quick gemm`: `warmup` untimed steps, then the median of `repeats` steps, each ended by a device synchronisation.
+/// </summary>
+internal static class AttentionQuick
+{
+    /// <summary>Runs the measurement and prints the result.</summary>
+    /// <param name="args">[--batch B] [--heads H] [--kv-heads Hkv] [--seq S] [--dim D] [--block N] [--repeats R] [--warmup W] [--json] [--device D].</param>
+    public static int Run(QuickArgs args)
+    {
+        var device = BenchDevice.Parse(args.Text("device", "cpu"));
+        int b = args.Int("batch", 4), h = args.Int("heads", 4), hkv = args.Int("kv-heads", 2);
+        int s = args.Int("seq", 512), d = args.Int("dim", 32), block = args.Int("block", 0);
+        int repeats = Math.Max(1, args.Int("repeats", 7)), warmup = args.Int("warmup", 2);
+        bool json = args.Flag("json");
+        args.ThrowIfUnused();
+        int rows = block > 0 ? block : Tensor.AttentionBlockRows(s);
+
+        var rng = new Rng(1);
+        Tensor Leaf(params int[] shape)
+        {
+            var t = Tensor.Randn(new Shape(shape), rng, device: device);
+            t.RequiresGrad = true;
+            return t;
+        }
+        var (q, k, v) = (Leaf(b, h, s, d), Leaf(b, hkv, s, d), Leaf(b, hkv, s, d));
+        var dy = Tensor.Randn(new Shape(b, h, s, d), rng, device: device);
+        void Step()
+        {
+            using var scope = DeviceScope.Begin(reuseHostMemory: true);
+            q.ZeroGrad(); k.ZeroGrad(); v.ZeroGrad();
+            Tensor.CausalAttention(q, k, v, rows).Backward(dy);
+            BenchDevice.Sync(device);
+        }
+
+        for (int i = 0; i < warmup; i++) Step();
+        var times = new double[repeats];
+        for (int i = 0; i < repeats; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            Step();
+            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        }
+        Array.Sort(times);
+        double median = times[repeats / 2];
+        double gflops = 6.0 * b * h * s * (s + 1) / 2.0 * d * 2 / (median * 1e6);
+        string where = BenchDevice.Describe(device);
+        Console.WriteLine(json
+            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"attention\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"batch\":{b},\"heads\":{h},\"kv_heads\":{hkv},\"seq\":{s},\"dim\":{d},\"block\":{rows},\"median_ms\":{median:F3},\"min_ms\":{times[0]:F3},\"gflops\":{gflops:F1},\"repeats\":{repeats}}}")
+            : string.Create(CultureInfo.InvariantCulture, $"attention fwd+bwd q [{b},{h},{s},{d}] kv heads {hkv} on {device} [{where}], blocks of {rows}: median {median:F2} ms (min {times[0]:F2}), {gflops:F1} GFLOP/s (causal half)"));
+        return 0;
+    }
+}
