@@ -28,9 +28,11 @@ puremoe() { CI=true dotnet "$cli" "$@"; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$PY" bench/peers/check_torch.py tokens "$work/tokens.safetensors" --batch 4 --seq 64 --vocab 256 --seed 1
+# A long context too: from 256 queries attention computes by blocks of queries (block-causal products).
+"$PY" bench/peers/check_torch.py tokens "$work/tokens-long.safetensors" --batch 2 --seq 320 --vocab 256 --seed 2
 
 # name | puremoe train flags (the tiny default model: 2 layers, d 64, 4 experts). The c2r models start from topk2's
-# weights and profile it for their candidate lists.
+# weights and profile it for their candidate lists; names ending in -long are evaluated on 2 × 320 tokens.
 configs=(
     "topk2|--router topk --k 2"
     "topk1-capacity-st|--router topk --k 1 --capacity-factor 1.0 --straight-through true --aux-loss 0.01"
@@ -42,23 +44,26 @@ configs=(
     "relu|--router relu --k 2"
     "c2r-t1|--router c2r --k 2 --candidates 1 --from $work/topk2"
     "c2r-selected|--router c2r --k 2 --candidates 2 --weighting selected_softmax --selected-scale 2 --from $work/topk2"
+    "topk2-long|--router topk --k 2 --seq 320 --batch 4"
 )
 status=0
 for entry in "${configs[@]}"; do
     name=${entry%%|*}
     read -r -a flags <<<"${entry#*|}"
     model=$work/$name
+    tokens=$work/tokens.safetensors
+    [[ $name == *-long ]] && tokens=$work/tokens-long.safetensors
     puremoe train --steps 30 --out "$model" "${flags[@]}" >"$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }
     ours=()
     for dtype in float64 float32; do
-        puremoe eval --model "$model" --tokens "$work/tokens.safetensors" --out "$model/$dtype.safetensors" --grads --dtype $dtype >/dev/null
+        puremoe eval --model "$model" --tokens "$tokens" --out "$model/$dtype.safetensors" --grads --dtype $dtype >/dev/null
         ours+=(--ours "$dtype=$model/$dtype.safetensors")
     done
     for device in $DEVICES; do
-        puremoe eval --model "$model" --tokens "$work/tokens.safetensors" --out "$model/$device.safetensors" --grads --device "$device" >/dev/null
+        puremoe eval --model "$model" --tokens "$tokens" --out "$model/$device.safetensors" --grads --device "$device" >/dev/null
         ours+=(--ours "$device=$model/$device.safetensors")
     done
-    "$PY" bench/peers/check_torch.py --model "$model" --tokens "$work/tokens.safetensors" "${ours[@]}" || status=1
+    "$PY" bench/peers/check_torch.py --model "$model" --tokens "$tokens" "${ours[@]}" || status=1
 done
 echo "$([ $status -eq 0 ] && echo "all configurations match PyTorch" || echo "MISMATCH: see the lines above marked ABOVE")"
 exit $status

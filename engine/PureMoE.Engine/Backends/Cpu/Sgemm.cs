@@ -302,12 +302,12 @@ public static partial class Sgemm
             for (int jc = j0; jc < j1; jc += Nc)
             {
                 int nc = Math.Min(Nc, j1 - jc);
-                // A thin product (at most two Nr panels of columns) uses each element of A for only one or two
-                // tile rows of FMAs, so packing A costs about as much as computing with it: the AVX-512 kernel reads
-                // whole row tiles of A in place instead, and only ragged row tiles are packed. Single-threaded,
-                // N = 32 went from 83–97 to 111–114 GFLOP/s (Aᵀ: 55 to 97–103), N = 64 from 91–99 to 105–114; at
-                // N = 128 and 256 in place and packed measured the same (bench/RESULTS.md).
-                bool directA = Kind == KernelKind.Vector512 && nc <= 2 * Nr;
+                // A thin product (at most two Nr panels of columns) uses each element of A for only one or two tile
+                // rows of FMAs, so packing A costs about as much as computing with it: the micro-kernel reads whole
+                // row tiles of A in place instead (with A's strides), and only ragged row tiles are packed. AVX-512,
+                // single-threaded: N = 32 went from 83–97 to 111–114 GFLOP/s (Aᵀ: 55 to 97–103), N = 64 from 91–99
+                // to 105–114; at N = 128 and 256 in place and packed measured the same (bench/RESULTS.md).
+                bool directA = nc <= 2 * Nr;
                 for (int pc = 0; pc < g.K; pc += Kc)
                 {
                     int kc = Math.Min(Kc, g.K - pc);
@@ -340,12 +340,12 @@ public static partial class Sgemm
                                 float* aPanel = aPack + (nint)ir * kc;
                                 if (mr == Mr && nr == Nr)
                                 {
-                                    MicroKernel(kc, aPanel, bPanel, cTile, ldc, g.Alpha, beta);
+                                    MicroKernel(kc, aPanel, 1, Mr, bPanel, cTile, ldc, g.Alpha, beta);
                                 }
                                 else
                                 {
                                     // Partial tile: compute the full padded tile into scratch, then merge.
-                                    MicroKernel(kc, aPanel, bPanel, tile, Nr, 1f, 0f);
+                                    MicroKernel(kc, aPanel, 1, Mr, bPanel, tile, Nr, 1f, 0f);
                                     MergeTile(tile, cTile, ldc, mr, nr, g.Alpha, beta);
                                 }
                             }
@@ -357,9 +357,9 @@ public static partial class Sgemm
     }
 
     /// <summary>
-    /// One tile of a thin product with A read in place (<see cref="Kernel8x32"/> with A's stride when A is
-    /// transposed, <see cref="Kernel8x32Rows"/> when it is row-major). A ragged row tile (mr &lt; Mr) is packed
-    /// first, so the kernel never reads past A's last row; a ragged column tile goes through the scratch tile.
+    /// One tile of a thin product with A read in place by <see cref="MicroKernel"/> (A's own strides instead of the
+    /// packed panel's). A ragged row tile (mr &lt; Mr) is packed first, so the kernel never reads past A's last row;
+    /// a ragged tile goes through the scratch tile.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void DirectTile(in Problem g, float* aTile, int mr, int nr, int kc, float* bPanel, float* aPack,
@@ -369,18 +369,15 @@ public static partial class Sgemm
         float* dst = full ? cTile : tile;
         nint ldDst = full ? ldc : Nr;
         float alpha = full ? g.Alpha : 1f, betaDst = full ? beta : 0f;
+        nint rowStep = g.TransA ? 1 : g.Lda, colStep = g.TransA ? g.Lda : 1;
         if (mr < Mr)
         {
-            PackA(aTile, g.TransA ? 1 : g.Lda, g.TransA ? g.Lda : 1, mr, kc, aPack);
-            Kernel8x32(kc, aPack, bPanel, dst, ldDst, alpha, betaDst);
-        }
-        else if (g.TransA)
-        {
-            Kernel8x32(kc, aTile, bPanel, dst, ldDst, alpha, betaDst, aStep: g.Lda);
+            PackA(aTile, rowStep, colStep, mr, kc, aPack);
+            MicroKernel(kc, aPack, 1, Mr, bPanel, dst, ldDst, alpha, betaDst);
         }
         else
         {
-            Kernel8x32Rows(kc, aTile, g.Lda, bPanel, dst, ldDst, alpha, betaDst);
+            MicroKernel(kc, aTile, rowStep, colStep, bPanel, dst, ldDst, alpha, betaDst);
         }
 
         if (!full)

@@ -53,31 +53,37 @@ public static partial class Sgemm
     internal static int Mc = 128;
     internal static int Nc = 4096;
 
-    /// <summary>C[0..Mr, 0..Nr] = alpha * (packed A panel × packed B panel) + beta * C; beta = 0 never reads C.</summary>
+    /// <summary>
+    /// C[0..Mr, 0..Nr] = alpha * (A panel × packed B panel) + beta * C; beta = 0 never reads C. Element (i, p) of
+    /// the A panel is a[i·rowStep + p·colStep]: (1, Mr) for a packed panel, (1, lda) for a transposed A read in
+    /// place (its Mr rows contiguous at each p), (lda, 1) for a row-major A read in place.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void MicroKernel(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    private static unsafe void MicroKernel(int kc, float* a, nint rowStep, nint colStep, float* b, float* c, nint ldc, float alpha, float beta)
     {
         if (Kind == KernelKind.Vector512)
         {
-            Kernel8x32(kc, a, b, c, ldc, alpha, beta);
+            Kernel8x32(kc, a, rowStep, colStep, b, c, ldc, alpha, beta);
         }
         else if (Kind == KernelKind.Vector256)
         {
-            Kernel6x16(kc, a, b, c, ldc, alpha, beta);
+            Kernel6x16(kc, a, rowStep, colStep, b, c, ldc, alpha, beta);
         }
         else
         {
-            KernelScalar(kc, a, b, c, ldc, alpha, beta);
+            KernelScalar(kc, a, rowStep, colStep, b, c, ldc, alpha, beta);
         }
     }
 
     /// <summary>
-    /// The AVX-512 tile. Element (i, p) of the A panel is a[p·aStep + i]: aStep = 8 for a packed panel, or the
-    /// leading dimension of a transposed A read in place (its 8 rows are then contiguous at each p).
+    /// The AVX-512 tile (A panel strides as in <see cref="MicroKernel"/>). The row offsets are computed once, so each
+    /// broadcast is one load, as from a packed panel.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Kernel8x32(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta, nint aStep = 8)
+    private static unsafe void Kernel8x32(int kc, float* a, nint rowStep, nint colStep, float* b, float* c, nint ldc, float alpha, float beta)
     {
+        nint r1 = rowStep, r2 = 2 * rowStep, r3 = 3 * rowStep, r4 = 4 * rowStep;
+        nint r5 = 5 * rowStep, r6 = 6 * rowStep, r7 = 7 * rowStep;
         Vector512<float> c00 = default, c01 = default;
         Vector512<float> c10 = default, c11 = default;
         Vector512<float> c20 = default, c21 = default;
@@ -94,87 +100,28 @@ public static partial class Sgemm
             ai = Vector512.Create(a[0]);
             c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
             c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
-            ai = Vector512.Create(a[1]);
+            ai = Vector512.Create(a[r1]);
             c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
             c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
-            ai = Vector512.Create(a[2]);
+            ai = Vector512.Create(a[r2]);
             c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
             c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
-            ai = Vector512.Create(a[3]);
+            ai = Vector512.Create(a[r3]);
             c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
             c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
-            ai = Vector512.Create(a[4]);
+            ai = Vector512.Create(a[r4]);
             c40 = Vector512.FusedMultiplyAdd(ai, b0, c40);
             c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
-            ai = Vector512.Create(a[5]);
+            ai = Vector512.Create(a[r5]);
             c50 = Vector512.FusedMultiplyAdd(ai, b0, c50);
             c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
-            ai = Vector512.Create(a[6]);
+            ai = Vector512.Create(a[r6]);
             c60 = Vector512.FusedMultiplyAdd(ai, b0, c60);
             c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
-            ai = Vector512.Create(a[7]);
+            ai = Vector512.Create(a[r7]);
             c70 = Vector512.FusedMultiplyAdd(ai, b0, c70);
             c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
-            a += aStep;
-            b += 32;
-        }
-
-        StoreRow512(c, c00, c01, alpha, beta);
-        StoreRow512(c + ldc, c10, c11, alpha, beta);
-        StoreRow512(c + 2 * ldc, c20, c21, alpha, beta);
-        StoreRow512(c + 3 * ldc, c30, c31, alpha, beta);
-        StoreRow512(c + 4 * ldc, c40, c41, alpha, beta);
-        StoreRow512(c + 5 * ldc, c50, c51, alpha, beta);
-        StoreRow512(c + 6 * ldc, c60, c61, alpha, beta);
-        StoreRow512(c + 7 * ldc, c70, c71, alpha, beta);
-    }
-
-    /// <summary>
-    /// The AVX-512 tile with A read in place from 8 rows of a row-major matrix: element (i, p) is a[i·lda + p].
-    /// Each row keeps its own pointer and p indexes all eight, so the loop has the packed kernel's loads.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Kernel8x32Rows(int kc, float* a, nint lda, float* b, float* c, nint ldc, float alpha, float beta)
-    {
-        float* a0 = a, a1 = a + lda, a2 = a + 2 * lda, a3 = a + 3 * lda;
-        float* a4 = a + 4 * lda, a5 = a + 5 * lda, a6 = a + 6 * lda, a7 = a + 7 * lda;
-        Vector512<float> c00 = default, c01 = default;
-        Vector512<float> c10 = default, c11 = default;
-        Vector512<float> c20 = default, c21 = default;
-        Vector512<float> c30 = default, c31 = default;
-        Vector512<float> c40 = default, c41 = default;
-        Vector512<float> c50 = default, c51 = default;
-        Vector512<float> c60 = default, c61 = default;
-        Vector512<float> c70 = default, c71 = default;
-        for (nint p = 0; p < kc; p++)
-        {
-            Vector512<float> b0 = Vector512.Load(b);
-            Vector512<float> b1 = Vector512.Load(b + 16);
-            Vector512<float> ai;
-            ai = Vector512.Create(a0[p]);
-            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
-            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
-            ai = Vector512.Create(a1[p]);
-            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
-            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
-            ai = Vector512.Create(a2[p]);
-            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
-            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
-            ai = Vector512.Create(a3[p]);
-            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
-            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
-            ai = Vector512.Create(a4[p]);
-            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40);
-            c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
-            ai = Vector512.Create(a5[p]);
-            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50);
-            c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
-            ai = Vector512.Create(a6[p]);
-            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60);
-            c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
-            ai = Vector512.Create(a7[p]);
-            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70);
-            c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
+            a += colStep;
             b += 32;
         }
 
@@ -205,9 +152,11 @@ public static partial class Sgemm
         hi.Store(c + 16);
     }
 
+    /// <summary>The AVX2 tile (A panel strides as in <see cref="MicroKernel"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Kernel6x16(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    private static unsafe void Kernel6x16(int kc, float* a, nint rowStep, nint colStep, float* b, float* c, nint ldc, float alpha, float beta)
     {
+        nint r1 = rowStep, r2 = 2 * rowStep, r3 = 3 * rowStep, r4 = 4 * rowStep, r5 = 5 * rowStep;
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         for (int p = 0; p < kc; p++)
@@ -217,22 +166,22 @@ public static partial class Sgemm
             Vector256<float> ai = Vector256.Create(a[0]);
             c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
             c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
-            ai = Vector256.Create(a[1]);
+            ai = Vector256.Create(a[r1]);
             c10 = Vector256.FusedMultiplyAdd(ai, b0, c10);
             c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
-            ai = Vector256.Create(a[2]);
+            ai = Vector256.Create(a[r2]);
             c20 = Vector256.FusedMultiplyAdd(ai, b0, c20);
             c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
-            ai = Vector256.Create(a[3]);
+            ai = Vector256.Create(a[r3]);
             c30 = Vector256.FusedMultiplyAdd(ai, b0, c30);
             c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
-            ai = Vector256.Create(a[4]);
+            ai = Vector256.Create(a[r4]);
             c40 = Vector256.FusedMultiplyAdd(ai, b0, c40);
             c41 = Vector256.FusedMultiplyAdd(ai, b1, c41);
-            ai = Vector256.Create(a[5]);
+            ai = Vector256.Create(a[r5]);
             c50 = Vector256.FusedMultiplyAdd(ai, b0, c50);
             c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
-            a += 6;
+            a += colStep;
             b += 16;
         }
 
@@ -261,9 +210,9 @@ public static partial class Sgemm
         hi.Store(c + 8);
     }
 
-    /// <summary>Portable fallback with the same packed layout; written for clarity, not speed.</summary>
+    /// <summary>Portable fallback (A panel strides as in <see cref="MicroKernel"/>); written for clarity, not speed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void KernelScalar(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    private static unsafe void KernelScalar(int kc, float* a, nint rowStep, nint colStep, float* b, float* c, nint ldc, float alpha, float beta)
     {
         int mr = Mr, nr = Nr;
         float* acc = stackalloc float[mr * nr];
@@ -272,14 +221,14 @@ public static partial class Sgemm
         {
             for (int i = 0; i < mr; i++)
             {
-                float ai = a[i];
+                float ai = a[i * rowStep];
                 for (int j = 0; j < nr; j++)
                 {
                     acc[i * nr + j] += ai * b[j];
                 }
             }
 
-            a += mr;
+            a += colStep;
             b += nr;
         }
 
