@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 
 namespace PureMoE.Bench;
@@ -38,24 +37,15 @@ internal static class AttentionQuick
             using var scope = DeviceScope.Begin(reuseHostMemory: true);
             q.ZeroGrad(); k.ZeroGrad(); v.ZeroGrad();
             Tensor.CausalAttention(q, k, v, rows).Backward(dy);
-            BenchDevice.Sync(device);
+            BenchDevice.Sync(device); // inside the scope: its buffers go back to the pool only after the work is done
         }
 
-        for (int i = 0; i < warmup; i++) Step();
-        var times = new double[repeats];
-        for (int i = 0; i < repeats; i++)
-        {
-            long start = Stopwatch.GetTimestamp();
-            Step();
-            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        }
-        Array.Sort(times);
-        double median = times[repeats / 2];
+        var (median, minMs) = BenchDevice.Time(device, Step, warmup, repeats);
         double gflops = 6.0 * b * h * s * (s + 1) / 2.0 * d * 2 / (median * 1e6);
         string where = BenchDevice.Describe(device);
         Console.WriteLine(json
-            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"attention\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"batch\":{b},\"heads\":{h},\"kv_heads\":{hkv},\"seq\":{s},\"dim\":{d},\"block\":{rows},\"median_ms\":{median:F3},\"min_ms\":{times[0]:F3},\"gflops\":{gflops:F1},\"repeats\":{repeats}}}")
-            : string.Create(CultureInfo.InvariantCulture, $"attention fwd+bwd q [{b},{h},{s},{d}] kv heads {hkv} on {device} [{where}], blocks of {rows}: median {median:F2} ms (min {times[0]:F2}), {gflops:F1} GFLOP/s (causal half)"));
+            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"attention\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"batch\":{b},\"heads\":{h},\"kv_heads\":{hkv},\"seq\":{s},\"dim\":{d},\"block\":{rows},\"median_ms\":{median:F3},\"min_ms\":{minMs:F3},\"gflops\":{gflops:F1},\"repeats\":{repeats}}}")
+            : string.Create(CultureInfo.InvariantCulture, $"attention fwd+bwd q [{b},{h},{s},{d}] kv heads {hkv} on {device} [{where}], blocks of {rows}: median {median:F2} ms (min {minMs:F2}), {gflops:F1} GFLOP/s (causal half)"));
         return 0;
     }
 }

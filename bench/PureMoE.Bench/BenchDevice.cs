@@ -35,13 +35,22 @@ internal static class BenchDevice
     /// <paramref name="warmupSeconds"/>, at least that long: kernels compile on first use), then <paramref name="repeats"/>
     /// calls each timed from launch to the end of a device synchronisation. Returns the median and the minimum in ms.
     /// </summary>
-    public static (double MedianMs, double MinMs) TimeSynced(IlgpuBackend backend, Action once, int warmup, int repeats, double warmupSeconds = 0)
+    public static (double MedianMs, double MinMs) TimeSynced(IlgpuBackend backend, Action once, int warmup, int repeats, double warmupSeconds = 0) =>
+        Time(once, backend.Synchronize, warmup, repeats, warmupSeconds);
+
+    /// <summary>
+    /// <see cref="TimeSynced"/> for any device: on a host device the calls run synchronously, so nothing is waited for.
+    /// </summary>
+    public static (double MedianMs, double MinMs) Time(Device device, Action once, int warmup, int repeats, double warmupSeconds = 0) =>
+        Time(once, () => Sync(device), warmup, repeats, warmupSeconds);
+
+    private static (double MedianMs, double MinMs) Time(Action once, Action wait, int warmup, int repeats, double warmupSeconds)
     {
         long warmStart = Stopwatch.GetTimestamp();
         for (int i = 0; i < warmup || Stopwatch.GetElapsedTime(warmStart).TotalSeconds < warmupSeconds; i++)
         {
             once();
-            backend.Synchronize();
+            wait();
         }
 
         var times = new double[repeats];
@@ -49,7 +58,7 @@ internal static class BenchDevice
         {
             long start = Stopwatch.GetTimestamp();
             once();
-            backend.Synchronize();
+            wait();
             times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         }
 

@@ -42,28 +42,13 @@ public static class GemmQuick
         void Once() => Sgemm.Multiply(transA, transB, m, n, k, 1f, a, 0, lda, b, 0, ldb, 0f, c, 0, n);
 
         // Warm-up: at least `warmup` calls and at least one second (JIT tiering, caches, thread pool).
-        long warmStart = Stopwatch.GetTimestamp();
-        for (int i = 0; i < warmup || Stopwatch.GetElapsedTime(warmStart).TotalSeconds < 1; i++)
-        {
-            Once();
-        }
-
-        var times = new double[repeats];
-        for (int i = 0; i < repeats; i++)
-        {
-            long start = Stopwatch.GetTimestamp();
-            Once();
-            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        }
-
-        Array.Sort(times);
-        double medianMs = repeats % 2 == 1 ? times[repeats / 2] : 0.5 * (times[repeats / 2 - 1] + times[repeats / 2]);
+        var (medianMs, minMs) = BenchDevice.Time(device, Once, warmup, repeats, warmupSeconds: 1);
         double gflops = 2.0 * m * n * k / (medianMs * 1e6);
         int threads = Environment.ProcessorCount;
 
         string line = json
-            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"gemm\",\"impl\":\"puremoe\",\"n\":{n},\"m\":{m},\"k\":{k},\"transA\":{(transA ? "true" : "false")},\"transB\":{(transB ? "true" : "false")},\"gflops\":{gflops:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times[0]:F3},\"repeats\":{repeats},\"threads\":{threads},\"kernel\":\"{Sgemm.Kind}\",\"device\":\"cpu\"}}")
-            : string.Create(CultureInfo.InvariantCulture, $"gemm{(transA ? " Aᵀ" : "")}{(transB ? " Bᵀ" : "")} {m}x{k} * {k}x{n}: median {medianMs:F3} ms (min {times[0]:F3}), {gflops:F1} GFLOP/s, {threads} threads, kernel {Sgemm.Kind} {Sgemm.Mr}x{Sgemm.Nr}, KC={Sgemm.Kc} MC={Sgemm.Mc} NC={Sgemm.Nc}");
+            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"gemm\",\"impl\":\"puremoe\",\"n\":{n},\"m\":{m},\"k\":{k},\"transA\":{(transA ? "true" : "false")},\"transB\":{(transB ? "true" : "false")},\"gflops\":{gflops:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{minMs:F3},\"repeats\":{repeats},\"threads\":{threads},\"kernel\":\"{Sgemm.Kind}\",\"device\":\"cpu\"}}")
+            : string.Create(CultureInfo.InvariantCulture, $"gemm{(transA ? " Aᵀ" : "")}{(transB ? " Bᵀ" : "")} {m}x{k} * {k}x{n}: median {medianMs:F3} ms (min {minMs:F3}), {gflops:F1} GFLOP/s, {threads} threads, kernel {Sgemm.Kind} {Sgemm.Mr}x{Sgemm.Nr}, KC={Sgemm.Kc} MC={Sgemm.Mc} NC={Sgemm.Nc}");
         Console.WriteLine(line);
         return 0;
     }
