@@ -2,14 +2,16 @@
 # Full training step throughput (forward, loss, backward, clip, AdamW) of the same tiny Mixtral-architecture MoE LM:
 # PureMoE (`puremoe train`) vs PyTorch CPU (bench/peers/train_torch.py), in the same run, both on 2 threads.
 # Usage: bench/compare_train.sh [data file]   (default: the generated corpus written to a temp file;
-#        env STEPS (default 30), ROUNDS (default 2; each side keeps its best), MODEL flags below)
+#        env STEPS (default 30), ROUNDS (default 2; each side keeps its best), BATCH and SEQ (default 16 × 128))
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${STEPS:-30}"
 ROUNDS="${ROUNDS:-2}"
 THREADS=2
 PY=/usr/bin/python3   # Debian's interpreter with Debian's python3-torch
-MODEL=(--batch 16 --seq 128 --hidden 128 --ff 256 --layers 4 --heads 4 --kv-heads 2 --experts 8 --k 2)
+BATCH="${BATCH:-16}"
+SEQ="${SEQ:-128}"     # SEQ=512 BATCH=4: the same tokens per step at a longer context
+MODEL=(--batch "$BATCH" --seq "$SEQ" --hidden 128 --ff 256 --layers 4 --heads 4 --kv-heads 2 --experts 8 --k 2)
 
 if ! "$PY" -c 'import torch' 2>/dev/null; then
     echo "installing PyTorch (CPU) from Debian..." >&2
@@ -34,7 +36,7 @@ with open(sys.argv[1], "w") as f:
 PYEOF
 fi
 
-echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus; data $DATA; $STEPS steps of 16x128 tokens; d 128, 4 layers, 8 experts top-2, ff 256"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus; data $DATA; $STEPS steps of ${BATCH}x${SEQ} tokens; d 128, 4 layers, 8 experts top-2, ff 256"
 best_ours=0
 best_peer=0
 for ((r = 0; r < ROUNDS; r++)); do
@@ -42,7 +44,7 @@ for ((r = 0; r < ROUNDS; r++)); do
     ours=$(CI=true DOTNET_PROCESSOR_COUNT=$THREADS dotnet "$CLI" train --data "$DATA" --steps "$STEPS" "${MODEL[@]}" \
         --eval-every 100000 --eval-batches 1 --warmup 3 | sed -n 's/^done in .* (\([0-9,]*\) tok\/s).*/\1/p' | tr -d ,)
     peer=$(OMP_NUM_THREADS=$THREADS "$PY" bench/peers/train_torch.py --data "$DATA" --steps "$STEPS" --threads $THREADS \
-        --batch 16 --seq 128 --hidden 128 --ff 256 --layers 4 --heads 4 --kv-heads 2 --experts 8 --k 2)
+        "${MODEL[@]}")
     peer_tps=$(echo "$peer" | "$PY" -c 'import json,sys; print(round(json.load(sys.stdin)["tokens_per_s"]))')
     echo "round $r: ours $ours tok/s; $peer" >&2
     (( ours > best_ours )) && best_ours=$ours
