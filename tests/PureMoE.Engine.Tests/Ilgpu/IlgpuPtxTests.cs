@@ -109,9 +109,9 @@ public sealed class IlgpuPtxTests
 
     /// <summary>
     /// What decides the large SGEMM kernel's speed, checked in its PTX: its 64 accumulators and staged values stay in
-    /// registers (no local memory), its shared-memory reads are 16-byte vector loads, and its inner loop is the
-    /// unrolled 8×8 outer product (64 multiply-adds per k, which ptxas contracts to FFMA). The grouped kernel shares
-    /// the tile code and must keep all of it.
+    /// registers (no local memory), its shared-memory reads are 16-byte vector loads, and its K loop is the 8×8 outer
+    /// product written out for the 8 steps of a staged tile: 32 vector loads and 8 × 64 multiply-adds (which ptxas
+    /// contracts to FFMA). The grouped kernel shares the tile code and must keep all of it.
     /// </summary>
     [Theory]
     [InlineData("Sgemm128")]
@@ -120,20 +120,24 @@ public sealed class IlgpuPtxTests
     {
         string ptx = KernelPtx(kernel);
         Assert.DoesNotContain(".local", ptx);
-        Assert.Equal(4, Regex.Count(ptx, @"ld\.shared\.v4\.f32"));
-        Assert.True(Regex.Count(ptx, @"\bmul(\.rn)?\.f32") >= 64);
+        Assert.Equal(32, Regex.Count(ptx, @"ld\.shared\.v4\.f32"));
+        Assert.True(Regex.Count(ptx, @"\bmul(\.rn)?\.f32") >= 512);
     }
 
     /// <summary>
-    /// The same kernel as Hopper machine code: ptxas builds it for sm_90 (no spills, at most 128 registers so that two
-    /// 256-thread groups fit an SM's 65,536 registers), and nvdisasm shows the inner loop as written — 4 LDS.128 and
-    /// then 64 FFMA in a row per k (16 FMAs per shared-memory load), with no local memory anywhere. The same for the
-    /// grouped kernel, whose tiles run the same code.
+    /// The same kernel as Hopper machine code, where an SM sub-partition issues one instruction per cycle and needs an
+    /// FFMA every cycle to keep its 32 FP32 lanes busy, so every other instruction in the K loop takes a multiply-add
+    /// slot. ptxas builds the kernel for sm_90 with no spills and at most 128 registers (two 256-thread groups per
+    /// SM's 65,536 registers); nvdisasm shows the K loop (the backward branch around the FFMAs) doing one staged tile
+    /// per iteration: exactly 512 FFMA, 32 LDS.128 and 8 STS (shared memory through shared-space instructions, not
+    /// generic ones), 8 global loads, and FFMA at least 84 % of its instructions (85.6 % measured with ptxas 11.8;
+    /// 66 % before the k steps were written out and the loop's bounds tests removed). No local memory anywhere. The
+    /// same for the grouped kernel, whose tiles run the same code.
     /// </summary>
     [Theory]
     [InlineData("Sgemm128")]
     [InlineData("SgemmGrouped128")]
-    public void LargeSgemmIsSixtyFourFfmaPerFourSharedLoadsOnHopper(string kernel)
+    public void LargeSgemmKLoopIsMostlyFfmaOnHopper(string kernel)
     {
         string? ptxas = FindPtxas(), nvdisasm = FindTool("nvdisasm", "PUREMOE_NVDISASM");
         Assert.SkipWhen(ptxas is null || nvdisasm is null, "ptxas/nvdisasm not found: run `bash scripts/install-ptxas.sh`");
@@ -150,26 +154,19 @@ public sealed class IlgpuPtxTests
 
             var (disExit, sass) = Run(nvdisasm!, $"\"{cubin}\"");
             Assert.True(disExit == 0, sass);
-            var ops = sass.Split('\n').Select(l => Regex.Match(l, @"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)"))
-                .Where(m => m.Success).Select(m => m.Groups[1].Value).ToArray();
-            Assert.DoesNotContain(ops, op => op.StartsWith("LDL") || op.StartsWith("STL"));
-            // The longest run of FFMA, and the LDS.128 issued between the previous FFMA and that run (the scheduler
-            // interleaves index arithmetic with the loads, so other instructions may sit among them).
-            int longest = 0, run = 0, loads = 0, loadsBeforeLongest = 0;
-            foreach (string op in ops)
-            {
-                if (op == "FFMA")
-                {
-                    run++;
-                    if (run > longest) (longest, loadsBeforeLongest) = (run, loads);
-                    continue;
-                }
-                if (run > 0) (run, loads) = (0, 0);
-                if (op == "LDS.128") loads++;
-            }
-            Assert.Equal(64, longest);
-            Assert.Equal(4, loadsBeforeLongest);
-            TestContext.Current.SendDiagnosticMessage($"{kernel} on sm_90: {registers} registers, inner loop 4 LDS.128 + {longest} FFMA");
+            var code = SassCode.Parse(sass);
+            Assert.DoesNotContain(code.Ops, op => op.StartsWith("LDL") || op.StartsWith("STL"));
+            var loop = code.LoopWithMost("FFMA");
+            int Count(string op) => loop.Count(o => o == op);
+            Assert.Equal(512, Count("FFMA"));
+            Assert.Equal(32, Count("LDS.128"));
+            Assert.Equal(8, Count("STS"));
+            Assert.Equal(8, Count("LD.E") + Count("LDG.E"));
+            double share = (double)Count("FFMA") / loop.Count;
+            Assert.True(share >= 0.84, $"FFMA is {share:P1} of the K loop's {loop.Count} instructions: " +
+                string.Join(" ", loop.GroupBy(o => o).OrderByDescending(g => g.Count()).Select(g => $"{g.Key}:{g.Count()}")));
+            TestContext.Current.SendDiagnosticMessage(
+                $"{kernel} on sm_90: {registers} registers, K loop {loop.Count} instructions per staged tile, FFMA {share:P1}");
         }
         finally
         {
@@ -228,5 +225,55 @@ public sealed class IlgpuPtxTests
         string stdout = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
         return (p.ExitCode, stdout + stderr.Result);
+    }
+}
+
+/// <summary>
+/// Disassembled machine code (nvdisasm's text) as a list of opcodes with the positions of its labels, enough to find
+/// a loop: a branch back to an earlier label closes one.
+/// </summary>
+internal sealed class SassCode
+{
+    private readonly List<string> _ops = [];
+    private readonly List<(int At, string Target)> _branches = [];
+    private readonly Dictionary<string, int> _labels = [];
+
+    /// <summary>Opcodes in program order (predicates dropped, modifiers kept: "LDS.128").</summary>
+    public IReadOnlyList<string> Ops => _ops;
+
+    /// <summary>Reads nvdisasm output.</summary>
+    public static SassCode Parse(string sass)
+    {
+        var code = new SassCode();
+        foreach (string line in sass.Split('\n'))
+        {
+            var label = Regex.Match(line, @"^\s*(\.L_x_\d+):");
+            if (label.Success)
+            {
+                code._labels[label.Groups[1].Value] = code._ops.Count;
+                continue;
+            }
+            var op = Regex.Match(line, @"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*)");
+            if (!op.Success) continue;
+            if (op.Groups[1].Value == "BRA" && Regex.Match(op.Groups[2].Value, @"\((\.L_x_\d+)\)") is { Success: true } target)
+                code._branches.Add((code._ops.Count, target.Groups[1].Value));
+            code._ops.Add(op.Groups[1].Value);
+        }
+        return code;
+    }
+
+    /// <summary>The body (label to backward branch, inclusive) of the loop with the most instances of an opcode.</summary>
+    public IReadOnlyList<string> LoopWithMost(string op)
+    {
+        IReadOnlyList<string> best = [];
+        int bestCount = -1;
+        foreach (var (at, target) in _branches)
+        {
+            if (!_labels.TryGetValue(target, out int start) || start > at) continue;
+            var body = _ops.Skip(start).Take(at - start + 1).ToList();
+            int count = body.Count(o => o == op);
+            if (count > bestCount) (best, bestCount) = (body, count);
+        }
+        return best;
     }
 }

@@ -9,6 +9,19 @@ internal struct Float4x
     public float X, Y, Z, W;
 }
 
+/// <summary>The 8×8 register block of a <see cref="IlgpuKernels.Sgemm128"/> thread: C{row}{column}.</summary>
+internal struct Accumulators8x8
+{
+    public float C00, C01, C02, C03, C04, C05, C06, C07;
+    public float C10, C11, C12, C13, C14, C15, C16, C17;
+    public float C20, C21, C22, C23, C24, C25, C26, C27;
+    public float C30, C31, C32, C33, C34, C35, C36, C37;
+    public float C40, C41, C42, C43, C44, C45, C46, C47;
+    public float C50, C51, C52, C53, C54, C55, C56, C57;
+    public float C60, C61, C62, C63, C64, C65, C66, C67;
+    public float C70, C71, C72, C73, C74, C75, C76, C77;
+}
+
 // The large-tile SGEMM (the classic fp32 design for NVIDIA GPUs). A group of 256 threads computes a 128×128 tile
 // of C; each thread holds an 8×8 register block: rows ty·4 + {0..3} and 64 + ty·4 + {0..3}, columns tx·4 + {0..3}
 // and 64 + tx·4 + {0..3} (tx, ty in 0..15). Splitting the block in two halves 64 apart makes each thread's
@@ -18,12 +31,22 @@ internal struct Float4x
 // is tuned for). The K loop stages BK = 8 columns of A and rows of B through shared memory, both stored k-major
 // (A transposed) with rows padded to 132 floats so the transposing stores are conflict-free too; two buffers let
 // the next tile's global loads (held in registers) overlap the current tile's 512 multiply-adds with one barrier
-// per tile. Global loads are scalar and coalesced along the operand's contiguous axis, and guarded (zero padding)
-// like the stores, so any M, N, K, transposition, leading dimension and batch stride works. ILGPU 1.5.3 does not
-// unroll loops: the 64 accumulators are locals (an array would live in local memory) and the 8×8 outer product is
-// written out. Tiles are visited in groups of 8 tile rows so that blocks running together share A and B in L2.
-// SgemmGrouped128 runs the same tile code over many GEMMs at once (grouped GEMM, MoE experts): each group reads
-// its tile's GEMM (M, K, offsets) from a small table the host builds, so one launch covers every expert.
+// per tile. Global loads are scalar and coalesced along the operand's contiguous axis.
+//
+// On Hopper an SM sub-partition issues one instruction per cycle and one FFMA per cycle keeps its 32 FP32 lanes
+// busy, so every instruction that is not an FFMA costs a multiply-add slot: the K loop is written to issue as few
+// as possible. (1) The 8 steps of k are written out (ILGPU 1.5.3 does not unroll this loop) and read shared memory
+// through views that start at the thread's own vectors, so each LDS carries its offset as a constant. (2) Each
+// thread stages 4 elements 32 rows (or columns) apart at one k for both operands, whatever their layout, so the 4
+// shared-memory stores are also constant offsets from one address. (3) No bounds test inside the loop: rows of A
+// past M and columns of B past N are read from the last row or column instead (their products land only in rows and
+// columns of C that are never stored), and K's remainder is taken first, in the tile the prologue stages with
+// guarded loads (k < 0 reads as zero), so every tile the loop fetches lies inside K. Any M, N, K (0 included),
+// transposition, leading dimension and batch stride works. The 64 accumulators are the fields of a local struct
+// (ILGPU keeps them in registers; an array would live in local memory). Tiles are visited in groups of 8 tile rows
+// so that blocks running together share A and B in L2. SgemmGrouped128 runs the same tile code over many GEMMs at
+// once (grouped GEMM, MoE experts): each group reads its tile's GEMM (M, K, offsets) from a small table the host
+// builds, so one launch covers every expert.
 internal static partial class IlgpuKernels
 {
     /// <summary>Threads per group of <see cref="Sgemm128"/>.</summary>
@@ -86,96 +109,76 @@ internal static partial class IlgpuKernels
         int t = Group.IdxX, lane = t & 31, warp = t >> 5;
         int tx = ((warp & 1) << 3) | (lane & 7), ty = ((warp >> 1) << 2) | (lane >> 3);
 
-        // This thread's 4 elements of each 128×8 staged tile: along k when the operand is k-contiguous (A
-        // untransposed, B transposed: 8 threads read one row's 8 consecutive k), else along rows (32 consecutive).
-        int kMajorA = p.TransA == 0 ? 1 : 0, kMajorB = p.TransB != 0 ? 1 : 0;
-        int aRc = kMajorA != 0 ? t >> 3 : t & 127, aKk = kMajorA != 0 ? t & 7 : t >> 7;
-        int aRcStep = kMajorA != 0 ? 32 : 0, aKkStep = kMajorA != 0 ? 0 : 2;
-        int bRc = kMajorB != 0 ? t >> 3 : t & 127, bKk = kMajorB != 0 ? t & 7 : t >> 7;
-        int bRcStep = kMajorB != 0 ? 32 : 0, bKkStep = kMajorB != 0 ? 0 : 2;
-        int aSh = aKk * G128Stride + aRc, aShStep = aKkStep * G128Stride + aRcStep;
-        int bSh = bKk * G128Stride + bRc, bShStep = bKkStep * G128Stride + bRcStep;
+        // This thread's 4 elements of each 128×8 staged tile: rows (of A; columns of B) rc + 32·i, i = 0..3, at one
+        // k. An operand contiguous along k (A untransposed, B transposed) gives 8 neighbouring threads one row's 8
+        // consecutive k; the other layout gives a warp 32 consecutive rows at one k. Either way the 4 shared-memory
+        // slots are kk·132 + rc + 32·i, and both transposing stores are free of bank conflicts.
+        bool kMajorA = p.TransA == 0, kMajorB = p.TransB != 0;
+        int aRc = kMajorA ? t >> 3 : t & 31, aKk = kMajorA ? t & 7 : t >> 5;
+        int bRc = kMajorB ? t >> 3 : t & 31, bKk = kMajorB ? t & 7 : t >> 5;
 
-        // Global indices of the 4 elements at k0 = 0 and the step per unit of k, hoisted out of the K loop: a
-        // fetch is then one bounds test and one multiply-add. Out-of-range rows are never read (their index may wrap).
-        int aKUnit = kMajorA != 0 ? 1 : p.Lda, aRUnit = kMajorA != 0 ? p.Lda : 1;
-        int bKUnit = kMajorB != 0 ? 1 : p.Ldb, bRUnit = kMajorB != 0 ? p.Ldb : 1;
-        int aR = row0 + aRc, bR = col0 + bRc;
-        int ia0 = aBase + aR * aRUnit + aKk * aKUnit, iaStep = aRcStep * aRUnit + aKkStep * aKUnit;
-        int ib0 = bBase + bR * bRUnit + bKk * bKUnit, ibStep = bRcStep * bRUnit + bKkStep * bKUnit;
-        bool aOk0 = aR < p.M, aOk1 = aR + aRcStep < p.M, aOk2 = aR + 2 * aRcStep < p.M, aOk3 = aR + 3 * aRcStep < p.M;
-        bool bOk0 = bR < p.N, bOk1 = bR + bRcStep < p.N, bOk2 = bR + 2 * bRcStep < p.N, bOk3 = bR + 3 * bRcStep < p.N;
-        int aK1 = aKk + aKkStep, aK2 = aKk + 2 * aKkStep, aK3 = aKk + 3 * aKkStep;
-        int bK1 = bKk + bKkStep, bK2 = bKk + 2 * bKkStep, bK3 = bKk + 3 * bKkStep;
+        // Each element's global index without its k part (row clamped into the matrix: see above), and the index
+        // step per unit of k. A fetch in the loop is then one add and one load.
+        int aKUnit = kMajorA ? 1 : p.Lda, bKUnit = kMajorB ? 1 : p.Ldb;
+        int ia0 = StagedRowIndex(aBase, row0 + aRc, p.M, kMajorA ? p.Lda : 1);
+        int ia1 = StagedRowIndex(aBase, row0 + aRc + 32, p.M, kMajorA ? p.Lda : 1);
+        int ia2 = StagedRowIndex(aBase, row0 + aRc + 64, p.M, kMajorA ? p.Lda : 1);
+        int ia3 = StagedRowIndex(aBase, row0 + aRc + 96, p.M, kMajorA ? p.Lda : 1);
+        int ib0 = StagedRowIndex(bBase, col0 + bRc, p.N, kMajorB ? p.Ldb : 1);
+        int ib1 = StagedRowIndex(bBase, col0 + bRc + 32, p.N, kMajorB ? p.Ldb : 1);
+        int ib2 = StagedRowIndex(bBase, col0 + bRc + 64, p.N, kMajorB ? p.Ldb : 1);
+        int ib3 = StagedRowIndex(bBase, col0 + bRc + 96, p.N, kMajorB ? p.Ldb : 1);
 
-        float pa0 = Fetch(a, aOk0 && aKk < p.K, ia0);
-        float pa1 = Fetch(a, aOk1 && aK1 < p.K, ia0 + iaStep);
-        float pa2 = Fetch(a, aOk2 && aK2 < p.K, ia0 + 2 * iaStep);
-        float pa3 = Fetch(a, aOk3 && aK3 < p.K, ia0 + 3 * iaStep);
-        float pb0 = Fetch(b, bOk0 && bKk < p.K, ib0);
-        float pb1 = Fetch(b, bOk1 && bK1 < p.K, ib0 + ibStep);
-        float pb2 = Fetch(b, bOk2 && bK2 < p.K, ib0 + 2 * ibStep);
-        float pb3 = Fetch(b, bOk3 && bK3 < p.K, ib0 + 3 * ibStep);
-        asf[aSh] = pa0; asf[aSh + aShStep] = pa1; asf[aSh + 2 * aShStep] = pa2; asf[aSh + 3 * aShStep] = pa3;
-        bsf[bSh] = pb0; bsf[bSh + bShStep] = pb1; bsf[bSh + 2 * bShStep] = pb2; bsf[bSh + 3 * bShStep] = pb3;
+        // The first tile holds K's remainder: k from kFirst ≤ 0, where k < 0 (and k ≥ K, for K < 8) reads as zero.
+        int kFirst = p.K % G128BK == 0 ? 0 : p.K % G128BK - G128BK, tiles = (p.K + G128BK - 1) / G128BK;
+        int ka = kFirst + aKk, kb = kFirst + bKk;
+        bool aIn = ka >= 0 && ka < p.K, bIn = kb >= 0 && kb < p.K;
+        int oa = ka * aKUnit, ob = kb * bKUnit;
+        float pa0 = Fetch(a, aIn, ia0 + oa), pa1 = Fetch(a, aIn, ia1 + oa), pa2 = Fetch(a, aIn, ia2 + oa), pa3 = Fetch(a, aIn, ia3 + oa);
+        float pb0 = Fetch(b, bIn, ib0 + ob), pb1 = Fetch(b, bIn, ib1 + ob), pb2 = Fetch(b, bIn, ib2 + ob), pb3 = Fetch(b, bIn, ib3 + ob);
+
+        // Where this thread's staged elements go: its first slot in a buffer (the others are +32, +64, +96).
+        int aSlot = aKk * G128Stride + aRc, bSlot = bKk * G128Stride + bRc;
+        var sa = asf.SubView(aSlot);
+        var sb = bsf.SubView(bSlot);
+        sa[0] = pa0; sa[32] = pa1; sa[64] = pa2; sa[96] = pa3;
+        sb[0] = pb0; sb[32] = pb1; sb[64] = pb2; sb[96] = pb3;
         Group.Barrier();
 
-        float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c04 = 0f, c05 = 0f, c06 = 0f, c07 = 0f;
-        float c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f, c14 = 0f, c15 = 0f, c16 = 0f, c17 = 0f;
-        float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c24 = 0f, c25 = 0f, c26 = 0f, c27 = 0f;
-        float c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f, c34 = 0f, c35 = 0f, c36 = 0f, c37 = 0f;
-        float c40 = 0f, c41 = 0f, c42 = 0f, c43 = 0f, c44 = 0f, c45 = 0f, c46 = 0f, c47 = 0f;
-        float c50 = 0f, c51 = 0f, c52 = 0f, c53 = 0f, c54 = 0f, c55 = 0f, c56 = 0f, c57 = 0f;
-        float c60 = 0f, c61 = 0f, c62 = 0f, c63 = 0f, c64 = 0f, c65 = 0f, c66 = 0f, c67 = 0f;
-        float c70 = 0f, c71 = 0f, c72 = 0f, c73 = 0f, c74 = 0f, c75 = 0f, c76 = 0f, c77 = 0f;
-
+        var acc = default(Accumulators8x8);
         int cur = 0;
-        for (int k0 = 0; k0 < p.K; k0 += G128BK)
+        for (int tile = 0; tile < tiles; tile++)
         {
-            // Next tile's global loads first: their latency hides behind this tile's arithmetic.
-            bool next = k0 + G128BK < p.K;
+            // Next tile's global loads first: their latency hides behind this tile's arithmetic. It lies inside K.
+            bool next = tile + 1 < tiles;
             if (next)
             {
-                int kn = k0 + G128BK, ka = ia0 + kn * aKUnit, kb = ib0 + kn * bKUnit;
-                pa0 = Fetch(a, aOk0 && kn + aKk < p.K, ka);
-                pa1 = Fetch(a, aOk1 && kn + aK1 < p.K, ka + iaStep);
-                pa2 = Fetch(a, aOk2 && kn + aK2 < p.K, ka + 2 * iaStep);
-                pa3 = Fetch(a, aOk3 && kn + aK3 < p.K, ka + 3 * iaStep);
-                pb0 = Fetch(b, bOk0 && kn + bKk < p.K, kb);
-                pb1 = Fetch(b, bOk1 && kn + bK1 < p.K, kb + ibStep);
-                pb2 = Fetch(b, bOk2 && kn + bK2 < p.K, kb + 2 * ibStep);
-                pb3 = Fetch(b, bOk3 && kn + bK3 < p.K, kb + 3 * ibStep);
+                oa = (ka + (tile + 1) * G128BK) * aKUnit;
+                ob = (kb + (tile + 1) * G128BK) * bKUnit;
+                pa0 = a[ia0 + oa]; pa1 = a[ia1 + oa]; pa2 = a[ia2 + oa]; pa3 = a[ia3 + oa];
+                pb0 = b[ib0 + ob]; pb1 = b[ib1 + ob]; pb2 = b[ib2 + ob]; pb3 = b[ib3 + ob];
             }
 
-            int o = cur * G128BK * G128Stride4;
-            for (int kk = 0; kk < G128BK; kk++, o += G128Stride4)
-            {
-                Float4x a0 = as4[o + ty], a1 = as4[o + 16 + ty];
-                Float4x b0 = bs4[o + tx], b1 = bs4[o + 16 + tx];
-                c00 += a0.X * b0.X; c01 += a0.X * b0.Y; c02 += a0.X * b0.Z; c03 += a0.X * b0.W;
-                c04 += a0.X * b1.X; c05 += a0.X * b1.Y; c06 += a0.X * b1.Z; c07 += a0.X * b1.W;
-                c10 += a0.Y * b0.X; c11 += a0.Y * b0.Y; c12 += a0.Y * b0.Z; c13 += a0.Y * b0.W;
-                c14 += a0.Y * b1.X; c15 += a0.Y * b1.Y; c16 += a0.Y * b1.Z; c17 += a0.Y * b1.W;
-                c20 += a0.Z * b0.X; c21 += a0.Z * b0.Y; c22 += a0.Z * b0.Z; c23 += a0.Z * b0.W;
-                c24 += a0.Z * b1.X; c25 += a0.Z * b1.Y; c26 += a0.Z * b1.Z; c27 += a0.Z * b1.W;
-                c30 += a0.W * b0.X; c31 += a0.W * b0.Y; c32 += a0.W * b0.Z; c33 += a0.W * b0.W;
-                c34 += a0.W * b1.X; c35 += a0.W * b1.Y; c36 += a0.W * b1.Z; c37 += a0.W * b1.W;
-                c40 += a1.X * b0.X; c41 += a1.X * b0.Y; c42 += a1.X * b0.Z; c43 += a1.X * b0.W;
-                c44 += a1.X * b1.X; c45 += a1.X * b1.Y; c46 += a1.X * b1.Z; c47 += a1.X * b1.W;
-                c50 += a1.Y * b0.X; c51 += a1.Y * b0.Y; c52 += a1.Y * b0.Z; c53 += a1.Y * b0.W;
-                c54 += a1.Y * b1.X; c55 += a1.Y * b1.Y; c56 += a1.Y * b1.Z; c57 += a1.Y * b1.W;
-                c60 += a1.Z * b0.X; c61 += a1.Z * b0.Y; c62 += a1.Z * b0.Z; c63 += a1.Z * b0.W;
-                c64 += a1.Z * b1.X; c65 += a1.Z * b1.Y; c66 += a1.Z * b1.Z; c67 += a1.Z * b1.W;
-                c70 += a1.W * b0.X; c71 += a1.W * b0.Y; c72 += a1.W * b0.Z; c73 += a1.W * b0.W;
-                c74 += a1.W * b1.X; c75 += a1.W * b1.Y; c76 += a1.W * b1.Z; c77 += a1.W * b1.W;
-            }
+            // The 8 steps of k, reading this tile's rows of A and B through views that start at this thread's
+            // vectors: every read is at a constant offset, which ptxas folds into the load instruction.
+            var at = as4.SubView(cur * G128BK * G128Stride4 + ty);
+            var bt = bs4.SubView(cur * G128BK * G128Stride4 + tx);
+            OuterProduct8x8(ref acc, at[0], at[0 + 16], bt[0], bt[0 + 16]);
+            OuterProduct8x8(ref acc, at[G128Stride4], at[G128Stride4 + 16], bt[G128Stride4], bt[G128Stride4 + 16]);
+            OuterProduct8x8(ref acc, at[2 * G128Stride4], at[2 * G128Stride4 + 16], bt[2 * G128Stride4], bt[2 * G128Stride4 + 16]);
+            OuterProduct8x8(ref acc, at[3 * G128Stride4], at[3 * G128Stride4 + 16], bt[3 * G128Stride4], bt[3 * G128Stride4 + 16]);
+            OuterProduct8x8(ref acc, at[4 * G128Stride4], at[4 * G128Stride4 + 16], bt[4 * G128Stride4], bt[4 * G128Stride4 + 16]);
+            OuterProduct8x8(ref acc, at[5 * G128Stride4], at[5 * G128Stride4 + 16], bt[5 * G128Stride4], bt[5 * G128Stride4 + 16]);
+            OuterProduct8x8(ref acc, at[6 * G128Stride4], at[6 * G128Stride4 + 16], bt[6 * G128Stride4], bt[6 * G128Stride4 + 16]);
+            OuterProduct8x8(ref acc, at[7 * G128Stride4], at[7 * G128Stride4 + 16], bt[7 * G128Stride4], bt[7 * G128Stride4 + 16]);
 
             if (next)
             {
                 // The other buffer was last read before the previous iteration's barrier: safe to overwrite.
-                int s = (cur ^ 1) * G128Buffer;
-                asf[s + aSh] = pa0; asf[s + aSh + aShStep] = pa1; asf[s + aSh + 2 * aShStep] = pa2; asf[s + aSh + 3 * aShStep] = pa3;
-                bsf[s + bSh] = pb0; bsf[s + bSh + bShStep] = pb1; bsf[s + bSh + 2 * bShStep] = pb2; bsf[s + bSh + 3 * bShStep] = pb3;
+                sa = asf.SubView((cur ^ 1) * G128Buffer + aSlot);
+                sb = bsf.SubView((cur ^ 1) * G128Buffer + bSlot);
+                sa[0] = pa0; sa[32] = pa1; sa[64] = pa2; sa[96] = pa3;
+                sb[0] = pb0; sb[32] = pb1; sb[64] = pb2; sb[96] = pb3;
             }
 
             Group.Barrier();
@@ -183,14 +186,46 @@ internal static partial class IlgpuKernels
         }
 
         int r0 = row0 + 4 * ty, r1 = r0 + 64, cA = col0 + 4 * tx, cB = cA + 64;
-        StoreRow8(c, p, cBase, r0, cA, cB, c00, c01, c02, c03, c04, c05, c06, c07);
-        StoreRow8(c, p, cBase, r0 + 1, cA, cB, c10, c11, c12, c13, c14, c15, c16, c17);
-        StoreRow8(c, p, cBase, r0 + 2, cA, cB, c20, c21, c22, c23, c24, c25, c26, c27);
-        StoreRow8(c, p, cBase, r0 + 3, cA, cB, c30, c31, c32, c33, c34, c35, c36, c37);
-        StoreRow8(c, p, cBase, r1, cA, cB, c40, c41, c42, c43, c44, c45, c46, c47);
-        StoreRow8(c, p, cBase, r1 + 1, cA, cB, c50, c51, c52, c53, c54, c55, c56, c57);
-        StoreRow8(c, p, cBase, r1 + 2, cA, cB, c60, c61, c62, c63, c64, c65, c66, c67);
-        StoreRow8(c, p, cBase, r1 + 3, cA, cB, c70, c71, c72, c73, c74, c75, c76, c77);
+        StoreRow8(c, p, cBase, r0, cA, cB, acc.C00, acc.C01, acc.C02, acc.C03, acc.C04, acc.C05, acc.C06, acc.C07);
+        StoreRow8(c, p, cBase, r0 + 1, cA, cB, acc.C10, acc.C11, acc.C12, acc.C13, acc.C14, acc.C15, acc.C16, acc.C17);
+        StoreRow8(c, p, cBase, r0 + 2, cA, cB, acc.C20, acc.C21, acc.C22, acc.C23, acc.C24, acc.C25, acc.C26, acc.C27);
+        StoreRow8(c, p, cBase, r0 + 3, cA, cB, acc.C30, acc.C31, acc.C32, acc.C33, acc.C34, acc.C35, acc.C36, acc.C37);
+        StoreRow8(c, p, cBase, r1, cA, cB, acc.C40, acc.C41, acc.C42, acc.C43, acc.C44, acc.C45, acc.C46, acc.C47);
+        StoreRow8(c, p, cBase, r1 + 1, cA, cB, acc.C50, acc.C51, acc.C52, acc.C53, acc.C54, acc.C55, acc.C56, acc.C57);
+        StoreRow8(c, p, cBase, r1 + 2, cA, cB, acc.C60, acc.C61, acc.C62, acc.C63, acc.C64, acc.C65, acc.C66, acc.C67);
+        StoreRow8(c, p, cBase, r1 + 3, cA, cB, acc.C70, acc.C71, acc.C72, acc.C73, acc.C74, acc.C75, acc.C76, acc.C77);
+    }
+
+    /// <summary>
+    /// Index of a staged row's (or column's) element at k = 0: the row is clamped to the last one, so a tile that
+    /// overhangs the matrix reads real memory; its products land only where nothing is stored.
+    /// </summary>
+    private static int StagedRowIndex(int matrixBase, int row, int rows, int rowUnit) =>
+        matrixBase + Math.Min(row, rows - 1) * rowUnit;
+
+    /// <summary>
+    /// One step of k of the 8×8 register block: c[i, j] += a[i]·b[j], rows a0 (i = 0..3) and a1 (4..7), columns b0
+    /// (j = 0..3) and b1 (4..7). Inlined into the kernel, so the accumulators stay registers.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void OuterProduct8x8(ref Accumulators8x8 c, Float4x a0, Float4x a1, Float4x b0, Float4x b1)
+    {
+        c.C00 += a0.X * b0.X; c.C01 += a0.X * b0.Y; c.C02 += a0.X * b0.Z; c.C03 += a0.X * b0.W;
+        c.C04 += a0.X * b1.X; c.C05 += a0.X * b1.Y; c.C06 += a0.X * b1.Z; c.C07 += a0.X * b1.W;
+        c.C10 += a0.Y * b0.X; c.C11 += a0.Y * b0.Y; c.C12 += a0.Y * b0.Z; c.C13 += a0.Y * b0.W;
+        c.C14 += a0.Y * b1.X; c.C15 += a0.Y * b1.Y; c.C16 += a0.Y * b1.Z; c.C17 += a0.Y * b1.W;
+        c.C20 += a0.Z * b0.X; c.C21 += a0.Z * b0.Y; c.C22 += a0.Z * b0.Z; c.C23 += a0.Z * b0.W;
+        c.C24 += a0.Z * b1.X; c.C25 += a0.Z * b1.Y; c.C26 += a0.Z * b1.Z; c.C27 += a0.Z * b1.W;
+        c.C30 += a0.W * b0.X; c.C31 += a0.W * b0.Y; c.C32 += a0.W * b0.Z; c.C33 += a0.W * b0.W;
+        c.C34 += a0.W * b1.X; c.C35 += a0.W * b1.Y; c.C36 += a0.W * b1.Z; c.C37 += a0.W * b1.W;
+        c.C40 += a1.X * b0.X; c.C41 += a1.X * b0.Y; c.C42 += a1.X * b0.Z; c.C43 += a1.X * b0.W;
+        c.C44 += a1.X * b1.X; c.C45 += a1.X * b1.Y; c.C46 += a1.X * b1.Z; c.C47 += a1.X * b1.W;
+        c.C50 += a1.Y * b0.X; c.C51 += a1.Y * b0.Y; c.C52 += a1.Y * b0.Z; c.C53 += a1.Y * b0.W;
+        c.C54 += a1.Y * b1.X; c.C55 += a1.Y * b1.Y; c.C56 += a1.Y * b1.Z; c.C57 += a1.Y * b1.W;
+        c.C60 += a1.Z * b0.X; c.C61 += a1.Z * b0.Y; c.C62 += a1.Z * b0.Z; c.C63 += a1.Z * b0.W;
+        c.C64 += a1.Z * b1.X; c.C65 += a1.Z * b1.Y; c.C66 += a1.Z * b1.Z; c.C67 += a1.Z * b1.W;
+        c.C70 += a1.W * b0.X; c.C71 += a1.W * b0.Y; c.C72 += a1.W * b0.Z; c.C73 += a1.W * b0.W;
+        c.C74 += a1.W * b1.X; c.C75 += a1.W * b1.Y; c.C76 += a1.W * b1.Z; c.C77 += a1.W * b1.W;
     }
 
     /// <summary>x[index], or 0 outside the matrix (the index is not read then).</summary>
