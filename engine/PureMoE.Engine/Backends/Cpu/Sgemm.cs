@@ -127,7 +127,8 @@ public static partial class Sgemm
         }
 
         // Split C into `threads` slabs along its longer side, in whole tiles so that no tile straddles
-        // two threads. Each worker packs its own operands into its own thread-local buffers.
+        // two threads. Row slabs share one packed panel of B (packed by all threads together, see
+        // MultiplyRowSlabsSharingB); column slabs each pack their own part of B and all of A, the smaller operand.
         // (Reading Mr/Nr here also guarantees the kernel configuration is initialised before the
         // AggressiveOptimization methods below are compiled, so the JIT can fold it as constants.)
         bool splitRows = g.M >= g.N;
@@ -139,6 +140,12 @@ public static partial class Sgemm
         if (chunks <= 1 || (long)g.M * g.N * g.K < ParallelThreshold)
         {
             MultiplyBlock(in g, 0, g.M, 0, g.N);
+            return;
+        }
+
+        if (splitRows && ShareBPanel)
+        {
+            MultiplyRowSlabsSharingB(in g, chunks);
             return;
         }
 
@@ -284,71 +291,84 @@ public static partial class Sgemm
     private static unsafe void MultiplyBlock(in Problem g, int i0, int i1, int j0, int j1)
     {
         int kcMax = Math.Min(Kc, g.K);
-        int mcMax = RoundUp(Math.Min(Mc, i1 - i0), Mr);
         int ncMax = RoundUp(Math.Min(Nc, j1 - j0), Nr);
-        PackBuffers buffers = PackBuffers.ForCurrentThread(mcMax * kcMax, kcMax * ncMax);
-
-        // Element (r, c) of op(A) lives at a[r * aRow + c * aCol]; likewise for op(B).
-        nint aRow = g.TransA ? 1 : g.Lda, aCol = g.TransA ? g.Lda : 1;
+        PackBuffers buffers = PackBuffers.ForCurrentThread(0, kcMax * ncMax);
         nint bRow = g.TransB ? 1 : g.Ldb, bCol = g.TransB ? g.Ldb : 1;
-        nint ldc = g.Ldc;
-
-        fixed (float* aBase = g.A, bBase = g.B, cBase = g.C)
-        fixed (float* aPackRaw = buffers.A, bPackRaw = buffers.B, tileRaw = buffers.Tile)
+        fixed (float* bBase = g.B, bPackRaw = buffers.B)
         {
-            float* aPack = Align64(aPackRaw), bPack = Align64(bPackRaw), tile = Align64(tileRaw);
-            float* a = aBase + g.AOffset, b = bBase + g.BOffset, c = cBase + g.COffset;
-
+            float* b = bBase + g.BOffset, bPack = Align64(bPackRaw);
             for (int jc = j0; jc < j1; jc += Nc)
             {
                 int nc = Math.Min(Nc, j1 - jc);
-                // A thin product (at most two Nr panels of columns) uses each element of A for only one or two tile
-                // rows of FMAs, so packing A costs about as much as computing with it: the micro-kernel reads whole
-                // row tiles of A in place instead (with A's strides), and only ragged row tiles are packed. AVX-512,
-                // single-threaded: N = 32 went from 83–97 to 111–114 GFLOP/s (Aᵀ: 55 to 97–103), N = 64 from 91–99
-                // to 105–114; at N = 128 and 256 in place and packed measured the same (bench/RESULTS.md).
-                bool directA = nc <= 2 * Nr;
                 for (int pc = 0; pc < g.K; pc += Kc)
                 {
                     int kc = Math.Min(Kc, g.K - pc);
-                    // beta applies once, on the first k-slice; later slices accumulate onto C.
-                    float beta = pc == 0 ? g.Beta : 1f;
                     PackB(b + pc * bRow + jc * bCol, bRow, bCol, kc, nc, bPack);
+                    MultiplyRowsByPanel(in g, i0, i1, jc, nc, pc, kc, bPack);
+                }
+            }
+        }
+    }
 
-                    for (int ic = i0; ic < i1; ic += Mc)
+    /// <summary>
+    /// Rows [i0, i1) of C, columns [jc, jc + nc), times the packed KC×NC panel of op(B) for k in [pc, pc + kc): packs
+    /// MC×KC blocks of op(A) into this thread's buffer and runs the micro-kernel over the tiles.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void MultiplyRowsByPanel(in Problem g, int i0, int i1, int jc, int nc, int pc, int kc, float* bPack)
+    {
+        int mcMax = RoundUp(Math.Min(Mc, i1 - i0), Mr);
+        PackBuffers buffers = PackBuffers.ForCurrentThread(mcMax * kc, 0);
+
+        // Element (r, c) of op(A) lives at a[r * aRow + c * aCol].
+        nint aRow = g.TransA ? 1 : g.Lda, aCol = g.TransA ? g.Lda : 1;
+        nint ldc = g.Ldc;
+        // beta applies once, on the first k-slice; later slices accumulate onto C.
+        float beta = pc == 0 ? g.Beta : 1f;
+        // A thin product (at most two Nr panels of columns) uses each element of A for only one or two tile
+        // rows of FMAs, so packing A costs about as much as computing with it: the micro-kernel reads whole
+        // row tiles of A in place instead (with A's strides), and only ragged row tiles are packed. AVX-512,
+        // single-threaded: N = 32 went from 83–97 to 111–114 GFLOP/s (Aᵀ: 55 to 97–103), N = 64 from 91–99
+        // to 105–114; at N = 128 and 256 in place and packed measured the same (bench/RESULTS.md).
+        bool directA = nc <= 2 * Nr;
+
+        fixed (float* aBase = g.A, cBase = g.C)
+        fixed (float* aPackRaw = buffers.A, tileRaw = buffers.Tile)
+        {
+            float* aPack = Align64(aPackRaw), tile = Align64(tileRaw);
+            float* a = aBase + g.AOffset, c = cBase + g.COffset;
+            for (int ic = i0; ic < i1; ic += Mc)
+            {
+                int mc = Math.Min(Mc, i1 - ic);
+                if (!directA)
+                {
+                    PackA(a + ic * aRow + pc * aCol, aRow, aCol, mc, kc, aPack);
+                }
+
+                for (int jr = 0; jr < nc; jr += Nr)
+                {
+                    int nr = Math.Min(Nr, nc - jr);
+                    float* bPanel = bPack + (nint)jr * kc;
+                    for (int ir = 0; ir < mc; ir += Mr)
                     {
-                        int mc = Math.Min(Mc, i1 - ic);
-                        if (!directA)
+                        int mr = Math.Min(Mr, mc - ir);
+                        float* cTile = c + (ic + ir) * ldc + jc + jr;
+                        if (directA)
                         {
-                            PackA(a + ic * aRow + pc * aCol, aRow, aCol, mc, kc, aPack);
+                            DirectTile(in g, a + (ic + ir) * aRow + pc * aCol, mr, nr, kc, bPanel, aPack, tile, cTile, ldc, beta);
+                            continue;
                         }
 
-                        for (int jr = 0; jr < nc; jr += Nr)
+                        float* aPanel = aPack + (nint)ir * kc;
+                        if (mr == Mr && nr == Nr)
                         {
-                            int nr = Math.Min(Nr, nc - jr);
-                            float* bPanel = bPack + (nint)jr * kc;
-                            for (int ir = 0; ir < mc; ir += Mr)
-                            {
-                                int mr = Math.Min(Mr, mc - ir);
-                                float* cTile = c + (ic + ir) * ldc + jc + jr;
-                                if (directA)
-                                {
-                                    DirectTile(in g, a + (ic + ir) * aRow + pc * aCol, mr, nr, kc, bPanel, aPack, tile, cTile, ldc, beta);
-                                    continue;
-                                }
-
-                                float* aPanel = aPack + (nint)ir * kc;
-                                if (mr == Mr && nr == Nr)
-                                {
-                                    MicroKernel(kc, aPanel, 1, Mr, bPanel, cTile, ldc, g.Alpha, beta);
-                                }
-                                else
-                                {
-                                    // Partial tile: compute the full padded tile into scratch, then merge.
-                                    MicroKernel(kc, aPanel, 1, Mr, bPanel, tile, Nr, 1f, 0f);
-                                    MergeTile(tile, cTile, ldc, mr, nr, g.Alpha, beta);
-                                }
-                            }
+                            MicroKernel(kc, aPanel, 1, Mr, bPanel, cTile, ldc, g.Alpha, beta);
+                        }
+                        else
+                        {
+                            // Partial tile: compute the full padded tile into scratch, then merge.
+                            MicroKernel(kc, aPanel, 1, Mr, bPanel, tile, Nr, 1f, 0f);
+                            MergeTile(tile, cTile, ldc, mr, nr, g.Alpha, beta);
                         }
                     }
                 }

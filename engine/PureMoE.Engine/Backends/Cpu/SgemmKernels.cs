@@ -47,10 +47,12 @@ public static partial class Sgemm
     // KC: depth of one packed slice. Larger KC means fewer passes of C through the caches (C is re-read and
     //     re-written once per slice); 512 beat 128/256 by 3-8 % and matched 768. The 8×512 A micro-panel
     //     (16 KiB) stays in L1 while the kernel streams the 32×512 B micro-panel (64 KiB) from L2.
-    // MC: the MC×KC block of A (128×512 floats = 256 KiB) stays resident in L2 across the jr loop.
+    // MC: the MC×KC block of A (about 128×512 floats = 256 KiB) stays resident in L2 across the jr loop. A whole
+    //     number of MR-row tiles (126 for AVX2's MR = 6), so that no block ends in a ragged tile computed through
+    //     scratch: on Zen 3 (AVX2), 1024³ single-threaded 81.7 → 83.2 GFLOP/s, 2048³ 79.6 → 81.4 (bench/RESULTS.md).
     // NC: the KC×NC panel of B (up to 8 MiB) lives in the shared L3; large so B is packed few times.
     internal static int Kc = 512;
-    internal static int Mc = 128;
+    internal static int Mc = Mr * (128 / Mr);
     internal static int Nc = 4096;
 
     /// <summary>
