@@ -23,6 +23,8 @@ public class SgemmTests
         { 300, 70, 1100 }, { 4100, 4099, 3 },
         // Thin products (n ≤ 32: A read in place by the AVX-512 kernel), with ragged row tiles and k beyond one slice.
         { 41, 8, 700 }, { 250, 32, 600 }, { 300, 24, 33 }, { 1000, 32, 64 },
+        // Up to four Nr panels (n ≤ 64 on AVX2): a row-major A is read in place too, a transposed one packed.
+        { 250, 48, 600 }, { 1000, 64, 70 },
     };
 
     public static TheoryData<bool, bool> TransposeCombos => new() { { false, false }, { false, true }, { true, false }, { true, true } };

@@ -325,12 +325,14 @@ public static partial class Sgemm
         nint ldc = g.Ldc;
         // beta applies once, on the first k-slice; later slices accumulate onto C.
         float beta = pc == 0 ? g.Beta : 1f;
-        // A thin product (at most two Nr panels of columns) uses each element of A for only one or two tile
-        // rows of FMAs, so packing A costs about as much as computing with it: the micro-kernel reads whole
-        // row tiles of A in place instead (with A's strides), and only ragged row tiles are packed. AVX-512,
-        // single-threaded: N = 32 went from 83–97 to 111–114 GFLOP/s (Aᵀ: 55 to 97–103), N = 64 from 91–99
-        // to 105–114; at N = 128 and 256 in place and packed measured the same (bench/RESULTS.md).
-        bool directA = nc <= 2 * Nr;
+        // A thin product uses each element of A for only a few tile rows of FMAs, so packing A costs about as much
+        // as computing with it: the micro-kernel reads whole row tiles of A in place instead (with A's strides), and
+        // only ragged row tiles are packed. Up to two Nr panels of columns whatever A's layout (AVX-512, single-
+        // threaded: N = 32 went from 83–97 to 111–114 GFLOP/s, Aᵀ 55 to 97–103; N = 64 from 91–99 to 105–114), and up
+        // to four when A is row-major (AVX2 on Zen 3: 4096×64×512 74 → 84 GFLOP/s, 2048×64×128 83 → 92; a stored Aᵀ
+        // read in place strides a whole row of it per k and lost there: 51 → 35). At N = 128 and 256 in place and
+        // packed measured the same (bench/RESULTS.md).
+        bool directA = nc <= 2 * Nr || (!g.TransA && nc <= 4 * Nr);
 
         fixed (float* aBase = g.A, cBase = g.C)
         fixed (float* aPackRaw = buffers.A, tileRaw = buffers.Tile)
