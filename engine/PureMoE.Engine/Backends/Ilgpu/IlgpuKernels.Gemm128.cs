@@ -163,7 +163,7 @@ internal static partial class IlgpuKernels
             // vectors: every read is at a constant offset, which ptxas folds into the load instruction.
             var at = as4.SubView(cur * G128BK * G128Stride4 + ty);
             var bt = bs4.SubView(cur * G128BK * G128Stride4 + tx);
-            OuterProduct8x8(ref acc, at[0], at[0 + 16], bt[0], bt[0 + 16]);
+            OuterProduct8x8(ref acc, at[0], at[16], bt[0], bt[16]);
             OuterProduct8x8(ref acc, at[G128Stride4], at[G128Stride4 + 16], bt[G128Stride4], bt[G128Stride4 + 16]);
             OuterProduct8x8(ref acc, at[2 * G128Stride4], at[2 * G128Stride4 + 16], bt[2 * G128Stride4], bt[2 * G128Stride4 + 16]);
             OuterProduct8x8(ref acc, at[3 * G128Stride4], at[3 * G128Stride4 + 16], bt[3 * G128Stride4], bt[3 * G128Stride4 + 16]);
