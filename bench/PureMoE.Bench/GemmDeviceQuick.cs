@@ -13,17 +13,18 @@ namespace PureMoE.Bench;
 /// </summary>
 internal static class GemmDeviceQuick
 {
-    /// <summary>Sets which SGEMM kernel the backend uses from a --kernel value: auto, tiled or large.</summary>
+    /// <summary>Sets which SGEMM kernel the backend uses from a --kernel value: auto, tiled, medium or large.</summary>
     internal static void ChooseKernel(IlgpuBackend backend, string kernelName) => backend.GemmKernel = kernelName switch
     {
         "auto" => GemmKernelChoice.Auto,
         "tiled" => GemmKernelChoice.Tiled,
+        "medium" => GemmKernelChoice.Medium,
         "large" => GemmKernelChoice.Large,
-        _ => throw new ArgumentException($"--kernel {kernelName}: expected auto, tiled or large"),
+        _ => throw new ArgumentException($"--kernel {kernelName}: expected auto, tiled, medium or large"),
     };
 
     /// <summary>Runs the measurement and prints the result.</summary>
-    /// <param name="args">--n N [--m M] [--k K] [--ta] [--tb] [--repeats R] [--warmup W] [--json] [--kernel auto|tiled|large] [--checks C].</param>
+    /// <param name="args">--n N [--m M] [--k K] [--ta] [--tb] [--repeats R] [--warmup W] [--json] [--kernel auto|tiled|medium|large] [--checks C].</param>
     /// <param name="device">An ILGPU device.</param>
     public static int Run(QuickArgs args, Device device)
     {
@@ -40,9 +41,12 @@ internal static class GemmDeviceQuick
 
         var backend = (IlgpuBackend)device.Backend;
         ChooseKernel(backend, kernelName);
-        string kernel = backend.UsesLargeGemm(m, n, 1)
-            ? "Sgemm128 (128x128 tile, 8x8 per thread, 256 threads)"
-            : $"Sgemm tiled ({4 * backend.GemmThreads.TY}x{4 * backend.GemmThreads.TX} tile, 4x4 per thread, {backend.GroupSize} threads)";
+        string kernel = backend.GemmKernelFor(m, n, 1) switch
+        {
+            GemmKernelChoice.Large => "Sgemm128 (128x128 tile, 8x8 per thread, 256 threads)",
+            GemmKernelChoice.Medium => "Sgemm64 (64x64 tile, 4x4 per thread, 256 threads)",
+            _ => $"Sgemm tiled ({4 * backend.GemmThreads.TY}x{4 * backend.GemmThreads.TX} tile, 4x4 per thread, {backend.GroupSize} threads)",
+        };
 
         var rng = new Random(42);
         float[] a = RandomMatrix(rng, m * k);

@@ -26,7 +26,7 @@ public static class MoeQuick
     private static readonly string[] PhaseNames = ["gate", "route", "dispatch", "experts", "combine"];
 
     /// <summary>Runs the measurement and prints the result.</summary>
-    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json] [--device D] [--kernel auto|tiled|large] (the ILGPU SGEMM kernel the experts' GEMMs use) [--grouped auto|on|off] (all experts in one grouped GEMM launch per product, or one GEMM per expert).</param>
+    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json] [--device D] [--kernel auto|tiled|medium|large] (the ILGPU SGEMM kernel the experts' GEMMs use) [--grouped auto|on|off] (all experts in one grouped GEMM launch per product, or one GEMM per expert).</param>
     public static int Run(QuickArgs args)
     {
         var device = BenchDevice.Parse(args.Text("device", "cpu"));

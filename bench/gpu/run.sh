@@ -146,6 +146,7 @@ step "puremoe train --device $absent fails clearly" 30 \
 if [ $gpu -eq 1 ]; then
   for n in 1024 2048 8192; do gemm --n $n; peer_gemm --n $n; done
   gemm --n 4096 --kernel tiled
+  gemm --n 4096 --kernel medium
   gemm --n 4096 --kernel large
   gemm --n 4096 --ta; peer_gemm --n 4096 --ta
   gemm --n 4096 --tb; peer_gemm --n 4096 --tb
@@ -156,7 +157,7 @@ fi
 # The experts' GEMMs (about 1024 rows each) make fewer 128×128 tiles than an H100 has SMs, so Auto picks the smaller
 # kernel for a lone expert's GEMM; grouped, all experts share one launch (the JSON's grouped_launches_per_step says
 # what the auto run above picked). Each forced choice is measured to settle both thresholds.
-for kernel in tiled large; do moe --kernel $kernel "${moe_shape[@]}"; done
+for kernel in tiled medium large; do moe --kernel $kernel "${moe_shape[@]}"; done
 for grouped in on off; do moe --grouped $grouped "${moe_shape[@]}"; done
 
 # --- 4. every router against PyTorch float64, on the CPU and on the GPU

@@ -55,17 +55,28 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
         WithKernel(GemmKernelChoice.Large, () => Check(m, n, k, batch, betas: [0.0, 0.5]));
 
     [Theory]
+    [InlineData(1, 1, 1, 1)]
+    [InlineData(3, 17, 33, 1)]
+    [InlineData(17, 3, 9, 2)]
+    [InlineData(65, 33, 17, 1)]
+    [InlineData(130, 129, 20, 1)]
+    [InlineData(63, 65, 3, 3)]
+    public void MediumKernelMatchesReference(int m, int n, int k, int batch) =>
+        WithKernel(GemmKernelChoice.Medium, () => Check(m, n, k, batch, betas: [0.0, 0.5]));
+
+    [Theory]
     [InlineData(130, 65, 17, 2)]
     [InlineData(257, 33, 9, 1)]
     public void TiledKernelMatchesReference(int m, int n, int k, int batch) =>
         WithKernel(GemmKernelChoice.Tiled, () => Check(m, n, k, batch, betas: [0.5]));
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void ABatchLargerThanOneLaunchIsSplitAcrossLaunches(bool largeKernel)
+    [InlineData("Tiled")]
+    [InlineData("Medium")]
+    [InlineData("Large")]
+    public void ABatchLargerThanOneLaunchIsSplitAcrossLaunches(string kernel)
     {
-        var choice = largeKernel ? GemmKernelChoice.Large : GemmKernelChoice.Tiled;
+        var choice = Enum.Parse<GemmKernelChoice>(kernel);
         // CUDA caps the grid's y dimension (the batch) at 65,535; with the cap lowered to 3, a batch of 7 takes
         // three launches (3 + 3 + 1), each offset to its own matrices, shared B (stride 0) included.
         var b = G;
@@ -81,11 +92,13 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
         }
     }
 
-    [Fact]
-    public void LargeKernelHandlesEmptyK()
+    [Theory]
+    [InlineData("Medium")]
+    [InlineData("Large")]
+    public void KernelHandlesEmptyK(string kernel)
     {
         // K = 0: C = beta·C (no tile is staged; the prologue's guarded loads read nothing).
-        WithKernel(GemmKernelChoice.Large, () => Check(5, 7, 0, 1, betas: [0.0, 0.5]));
+        WithKernel(Enum.Parse<GemmKernelChoice>(kernel), () => Check(5, 7, 0, 1, betas: [0.0, 0.5]));
     }
 
     [Fact]
@@ -95,16 +108,24 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
         Assert.Equal(GemmKernelChoice.Auto, b.GemmKernel);
         Assert.True(b.SupportsLargeGemm);
         int sms = b.Accelerator.NumMultiprocessors;
-        Assert.False(b.UsesLargeGemm(127, 4096, 64));
-        Assert.False(b.UsesLargeGemm(4096, 100, 64));
-        Assert.True(b.UsesLargeGemm(128 * sms, 128, 1));
-        if (sms > 1) Assert.False(b.UsesLargeGemm(128, 128, 1));
-        Assert.True(b.UsesLargeGemm(128, 128, sms));
+        const GemmKernelChoice large = GemmKernelChoice.Large, medium = GemmKernelChoice.Medium;
+        Assert.Equal(medium, b.GemmKernelFor(127, 4096, 64));
+        Assert.Equal(medium, b.GemmKernelFor(4096, 100, 64));
+        Assert.Equal(large, b.GemmKernelFor(128 * sms, 128, 1));
+        if (sms > 1) Assert.Equal(medium, b.GemmKernelFor(128, 128, 1));
+        Assert.Equal(large, b.GemmKernelFor(128, 128, sms));
+        // Device.IlgpuCpu's 16-thread groups cannot run either: the group-size tiled kernel, whatever is asked.
+        var small = (IlgpuBackend)Device.IlgpuCpu.Backend;
+        Assert.False(small.SupportsLargeGemm);
+        Assert.Equal(GemmKernelChoice.Tiled, small.GemmKernelFor(128 * sms, 128, 64));
     }
 
-    [Fact]
-    public void LargeKernelMatchesCpuOnALargeProduct()
+    [Theory]
+    [InlineData("Medium")]
+    [InlineData("Large")]
+    public void KernelMatchesCpuOnALargeProduct(string kernel)
     {
+        var choice = Enum.Parse<GemmKernelChoice>(kernel);
         // A product big enough that every group runs full tiles over many K steps, ragged only at the edges.
         // The emulator is slow, so it gets a smaller one than a GPU.
         var (m, n, k) = Kind == DeviceKind.Cuda ? (1031, 2050, 777) : (259, 131, 70);
@@ -114,7 +135,7 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
         var expected = new float[m * n];
         var ce = K.S(expected);
         K.Cpu.Gemm(false, false, m, n, k, 1, K.S(a), 0, k, 0, K.S(bm), 0, n, 0, 0, ce, 0, n, 0, 1);
-        WithKernel(GemmKernelChoice.Large, () =>
+        WithKernel(choice, () =>
         {
             var cg = G.Allocate(DType.Float32, m * n);
             G.Fill(cg, 0, m * n, float.NaN);
@@ -127,7 +148,7 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
     {
         var b = G;
         // Every ILGPU device here (the emulator, any CUDA GPU) runs 256-thread groups: Large must not fall back silently.
-        if (choice == GemmKernelChoice.Large) Assert.True(b.SupportsLargeGemm, "the 128×128 kernel is not supported here");
+        if (choice != GemmKernelChoice.Tiled) Assert.True(b.SupportsLargeGemm, "the 256-thread kernels are not supported here");
         b.GemmKernel = choice;
         try
         {

@@ -132,12 +132,15 @@ public sealed class IlgpuPtxTests
     /// per iteration: exactly 512 FFMA, 32 LDS.128 and 8 STS (shared memory through shared-space instructions, not
     /// generic ones), 8 global loads, and FFMA at least 84 % of its instructions (85.6 % measured with ptxas 11.8;
     /// 66 % before the k steps were written out and the loop's bounds tests removed). No local memory anywhere. The
-    /// same for the grouped kernel, whose tiles run the same code.
+    /// same for the grouped kernel, whose tiles run the same code. The 64×64 kernel (4×4 per thread, for products too
+    /// small to fill the GPU with 128×128 tiles) has the same loop at a quarter of the size: 128 FFMA, 16 LDS.128, 4 STS
+    /// and 4 global loads per tile, 67.7 % FFMA at 56 registers (the group-size tiled kernel it replaces: 35.8 %).
     /// </summary>
     [Theory]
-    [InlineData("Sgemm128")]
-    [InlineData("SgemmGrouped128")]
-    public void LargeSgemmKLoopIsMostlyFfmaOnHopper(string kernel)
+    [InlineData("Sgemm128", 512, 32, 8, 128, 0.84)]
+    [InlineData("SgemmGrouped128", 512, 32, 8, 128, 0.84)]
+    [InlineData("Sgemm64", 128, 16, 4, 128, 0.65)]
+    public void SgemmKLoopIsMostlyFfmaOnHopper(string kernel, int ffma, int lds128, int stores, int maxRegisters, double minShare)
     {
         string? ptxas = FindPtxas(), nvdisasm = FindTool("nvdisasm", "PUREMOE_NVDISASM");
         Assert.SkipWhen(ptxas is null || nvdisasm is null, "ptxas/nvdisasm not found: run `bash scripts/install-ptxas.sh`");
@@ -150,7 +153,7 @@ public sealed class IlgpuPtxTests
             Assert.True(exit == 0, info);
             Assert.Contains("0 bytes spill stores, 0 bytes spill loads", info);
             int registers = int.Parse(Regex.Match(info, @"Used (\d+) registers").Groups[1].Value);
-            Assert.True(registers <= 128, $"{registers} registers: fewer than two 256-thread groups per SM\n{info}");
+            Assert.True(registers <= maxRegisters, $"{registers} registers: more than {maxRegisters}\n{info}");
 
             var (disExit, sass) = Run(nvdisasm!, $"\"{cubin}\"");
             Assert.True(disExit == 0, sass);
@@ -158,12 +161,12 @@ public sealed class IlgpuPtxTests
             Assert.DoesNotContain(code.Ops, op => op.StartsWith("LDL") || op.StartsWith("STL"));
             var loop = code.LoopWithMost("FFMA");
             int Count(string op) => loop.Count(o => o == op);
-            Assert.Equal(512, Count("FFMA"));
-            Assert.Equal(32, Count("LDS.128"));
-            Assert.Equal(8, Count("STS"));
-            Assert.Equal(8, Count("LD.E") + Count("LDG.E"));
+            Assert.Equal(ffma, Count("FFMA"));
+            Assert.Equal(lds128, Count("LDS.128"));
+            Assert.Equal(stores, Count("STS"));
+            Assert.Equal(stores, Count("LD.E") + Count("LDG.E"));
             double share = (double)Count("FFMA") / loop.Count;
-            Assert.True(share >= 0.84, $"FFMA is {share:P1} of the K loop's {loop.Count} instructions: " +
+            Assert.True(share >= minShare, $"FFMA is {share:P1} of the K loop's {loop.Count} instructions: " +
                 string.Join(" ", loop.GroupBy(o => o).OrderByDescending(g => g.Count()).Select(g => $"{g.Key}:{g.Count()}")));
             TestContext.Current.SendDiagnosticMessage(
                 $"{kernel} on sm_90: {registers} registers, K loop {loop.Count} instructions per staged tile, FFMA {share:P1}");

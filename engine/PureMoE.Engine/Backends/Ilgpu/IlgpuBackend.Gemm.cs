@@ -119,10 +119,15 @@ internal static partial class IlgpuKernels
 /// <summary>Which SGEMM kernel <see cref="IlgpuBackend.Gemm"/> runs (a tuning and testing knob; Auto chooses by shape).</summary>
 internal enum GemmKernelChoice
 {
-    /// <summary>By shape: the 128×128 kernel when it fills the device, else the group-size tiled kernel.</summary>
+    /// <summary>
+    /// By shape: the 128×128 kernel when it fills the device, else the 64×64 one; the group-size tiled kernel where
+    /// the accelerator cannot run 256-thread groups.
+    /// </summary>
     Auto,
-    /// <summary>Always the tiled kernel with 4×4 register blocks (<see cref="IlgpuKernels.Sgemm"/>).</summary>
+    /// <summary>Always the group-size tiled kernel with 4×4 register blocks (<see cref="IlgpuKernels.Sgemm"/>).</summary>
     Tiled,
+    /// <summary>The 64×64 kernel with 4×4 register blocks (<see cref="IlgpuKernels.Sgemm64"/>) wherever the accelerator allows it.</summary>
+    Medium,
     /// <summary>The 128×128 kernel with 8×8 register blocks (<see cref="IlgpuKernels.Sgemm128"/>) wherever the accelerator allows it.</summary>
     Large,
 }
@@ -130,6 +135,7 @@ internal enum GemmKernelChoice
 public sealed partial class IlgpuBackend
 {
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? _sgemm;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? _sgemm64;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? _sgemm128;
 
     /// <summary>Threads per SGEMM group along columns (TX) and rows (TY): TX·TY = GroupSize, TX ≥ TY.</summary>
@@ -146,21 +152,29 @@ public sealed partial class IlgpuBackend
     /// <summary>Kernel override for benchmarks and tests (Auto by default).</summary>
     internal GemmKernelChoice GemmKernel { get; set; }
 
-    /// <summary>True when the accelerator can run <see cref="IlgpuKernels.Sgemm128"/> (256 threads, 17 KB of shared memory per group).</summary>
+    /// <summary>
+    /// True when the accelerator can run <see cref="IlgpuKernels.Sgemm128"/> (256 threads, 17 KB of shared memory per
+    /// group), and so <see cref="IlgpuKernels.Sgemm64"/> too (256 threads, 8.7 KB).
+    /// </summary>
     internal bool SupportsLargeGemm =>
         Accelerator.MaxNumThreadsPerGroup >= IlgpuKernels.Gemm128Threads && Accelerator.MaxSharedMemoryPerGroup >= 2 * 2 * 8 * 132 * sizeof(float);
 
     /// <summary>
-    /// True when a GEMM of this shape runs the 128×128 kernel. Auto takes it when both sides span a tile and its
-    /// tiles alone give every multiprocessor a group: it does 4× the work per shared-memory read of the tiled
-    /// kernel, but on fewer, larger tiles, which leave a GPU partly idle on small products (MoE expert GEMMs).
+    /// The kernel a GEMM of this shape runs. Auto takes the 128×128 kernel when both sides span a tile and its tiles
+    /// alone give every multiprocessor a group: it does twice the work per shared-memory read of the 64×64 kernel,
+    /// but on 4× fewer tiles, which leave a GPU partly idle on small products (MoE expert GEMMs). Otherwise the 64×64
+    /// kernel, and the group-size tiled kernel only where 256-thread groups are not allowed (both compute the same
+    /// 64×64 tiles on a 256-thread group; the 64×64 kernel's loop reads vectors and has no bounds tests).
     /// </summary>
-    internal bool UsesLargeGemm(int m, int n, int batch) => GemmKernel switch
+    internal GemmKernelChoice GemmKernelFor(int m, int n, int batch) => GemmKernel switch
     {
-        GemmKernelChoice.Tiled => false,
-        GemmKernelChoice.Large => SupportsLargeGemm,
-        _ => SupportsLargeGemm && m >= 128 && n >= 128 &&
-             (long)((m + 127) / 128) * ((n + 127) / 128) * batch >= Accelerator.NumMultiprocessors,
+        GemmKernelChoice.Tiled => GemmKernelChoice.Tiled,
+        GemmKernelChoice.Medium => SupportsLargeGemm ? GemmKernelChoice.Medium : GemmKernelChoice.Tiled,
+        GemmKernelChoice.Large => SupportsLargeGemm ? GemmKernelChoice.Large : GemmKernelChoice.Tiled,
+        _ when !SupportsLargeGemm => GemmKernelChoice.Tiled,
+        _ => m >= 128 && n >= 128 && (long)((m + 127) / 128) * ((n + 127) / 128) * batch >= Accelerator.NumMultiprocessors
+            ? GemmKernelChoice.Large
+            : GemmKernelChoice.Medium,
     };
 
     /// <inheritdoc />
@@ -178,16 +192,24 @@ public sealed partial class IlgpuBackend
             TransA = transA ? 1 : 0, TransB = transB ? 1 : 0,
             Alpha = (float)alpha, Beta = (float)beta,
         };
-        bool large = UsesLargeGemm(m, n, batch);
+        var choice = GemmKernelFor(m, n, batch);
         var (tx, ty) = GemmThreads;
-        int bm = large ? IlgpuKernels.Gemm128Tile : 4 * ty, bn = large ? IlgpuKernels.Gemm128Tile : 4 * tx;
+        var (bm, bn, threads) = choice switch
+        {
+            GemmKernelChoice.Large => (IlgpuKernels.Gemm128Tile, IlgpuKernels.Gemm128Tile, IlgpuKernels.Gemm128Threads),
+            GemmKernelChoice.Medium => (IlgpuKernels.Gemm64Tile, IlgpuKernels.Gemm64Tile, IlgpuKernels.Gemm64Threads),
+            _ => (4 * ty, 4 * tx, tx * ty),
+        };
         int tilesM = (m + bm - 1) / bm;
         p.TilesN = (n + bn - 1) / bn;
         p.TX = tx;
         p.TY = ty;
-        var kernel = large
-            ? Cached(ref _sgemm128, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm128))
-            : Cached(ref _sgemm, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm));
+        var kernel = choice switch
+        {
+            GemmKernelChoice.Large => Cached(ref _sgemm128, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm128)),
+            GemmKernelChoice.Medium => Cached(ref _sgemm64, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm64)),
+            _ => Cached(ref _sgemm, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Sgemm)),
+        };
         // The batch is the grid's y dimension, which CUDA caps at 65,535: a larger batch takes several launches,
         // each starting its matrices further on.
         for (int first = 0; first < batch; first += MaxGemmBatchPerLaunch)
@@ -196,10 +218,10 @@ public sealed partial class IlgpuBackend
             p.OffA = aOffset + first * strideA;
             p.OffB = bOffset + first * strideB;
             p.OffC = cOffset + first * strideC;
-            var config = large
-                ? new KernelConfig(new Index2D(tilesM * p.TilesN, count), new Index2D(IlgpuKernels.Gemm128Threads, 1))
-                : new KernelConfig(new Index2D(tilesM * p.TilesN, count), new Index2D(tx * ty, 1),
-                    SharedMemoryConfig.RequestDynamic<float>(IlgpuKernels.GemmBK * (bm + bn)));
+            var config = choice == GemmKernelChoice.Tiled
+                ? new KernelConfig(new Index2D(tilesM * p.TilesN, count), new Index2D(threads, 1),
+                    SharedMemoryConfig.RequestDynamic<float>(IlgpuKernels.GemmBK * (bm + bn)))
+                : new KernelConfig(new Index2D(tilesM * p.TilesN, count), new Index2D(threads, 1));
             kernel(config, F(a, "Gemm"), F(b, "Gemm"), F(c, "Gemm"), p);
         }
     }

@@ -1,0 +1,148 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+
+namespace PureMoE.Backends.Ilgpu;
+
+/// <summary>The 4×4 register block of a <see cref="IlgpuKernels.Sgemm64"/> thread: C{row}{column}.</summary>
+internal struct Accumulators4x4
+{
+    public float C00, C01, C02, C03;
+    public float C10, C11, C12, C13;
+    public float C20, C21, C22, C23;
+    public float C30, C31, C32, C33;
+}
+
+// The medium-tile SGEMM: Sgemm128's design at a quarter of the tile, for products too small to give every
+// multiprocessor a 128×128 tile (the MoE layer's dense projections, attention, a small model's whole step). A group
+// of 256 threads computes a 64×64 tile of C; each thread holds a 4×4 register block, rows ty·4 + {0..3} and columns
+// tx·4 + {0..3} (tx, ty in 0..15, laid out 8 columns × 4 rows per 32 consecutive ids as in Sgemm128), so each step
+// of k reads one 16-byte vector of A and one of B from shared memory for 16 multiply-adds (the group-size tiled
+// kernel reads 8 scalars). The K loop stages BK = 8 columns of A and rows of B, both k-major with rows padded to 68
+// floats, double-buffered with one barrier per tile; each thread stages 2 elements 32 rows apart per operand at one
+// k, whatever the layout, so its shared-memory stores are constant offsets from one address. As in Sgemm128 the 8
+// steps are written out, rows past M or N are read clamped (their products are never stored) and K's remainder is
+// the prologue's guarded first tile, so the loop has no bounds test. Any M, N, K, transposition, leading dimension
+// and batch stride works.
+internal static partial class IlgpuKernels
+{
+    /// <summary>Threads per group of <see cref="Sgemm64"/>.</summary>
+    public const int Gemm64Threads = 256;
+
+    /// <summary>Tile size of <see cref="Sgemm64"/> along M and N.</summary>
+    public const int Gemm64Tile = 64;
+
+    private const int G64BK = 8;
+    private const int G64Stride = 68;             // floats per k row of a staged tile (64 + 4 padding)
+    private const int G64Stride4 = G64Stride / 4; // the same in Float4x
+    private const int G64Buffer = G64BK * G64Stride;
+
+    [IlgpuKernel]
+    public static void Sgemm64(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
+    {
+        var as4 = SharedMemory.Allocate<Float4x>(2 * G64BK * G64Stride4);
+        var bs4 = SharedMemory.Allocate<Float4x>(2 * G64BK * G64Stride4);
+        var asf = as4.Cast<float>();
+        var bsf = bs4.Cast<float>();
+
+        // Grouped tile order (8 tile rows at a time, column by column), as in Sgemm128.
+        int tile = Grid.IdxX, batch = Grid.IdxY;
+        int tilesM = (p.M + Gemm64Tile - 1) / Gemm64Tile, tilesN = p.TilesN;
+        int perGroup = 8 * tilesN, firstM = tile / perGroup * 8, inGroup = tile % perGroup;
+        int groupRows = Math.Min(tilesM - firstM, 8);
+        int row0 = (firstM + inGroup % groupRows) * Gemm64Tile, col0 = inGroup / groupRows * Gemm64Tile;
+        int aBase = p.OffA + batch * p.StrideA, bBase = p.OffB + batch * p.StrideB, cBase = p.OffC + batch * p.StrideC;
+
+        int t = Group.IdxX, lane = t & 31, warp = t >> 5;
+        int tx = ((warp & 1) << 3) | (lane & 7), ty = ((warp >> 1) << 2) | (lane >> 3);
+
+        // This thread's 2 elements of each 64×8 staged tile: rows (of A; columns of B) rc and rc + 32 at one k.
+        bool kMajorA = p.TransA == 0, kMajorB = p.TransB != 0;
+        int aRc = kMajorA ? t >> 3 : t & 31, aKk = kMajorA ? t & 7 : t >> 5;
+        int bRc = kMajorB ? t >> 3 : t & 31, bKk = kMajorB ? t & 7 : t >> 5;
+        int aKUnit = kMajorA ? 1 : p.Lda, bKUnit = kMajorB ? 1 : p.Ldb;
+        int ia0 = StagedRowIndex(aBase, row0 + aRc, p.M, kMajorA ? p.Lda : 1);
+        int ia1 = StagedRowIndex(aBase, row0 + aRc + 32, p.M, kMajorA ? p.Lda : 1);
+        int ib0 = StagedRowIndex(bBase, col0 + bRc, p.N, kMajorB ? p.Ldb : 1);
+        int ib1 = StagedRowIndex(bBase, col0 + bRc + 32, p.N, kMajorB ? p.Ldb : 1);
+
+        // The first tile holds K's remainder: k from kFirst ≤ 0, where k < 0 (and k ≥ K, for K < 8) reads as zero.
+        int kFirst = p.K % G64BK == 0 ? 0 : p.K % G64BK - G64BK, tiles = (p.K + G64BK - 1) / G64BK;
+        int ka = kFirst + aKk, kb = kFirst + bKk;
+        bool aIn = ka >= 0 && ka < p.K, bIn = kb >= 0 && kb < p.K;
+        int oa = ka * aKUnit, ob = kb * bKUnit;
+        float pa0 = Fetch(a, aIn, ia0 + oa), pa1 = Fetch(a, aIn, ia1 + oa);
+        float pb0 = Fetch(b, bIn, ib0 + ob), pb1 = Fetch(b, bIn, ib1 + ob);
+
+        int aSlot = aKk * G64Stride + aRc, bSlot = bKk * G64Stride + bRc;
+        var sa = asf.SubView(aSlot);
+        var sb = bsf.SubView(bSlot);
+        sa[0] = pa0; sa[32] = pa1;
+        sb[0] = pb0; sb[32] = pb1;
+        Group.Barrier();
+
+        var acc = default(Accumulators4x4);
+        int cur = 0;
+        for (int k = 0; k < tiles; k++)
+        {
+            // Next tile's global loads first: their latency hides behind this tile's arithmetic. It lies inside K.
+            bool next = k + 1 < tiles;
+            if (next)
+            {
+                oa = (ka + (k + 1) * G64BK) * aKUnit;
+                ob = (kb + (k + 1) * G64BK) * bKUnit;
+                pa0 = a[ia0 + oa]; pa1 = a[ia1 + oa];
+                pb0 = b[ib0 + ob]; pb1 = b[ib1 + ob];
+            }
+
+            var at = as4.SubView(cur * G64BK * G64Stride4 + ty);
+            var bt = bs4.SubView(cur * G64BK * G64Stride4 + tx);
+            OuterProduct4x4(ref acc, at[0], bt[0]);
+            OuterProduct4x4(ref acc, at[G64Stride4], bt[G64Stride4]);
+            OuterProduct4x4(ref acc, at[2 * G64Stride4], bt[2 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[3 * G64Stride4], bt[3 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[4 * G64Stride4], bt[4 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[5 * G64Stride4], bt[5 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[6 * G64Stride4], bt[6 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[7 * G64Stride4], bt[7 * G64Stride4]);
+
+            if (next)
+            {
+                // The other buffer was last read before the previous iteration's barrier: safe to overwrite.
+                sa = asf.SubView((cur ^ 1) * G64Buffer + aSlot);
+                sb = bsf.SubView((cur ^ 1) * G64Buffer + bSlot);
+                sa[0] = pa0; sa[32] = pa1;
+                sb[0] = pb0; sb[32] = pb1;
+            }
+
+            Group.Barrier();
+            cur ^= 1;
+        }
+
+        int r0 = row0 + 4 * ty, c0 = col0 + 4 * tx;
+        StoreRow4(c, p, cBase, r0, c0, acc.C00, acc.C01, acc.C02, acc.C03);
+        StoreRow4(c, p, cBase, r0 + 1, c0, acc.C10, acc.C11, acc.C12, acc.C13);
+        StoreRow4(c, p, cBase, r0 + 2, c0, acc.C20, acc.C21, acc.C22, acc.C23);
+        StoreRow4(c, p, cBase, r0 + 3, c0, acc.C30, acc.C31, acc.C32, acc.C33);
+    }
+
+    /// <summary>One step of k of the 4×4 register block: c[i, j] += a[i]·b[j] (inlined: the accumulators stay registers).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void OuterProduct4x4(ref Accumulators4x4 c, Float4x a, Float4x b)
+    {
+        c.C00 += a.X * b.X; c.C01 += a.X * b.Y; c.C02 += a.X * b.Z; c.C03 += a.X * b.W;
+        c.C10 += a.Y * b.X; c.C11 += a.Y * b.Y; c.C12 += a.Y * b.Z; c.C13 += a.Y * b.W;
+        c.C20 += a.Z * b.X; c.C21 += a.Z * b.Y; c.C22 += a.Z * b.Z; c.C23 += a.Z * b.W;
+        c.C30 += a.W * b.X; c.C31 += a.W * b.Y; c.C32 += a.W * b.Z; c.C33 += a.W * b.W;
+    }
+
+    private static void StoreRow4(ArrayView<float> c, GemmArgs p, int cBase, int row, int col,
+        float v0, float v1, float v2, float v3)
+    {
+        if (row >= p.M) return;
+        int o = cBase + row * p.Ldc;
+        Store(c, p, o, col, v0);
+        Store(c, p, o, col + 1, v1);
+        Store(c, p, o, col + 2, v2);
+        Store(c, p, o, col + 3, v3);
+    }
+}
