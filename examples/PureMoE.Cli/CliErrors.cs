@@ -17,10 +17,22 @@ public static class CliErrors
             return 0;
         }
         catch (Exception e) when (e is CliException or SafetensorsFormatException or IOException or ArgumentException
-                                       or InvalidOperationException or UnauthorizedAccessException or FormatException)
+                                       or InvalidOperationException or UnauthorizedAccessException or FormatException
+                                       or InvalidDataException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
+    }
+
+    /// <summary>
+    /// Checks that <paramref name="dir"/>, given with <paramref name="flag"/>, is a model directory (it has a
+    /// config.json), so a wrong path is reported as such rather than as a missing file inside it.
+    /// </summary>
+    public static void RequireModelDirectory(string flag, string dir)
+    {
+        if (!Directory.Exists(dir)) throw new CliException($"{flag} {dir}: no such model directory");
+        if (!File.Exists(Path.Combine(dir, "config.json")))
+            throw new CliException($"{flag} {dir}: not a model directory (no config.json; expected the output of puremoe train --out, or a step-NNNNNN checkpoint)");
     }
 }

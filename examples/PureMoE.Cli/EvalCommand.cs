@@ -34,6 +34,7 @@ public static class EvalCommand
         DType dtype = DType.Float32)
     {
         var on = CliDevice.Resolve(device);
+        CliErrors.RequireModelDirectory("--model", modelDir);
         var model = MoeMixtral.Load(modelDir, dtype, on);
         Tensor ids = ReadInputIds(tokensPath, model.Config.VocabSize).To(on);
         var logits = model.Forward(ids);

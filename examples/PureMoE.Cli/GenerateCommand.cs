@@ -33,7 +33,7 @@ public static class GenerateCommand
     public static string Run(string modelDir, string prompt, int tokens, double temperature, double topP, ulong seed, string device = "cpu")
     {
         var on = CliDevice.Resolve(device);
-        if (!Directory.Exists(modelDir)) throw new CliException($"--model {modelDir}: no such model directory");
+        CliErrors.RequireModelDirectory("--model", modelDir);
         if (tokens < 0) throw new CliException($"--tokens {tokens}: must be ≥ 0");
         if (topP is <= 0 or > 1) throw new CliException($"--top-p {topP}: must be in (0, 1]");
         var model = MoeMixtral.Load(modelDir, device: on);

@@ -23,7 +23,7 @@ public static class InspectCommand
     /// <summary>Prints the description (the command's body; tests call it directly).</summary>
     public static void Run(string dir, TextWriter log)
     {
-        if (!Directory.Exists(dir)) throw new CliException($"--model {dir}: no such model directory");
+        CliErrors.RequireModelDirectory("--model", dir);
         var config = MixtralConfig.Load(Path.Combine(dir, "config.json"));
         var spec = MoeMixtral.SpecOf(config);
         var model = MoeMixtral.Load(dir);

@@ -349,9 +349,27 @@ public static class TrainCommand
             MaxPositionEmbeddings = Math.Max(o.Seq, 128),
             RouterJson = o.Router.ToJson(),
         };
-        config.Validate("train options");
+        try
+        {
+            config.Validate("train options");
+        }
+        catch (InvalidDataException e)
+        {
+            // The config names its keys as config.json does; the user typed flags: say the flags.
+            string message = e.Message;
+            foreach (var (key, flag) in ConfigKeyFlags) message = message.Replace($"'{key}'", flag).Replace(key, flag);
+            throw new CliException(message);
+        }
         return config;
     }
+
+    // The config.json keys NewConfig sets from flags, and those flags.
+    private static readonly (string Key, string Flag)[] ConfigKeyFlags =
+    [
+        ("hidden_size", "--hidden"), ("intermediate_size", "--ff"), ("num_hidden_layers", "--layers"),
+        ("num_attention_heads", "--heads"), ("num_key_value_heads", "--kv-heads"), ("num_local_experts", "--experts"),
+        ("num_experts_per_tok", "--k"), ("max_position_embeddings", "--seq"),
+    ];
 
     private static AdamW NewOptimizer(MixtralForCausalLM model, TrainOptions o) => new(model.Parameters(), o.LearningRate, weightDecay: o.WeightDecay);
 
@@ -430,6 +448,7 @@ public static class TrainCommand
     // --from: continue from a saved model; for C2R, profile it on training batches and route with its lists.
     private static MixtralForCausalLM StartFrom(TrainOptions o, TokenBatches data, TextWriter log, Device device)
     {
+        CliErrors.RequireModelDirectory("--from", o.FromDir!);
         var start = MoeMixtral.Load(o.FromDir!);
         if (o.Router.Name != "c2r")
             throw new CliException("--from is for continuing with --router c2r (profiled from the saved model)");

@@ -1,4 +1,5 @@
 using PureMoE.Cli;
+using PureMoE.Moe.Models;
 
 namespace PureMoE.Engine.Tests.Cli;
 
@@ -34,5 +35,49 @@ public class TrainCommandTests
     {
         var ex = Assert.Throws<CliException>(() => TrainCommand.Run(Short(1) with { DataPath = "/no/such/file.txt" }, TextWriter.Null, TestContext.Current.CancellationToken));
         Assert.Contains("/no/such/file.txt", ex.Message);
+    }
+
+    [Theory]
+    [InlineData(4, 9, 32, 2, "train options: --k 9 exceeds --experts 4")]
+    [InlineData(4, 0, 32, 2, "train options: --k must be positive, got 0")]
+    [InlineData(4, 2, 30, 4, "train options: --hidden 30 is not divisible by --heads 4")]
+    [InlineData(4, 2, 36, 4, "train options: head dimension --hidden / --heads = 9 must be even for rotary embeddings")]
+    public void AnInconsistentModelShapeNamesTheFlags(int experts, int k, int hidden, int heads, string message)
+    {
+        // The model's config checks these; the error speaks of the flags the user typed, not config.json keys.
+        var o = Short(1) with { Experts = experts, TopK = k, Hidden = hidden, Heads = heads, KvHeads = 1 };
+        var ex = Assert.Throws<CliException>(() => TrainCommand.Run(o, TextWriter.Null, TestContext.Current.CancellationToken));
+        Assert.Equal(message, ex.Message);
+    }
+
+    [Fact]
+    public void ADirectoryWithoutAModelIsAClearError()
+    {
+        string empty = Directory.CreateTempSubdirectory("puremoe-not-a-model").FullName;
+        try
+        {
+            string notModel = $"--model {empty}: not a model directory (no config.json";
+            Assert.StartsWith(notModel, Assert.Throws<CliException>(() => GenerateCommand.Run(empty, "x", 1, 1, 1, 1)).Message);
+            Assert.StartsWith(notModel, Assert.Throws<CliException>(() => InspectCommand.Run(empty, TextWriter.Null)).Message);
+            Assert.StartsWith(notModel, Assert.Throws<CliException>(() =>
+                EvalCommand.Run(empty, "tokens.safetensors", "out.safetensors", false, TextWriter.Null)).Message);
+            var c2r = Short(1) with { FromDir = empty, Router = RouterSpec.Create("c2r", new Dictionary<string, string>()) };
+            Assert.StartsWith($"--from {empty}: not a model directory",
+                Assert.Throws<CliException>(() => TrainCommand.Run(c2r, TextWriter.Null, TestContext.Current.CancellationToken)).Message);
+            string missing = Path.Combine(empty, "missing");
+            Assert.Equal($"--model {missing}: no such model directory",
+                Assert.Throws<CliException>(() => InspectCommand.Run(missing, TextWriter.Null)).Message);
+        }
+        finally
+        {
+            Directory.Delete(empty, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void AnInvalidConfigFileIsAOneLineErrorWithExitCode1()
+    {
+        // config.json problems surface as InvalidDataException (naming the file and key): a user error, not a crash.
+        Assert.Equal(1, CliErrors.Run(() => throw new InvalidDataException("config.json: 'hidden_size' must be positive, got 0")));
     }
 }
