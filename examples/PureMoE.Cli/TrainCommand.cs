@@ -185,8 +185,15 @@ public static class TrainCommand
     {
         if (o.Devices < 1 || o.Experts % o.Devices != 0)
             throw new CliException($"--devices {o.Devices}: needs 1 ≤ P and the {o.Experts} experts to divide evenly over the P devices");
-        if (o.Steps < 1 || o.Batch < 1 || o.Seq < 2 || o.EvalEvery < 1 || o.EvalBatches < 1 || o.Warmup < 0 || o.Clip <= 0)
-            throw new CliException($"train: need steps ≥ 1, batch ≥ 1, seq ≥ 2, eval-every ≥ 1, eval-batches ≥ 1, warmup ≥ 0, clip > 0");
+        var outOfRange = new List<string>();
+        if (o.Steps < 1) outOfRange.Add($"--steps {o.Steps} (need ≥ 1)");
+        if (o.Batch < 1) outOfRange.Add($"--batch {o.Batch} (need ≥ 1)");
+        if (o.Seq < 2) outOfRange.Add($"--seq {o.Seq} (need ≥ 2)");
+        if (o.EvalEvery < 1) outOfRange.Add($"--eval-every {o.EvalEvery} (need ≥ 1)");
+        if (o.EvalBatches < 1) outOfRange.Add($"--eval-batches {o.EvalBatches} (need ≥ 1)");
+        if (o.Warmup < 0) outOfRange.Add($"--warmup {o.Warmup} (need ≥ 0)");
+        if (!(o.Clip > 0)) outOfRange.Add($"--clip {o.Clip.ToString(System.Globalization.CultureInfo.InvariantCulture)} (need > 0)");
+        if (outOfRange.Count > 0) throw new CliException("train: out of range: " + string.Join(", ", outOfRange));
         var device = CliDevice.Resolve(o.Device);
         if (o.Devices > 1 && !device.IsHost)
         {

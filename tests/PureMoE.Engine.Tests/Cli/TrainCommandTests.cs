@@ -37,6 +37,14 @@ public class TrainCommandTests
         Assert.Contains("/no/such/file.txt", ex.Message);
     }
 
+    [Fact]
+    public void OutOfRangeOptionsAreNamedWithTheirValues()
+    {
+        var o = Short(0) with { Seq = 1, Clip = 0 };
+        var ex = Assert.Throws<CliException>(() => TrainCommand.Run(o, TextWriter.Null, TestContext.Current.CancellationToken));
+        Assert.Equal("train: out of range: --steps 0 (need ≥ 1), --seq 1 (need ≥ 2), --clip 0 (need > 0)", ex.Message);
+    }
+
     [Theory]
     [InlineData(4, 9, 32, 2, "train options: --k 9 exceeds --experts 4")]
     [InlineData(4, 0, 32, 2, "train options: --k must be positive, got 0")]
