@@ -66,14 +66,24 @@ internal static partial class IlgpuKernels
         var as4 = SharedMemory.Allocate<Float4x>(2 * G128BK * G128Stride4);
         var bs4 = SharedMemory.Allocate<Float4x>(2 * G128BK * G128Stride4);
 
-        // Grouped tile order: 8 tile rows at a time, column by column within the group.
-        int tile = Grid.IdxX, batch = Grid.IdxY;
-        int tilesM = (p.M + Gemm128Tile - 1) / Gemm128Tile, tilesN = p.TilesN;
+        int batch = Grid.IdxY;
+        var origin = GroupedTileOrigin(Grid.IdxX, p.M, p.TilesN, Gemm128Tile);
+        int aBase = p.OffA + batch * p.StrideA, bBase = p.OffB + batch * p.StrideB, cBase = p.OffC + batch * p.StrideC;
+        Tile128(a, b, c, p, as4, bs4, origin.X, origin.Y, aBase, bBase, cBase);
+    }
+
+    /// <summary>
+    /// The first row (X) and column (Y) of C of tile number <paramref name="tile"/>, in grouped order: 8 tile rows at a
+    /// time, column by column within the group, so that the groups running together share rows of A and columns of B
+    /// in L2 (both tiled SGEMM kernels).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Index2D GroupedTileOrigin(int tile, int m, int tilesN, int tileSize)
+    {
+        int tilesM = (m + tileSize - 1) / tileSize;
         int perGroup = 8 * tilesN, firstM = tile / perGroup * 8, inGroup = tile % perGroup;
         int groupRows = Math.Min(tilesM - firstM, 8);
-        int row0 = (firstM + inGroup % groupRows) * Gemm128Tile, col0 = inGroup / groupRows * Gemm128Tile;
-        int aBase = p.OffA + batch * p.StrideA, bBase = p.OffB + batch * p.StrideB, cBase = p.OffC + batch * p.StrideC;
-        Tile128(a, b, c, p, as4, bs4, row0, col0, aBase, bBase, cBase);
+        return new Index2D((firstM + inGroup % groupRows) * tileSize, inGroup / groupRows * tileSize);
     }
 
     /// <summary>Ints per tile in the table of <see cref="SgemmGrouped128"/>: M, K, row0, col0, aBase, bBase, cBase.</summary>

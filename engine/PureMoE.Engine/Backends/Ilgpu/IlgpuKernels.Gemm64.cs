@@ -44,12 +44,9 @@ internal static partial class IlgpuKernels
         var asf = as4.Cast<float>();
         var bsf = bs4.Cast<float>();
 
-        // Grouped tile order (8 tile rows at a time, column by column), as in Sgemm128.
-        int tile = Grid.IdxX, batch = Grid.IdxY;
-        int tilesM = (p.M + Gemm64Tile - 1) / Gemm64Tile, tilesN = p.TilesN;
-        int perGroup = 8 * tilesN, firstM = tile / perGroup * 8, inGroup = tile % perGroup;
-        int groupRows = Math.Min(tilesM - firstM, 8);
-        int row0 = (firstM + inGroup % groupRows) * Gemm64Tile, col0 = inGroup / groupRows * Gemm64Tile;
+        int batch = Grid.IdxY;
+        var origin = GroupedTileOrigin(Grid.IdxX, p.M, p.TilesN, Gemm64Tile);
+        int row0 = origin.X, col0 = origin.Y;
         int aBase = p.OffA + batch * p.StrideA, bBase = p.OffB + batch * p.StrideB, cBase = p.OffC + batch * p.StrideC;
 
         int t = Group.IdxX, lane = t & 31, warp = t >> 5;
