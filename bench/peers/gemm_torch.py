@@ -4,8 +4,8 @@
 Protocol (as bench/PureMoE.Bench/GemmDeviceQuick.cs): C = A @ B with A m×k, B k×n, float32, row-major, inputs
 uniform in [-1, 1); at least `warmup` untimed calls and one second of warm-up, then the median of `repeats` calls.
 On CUDA each call is timed with CUDA events around it (device time); --device cpu times with perf_counter.
-TF32 is off (torch.backends.cuda.matmul.allow_tf32 = False, cudnn too, float32 matmul precision "highest"):
-the comparison is plain fp32 FMA arithmetic on both sides.
+TF32 is off (tf32.py: fp32_precision "ieee" on PyTorch ≥ 2.9, else allow_tf32 = False and matmul precision
+"highest"): the comparison is plain fp32 FMA arithmetic on both sides.
 """
 import argparse
 import json
@@ -28,10 +28,9 @@ k = args.k or args.n
 n = args.n
 
 import torch  # noqa: E402
+from tf32 import disable_tf32, tf32_enabled  # noqa: E402
 
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
-torch.set_float32_matmul_precision("highest")
+disable_tf32(torch)
 if args.device == "cpu":
     torch.set_num_threads(args.threads)
 dev = torch.device(args.device)
@@ -82,7 +81,7 @@ max_rel = float(((ch[idx[0], idx[1]].double() - ref).abs() / mag).max())
 name = torch.cuda.get_device_name(dev) if cuda else f"{torch.get_num_threads()} threads"
 result = {"bench": "gemm", "impl": "torch", "device": str(dev), "accelerator": name, "n": n, "m": m, "k": k,
           "transA": args.ta, "transB": args.tb, "gflops": round(gflops, 2), "median_ms": round(median_ms, 3),
-          "min_ms": round(times[0], 3), "repeats": r, "tf32": torch.backends.cuda.matmul.allow_tf32,
+          "min_ms": round(times[0], 3), "repeats": r, "tf32": tf32_enabled(torch),
           "max_rel_err": max_rel, "torch": torch.__version__}
 if args.json:
     print(json.dumps(result, separators=(",", ":")))

@@ -36,11 +36,11 @@ if args.router != "topk":
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from tf32 import disable_tf32  # noqa: E402
 
 torch.set_num_threads(args.threads)
 torch.manual_seed(42)
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
+disable_tf32(torch)
 dev = torch.device(args.device)
 cuda = dev.type == "cuda"
 
