@@ -66,15 +66,8 @@ done
 export DOTNET_ROOT=$work PATH=$work:$PATH DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 say "dotnet $(dotnet --list-runtimes 2>/dev/null | head -1); budget ${BUDGET}s; unpacked in ${SECONDS}s"
 
-# --- the driver: ILGPU opens plain libcuda.so
-if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so '; then
-  lib1=$(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 /{print $NF; exit}')
-  if [ -n "$lib1" ]; then
-    ln -sf "$lib1" "$work/libcuda.so"
-    export LD_LIBRARY_PATH=$work:${LD_LIBRARY_PATH:-}
-    say "libcuda.so -> $lib1"
-  fi
-fi
+# Where the driver is (a line to read if no CUDA device shows): the engine opens libcuda.so, else libcuda.so.1.
+say "driver: $(ldconfig -p 2>/dev/null | awk '/libcuda\.so/{printf "%s ", $NF}')LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 
 gpu=0
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >"$OUT/nvidia-smi.txt" 2>&1; then

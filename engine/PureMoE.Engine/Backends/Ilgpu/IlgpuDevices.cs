@@ -17,8 +17,13 @@ public static class IlgpuDevices
     private static readonly Lazy<Context> s_context = new(CreateContext, LazyThreadSafetyMode.ExecutionAndPublication);
     private static readonly ConcurrentDictionary<(DeviceKind, int), Lazy<Device>> s_devices = new();
 
+    // True once CudaDriverLoader's resolver is on ILGPU's assembly (false when the application had set its own).
+    private static bool s_driverResolver;
+
     private static Context CreateContext()
     {
+        // ILGPU's CUDA bindings load on first use: the resolver goes first, so a driver-only machine is found too.
+        s_driverResolver = CudaDriverLoader.Install();
         // Default(): the CPU emulator plus every CUDA and (ILGPU-compatible) OpenCL device found.
         var context = Context.Create(b => b.Default().EnableAlgorithms());
         AppDomain.CurrentDomain.ProcessExit += (_, _) => DisposeAll(context);
@@ -51,7 +56,8 @@ public static class IlgpuDevices
     /// <summary>
     /// Why no CUDA device may show although a GPU is there: ILGPU 1.5.3 opens the driver as plain libcuda.so, which
     /// only the driver's development package links; a machine with the driver alone has libcuda.so.1. Empty when
-    /// that is not the case (no driver at all, or libcuda.so loads).
+    /// that is not the case (no driver at all, or libcuda.so loads). Only needed where <see cref="CudaDriverLoader"/>
+    /// could not be installed (the application had its own resolver for ILGPU).
     /// </summary>
     internal static string CudaDriverHint(bool plainLoads, bool versionedLoads) => !plainLoads && versionedLoads
         ? ". The NVIDIA driver is here as libcuda.so.1 only, and ILGPU opens libcuda.so: link it in a folder of your own and put " +
@@ -156,7 +162,7 @@ public static class IlgpuDevices
                 if (index >= count)
                     throw new InvalidOperationException(
                         $"Device.Cuda({index}): this machine has {count} CUDA device(s) visible to ILGPU; ILGPU devices here: {Describe()}" +
-                        (count == 0 ? CudaDriverHint(Loads("libcuda.so"), Loads("libcuda.so.1")) : ""));
+                        (count == 0 && !s_driverResolver ? CudaDriverHint(Loads("libcuda.so"), Loads("libcuda.so.1")) : ""));
                 accelerator = context.CreateCudaAccelerator(index);
                 break;
             }
