@@ -104,7 +104,7 @@ public class IlgpuExpertParallelTests
     }
 
     [Fact]
-    [Trait("Device", "Cuda")]
+    [Trait("Device", "Cuda2")]   // two GPUs: not among the Device=Cuda tests a one-GPU machine must pass
     public void TwoCudaGpusEqualSingleDeviceLayer()
     {
         int count;
