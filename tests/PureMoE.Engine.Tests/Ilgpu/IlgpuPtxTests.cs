@@ -49,7 +49,9 @@ public sealed class IlgpuPtxTests
         {
             try
             {
-                result.Add((e.Name, Ptx(backend, e)));
+                string ptx = Ptx(backend, e);
+                result.Add((e.Name, ptx));
+                DumpIfAsked($"{e.Name}.sm{sm}.isa{isaMajor}{isaMinor}", ptx);
             }
             catch (Exception ex)
             {
@@ -106,6 +108,25 @@ public sealed class IlgpuPtxTests
         {
             dir.Delete(recursive: true);
         }
+    }
+
+    /// <summary>
+    /// The approximate PTX math a kernel may use, and nothing coarser. ILGPU compiles XMath.Exp to
+    /// <c>ex2.approx.f32</c> of x·log₂e and XMath.Log to <c>lg2.approx.f32</c> times ln 2: about 2 ulp, and an
+    /// absolute 2^-22 in log₂ (float-level, what the CUDA test tolerances allow). It compiles XMath.Tanh to
+    /// <c>tanh.approx.f32</c>, which is off by up to ~2^-11: the CPU emulator runs MathF.Tanh instead, so only a GPU
+    /// would show it (tanh and GELU failing the CUDA tests at 5e-4). The kernels use <c>Act.Tanh</c>, from exp alone;
+    /// this holds that no kernel brings an approximation back (sin, cos, rcp, rsqrt, sqrt and div .approx included).
+    /// </summary>
+    [Fact]
+    public void KernelsUseOnlyFloatPrecisionApproximations()
+    {
+        string[] allowed = ["ex2.approx.f32", "lg2.approx.f32"];
+        var found = new List<string>();
+        foreach (var (name, ptx) in CompileAll(90, 8, 8))
+            foreach (Match m in Regex.Matches(ptx, @"\b[a-z0-9]+\.approx(\.[a-z0-9]+)*"))
+                if (!allowed.Contains(m.Value)) found.Add($"{name}: {m.Value}");
+        Assert.True(found.Count == 0, "coarse approximations in kernels:\n" + string.Join("\n", found.Distinct()));
     }
 
     /// <summary>
@@ -193,12 +214,17 @@ public sealed class IlgpuPtxTests
         var entry = IlgpuKernelCatalog.All().Single(e => e.Method.Name == method);
         var backend = new PTXBackend(IlgpuDevices.Context, CudaArchitecture.SM_90, isa ?? CudaInstructionSet.ISA_85, nvvmAPI: null!);
         string ptx = Ptx(backend, entry);
-        if (Environment.GetEnvironmentVariable("PUREMOE_DUMP_PTX") is { Length: > 0 } dir)
-        {
-            Directory.CreateDirectory(dir);
-            File.WriteAllText(Path.Combine(dir, method + ".ptx"), ptx);
-        }
+        DumpIfAsked(method, ptx);
         return ptx;
+    }
+
+    /// <summary>PUREMOE_DUMP_PTX=dir writes the PTX there as NAME.ptx (to read what ILGPU made of a kernel).</summary>
+    private static void DumpIfAsked(string name, string ptx)
+    {
+        if (Environment.GetEnvironmentVariable("PUREMOE_DUMP_PTX") is not { Length: > 0 } dir) return;
+        Directory.CreateDirectory(dir);
+        string file = string.Concat(name.Select(c => char.IsLetterOrDigit(c) || c is '.' or '_' or '-' ? c : '_'));
+        File.WriteAllText(Path.Combine(dir, file + ".ptx"), ptx);
     }
 
     /// <summary>PUREMOE_PTXAS, then .tools/cuda/ptxas of the repository (scripts/install-ptxas.sh), then PATH.</summary>

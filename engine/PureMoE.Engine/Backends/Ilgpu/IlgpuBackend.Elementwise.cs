@@ -28,7 +28,7 @@ public struct ReluOp : IUnaryOp { public readonly float Apply(float x, float alp
 public struct SiluOp : IUnaryOp { public readonly float Apply(float x, float alpha) => x / (1f + XMath.Exp(-x)); }
 public struct SigmoidOp : IUnaryOp { public readonly float Apply(float x, float alpha) => 1f / (1f + XMath.Exp(-x)); }
 public struct GeluOp : IUnaryOp { public readonly float Apply(float x, float alpha) => Act.Gelu(x); }
-public struct TanhOp : IUnaryOp { public readonly float Apply(float x, float alpha) => XMath.Tanh(x); }
+public struct TanhOp : IUnaryOp { public readonly float Apply(float x, float alpha) => Act.Tanh(x); }
 public struct AbsOp : IUnaryOp { public readonly float Apply(float x, float alpha) => XMath.Abs(x); }
 public struct PowScalarOp : IUnaryOp { public readonly float Apply(float x, float alpha) => XMath.Pow(x, alpha); }
 public struct AddScalarOp : IUnaryOp { public readonly float Apply(float x, float alpha) => x + alpha; }
@@ -55,12 +55,32 @@ internal static class Act
 {
     private const float C = 0.7978845608028654f, K = 0.044715f;
 
-    public static float Gelu(float x) => 0.5f * x * (1f + XMath.Tanh(C * (x + K * x * x * x)));
+    public static float Gelu(float x) => 0.5f * x * (1f + Tanh(C * (x + K * x * x * x)));
 
     public static float GeluGrad(float x)
     {
-        float t = XMath.Tanh(C * (x + K * x * x * x));
+        float t = Tanh(C * (x + K * x * x * x));
         return 0.5f * (1f + t) + 0.5f * x * (1f - t * t) * C * (1f + 3f * K * x * x);
+    }
+
+    /// <summary>
+    /// tanh to about 1e-7 relative, from exp alone. Not XMath.Tanh: ILGPU's PTX backend compiles that to
+    /// <c>tanh.approx.f32</c>, whose error (about 2^-11, ~5e-4) is far from float precision, and the CPU emulator to
+    /// MathF.Tanh, so only a GPU would show it. Below 0.625 an odd polynomial in x² (Cephes' tanhf coefficients);
+    /// above, 1 − 2/(e^{2|x|} + 1), which no longer cancels there. NaN, ±0 and ±∞ come out as tanh's.
+    /// </summary>
+    public static float Tanh(float x)
+    {
+        float a = XMath.Abs(x);
+        if (a < 0.625f)
+        {
+            float z = x * x;
+            float p = (((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z
+                      - 3.33332819422e-1f;
+            return x * (1f + z * p); // x · (…), not x + x·z·p: that turns −0 into +0
+        }
+        float r = 1f - 2f / (XMath.Exp(2f * a) + 1f);
+        return x < 0f ? -r : r;
     }
 
     public static float SiluGrad(float x)
