@@ -114,6 +114,12 @@ public sealed class Device : IEquatable<Device>
     /// </summary>
     public long HostReads => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.HostReads : 0;
 
+    /// <summary>
+    /// Null where uploads to this device are queued without waiting (always, for host devices); otherwise why this
+    /// machine refused the page-locked memory that needs, and every upload is a synchronous copy (correct, slower).
+    /// </summary>
+    public string? UploadStagingUnavailable => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.UploadStagingUnavailable : null;
+
     /// <summary>The kernels of this device.</summary>
     internal IBackend Backend { get; }
 

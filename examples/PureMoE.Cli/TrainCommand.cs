@@ -322,6 +322,7 @@ public static class TrainCommand
         double tps = tokensHere / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
         if (losses.Count > 0 && valid.Count > 0)
             log.WriteLine($"done in {clock.Elapsed.TotalSeconds:F1} s ({tps:N0} tok/s): loss {losses[0]:F4} -> {losses[^1]:F4}, valid {valid[0].Loss:F4} -> {valid[^1].Loss:F4}");
+        if (device.UploadStagingUnavailable is { } why) log.WriteLine($"note: {why}");
         if (o.CheckpointDir is not null) lastCheckpoint = TrainCheckpoint.SaveStep(o.CheckpointDir, o.Keep, model, optimizer, State(o.Steps), lastStats);
         if (o.OutDir is not null)
         {

@@ -103,4 +103,26 @@ public sealed class IlgpuUploadArenaTests
         B.Binary(BinaryOp.Add, new Strided(x2, 0, [1]), new Strided(x, 0, [1]), y, new Shape(1000));
         Assert.Equal(b.Zip(a, (p, q) => p + q), Read(y));
     }
+
+    [Fact]
+    public void WithoutPageLockedMemoryUploadsAreSynchronousCopiesAndLandIntact()
+    {
+        // A machine that refuses page-locked memory (a sandboxed GPU runtime may refuse cuMemHostRegister): the
+        // arena cannot be made, so every upload takes ILGPU's synchronous copy, and says so once.
+        var b = (IlgpuBackend)Device.IlgpuCpuAt(7).Backend;
+        b.Uploads.AllocateArena = static (_, _) => throw new InvalidOperationException("cuMemHostRegister refused");
+        float[] ReadB(Storage s) { var a = new float[s.Length]; b.Download(s, 0, a, a.Length); return a; }
+        Assert.Null(b.UploadStagingUnavailable);
+        long direct = b.Uploads.DirectUploads, waits = b.Uploads.Waits;
+        var parts = Enumerable.Range(0, 5).Select(i => Data(1000 + i, 200 + i)).ToArray();
+        var buffers = parts.Select(p => b.Upload(p)).ToArray();
+        Assert.Equal(direct + 5, b.Uploads.DirectUploads);
+        Assert.Equal(waits, b.Uploads.Waits);
+        Assert.Contains("cuMemHostRegister refused", b.UploadStagingUnavailable);
+        for (int i = 0; i < parts.Length; i++) Assert.Equal(parts[i], ReadB(buffers[i]));
+        // Kernels see the data as before.
+        var y = b.Allocate(DType.Float32, 1000);
+        b.Binary(BinaryOp.Add, new Strided(buffers[0], 0, [1]), new Strided(buffers[0], 0, [1]), y, new Shape(1000));
+        Assert.Equal(parts[0].Select(v => v + v), ReadB(y));
+    }
 }

@@ -55,6 +55,12 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     /// <summary>Bytes copied by the <see cref="HostReads"/> so far.</summary>
     public long HostReadBytes => Interlocked.Read(ref _hostReadBytes);
 
+    /// <summary>
+    /// Null while host → device uploads are queued without waiting (staged in page-locked memory); otherwise why
+    /// this machine refused page-locked memory, and every upload is a synchronous copy (correct, slower).
+    /// </summary>
+    public string? UploadStagingUnavailable => Uploads.StagingUnavailable;
+
     /// <summary>Waits for all queued work.</summary>
     public void Synchronize()
     {

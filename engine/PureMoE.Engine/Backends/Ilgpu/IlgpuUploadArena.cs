@@ -13,7 +13,9 @@ namespace PureMoE.Backends.Ilgpu;
 /// backend tells the arena), so no queued copy can read overwritten bytes. When the arena is full before that, it
 /// synchronises once itself (counted in <see cref="Waits"/>) and starts over; it grows to fit a large upload, up to
 /// <see cref="MaxStagedBytes"/>: larger uploads (loading a big checkpoint) take ILGPU's own synchronous copy, whose
-/// wait costs nothing beside the copy itself.
+/// wait costs nothing beside the copy itself. Where the machine cannot page-lock host memory (ILGPU registers it
+/// with cuMemHostRegister, which a sandboxed GPU runtime may refuse), every upload takes that synchronous copy
+/// instead: slower, never wrong; <see cref="StagingUnavailable"/> says why.
 /// </summary>
 internal sealed class IlgpuUploadArena : IDisposable
 {
@@ -36,8 +38,15 @@ internal sealed class IlgpuUploadArena : IDisposable
     /// <summary>Times the arena was full and had to wait for the device (0 in a steady training step).</summary>
     public long Waits { get; private set; }
 
-    /// <summary>Uploads larger than <see cref="MaxStagedBytes"/>, copied directly (each waits for the device).</summary>
+    /// <summary>Uploads copied directly, each waiting for the device: larger than <see cref="MaxStagedBytes"/>, or all of them without staging.</summary>
     public long DirectUploads { get; private set; }
+
+    /// <summary>Null while uploads are staged; otherwise why page-locked staging failed (every upload then waits).</summary>
+    public string? StagingUnavailable { get; private set; }
+
+    /// <summary>Allocates the page-locked arena (tests replace it to make page-locking fail).</summary>
+    internal Func<Accelerator, long, PageLockedArray1D<byte>> AllocateArena { get; set; } =
+        static (accelerator, bytes) => accelerator.AllocatePageLocked1D<byte>(bytes);
 
     /// <summary>Queues a copy of <paramref name="data"/> into <paramref name="target"/> on the default stream; returns at once.</summary>
     public void Upload<T>(ArrayView<T> target, ReadOnlySpan<T> data) where T : unmanaged
@@ -47,12 +56,9 @@ internal sealed class IlgpuUploadArena : IDisposable
         lock (_lock)
         {
             var stream = _accelerator.DefaultStream;
-            if (bytes.Length > MaxStagedBytes)
+            if (bytes.Length > MaxStagedBytes || StagingUnavailable is not null)
             {
-                target.SubView(0, data.Length).CopyFromCPU(stream, data);   // synchronises the stream
-                _used = 0;
-                DirectUploads++;
-                Uploads++;
+                CopyDirectly(target, data, stream);
                 return;
             }
             long start = (_used + Alignment - 1) / Alignment * Alignment;
@@ -67,17 +73,50 @@ internal sealed class IlgpuUploadArena : IDisposable
                 if (_arena is null || bytes.Length > _arena.Length)
                 {
                     _arena?.Dispose();
-                    _arena = _accelerator.AllocatePageLocked1D<byte>(Math.Max(InitialBytes, 2L * bytes.Length));
+                    _arena = null;
+                    if (!TryAllocateArena(Math.Max(InitialBytes, 2L * bytes.Length)))
+                    {
+                        CopyDirectly(target, data, stream);   // and every upload after this one
+                        return;
+                    }
                 }
                 start = 0;
             }
-            var region = _arena.Span.Slice((int)start, bytes.Length);
+            var region = _arena!.Span.Slice((int)start, bytes.Length);
             bytes.CopyTo(region);
             ArrayView<byte> staged = _arena.ArrayView.SubView(start, bytes.Length);
             var source = staged.Cast<T>();
             target.SubView(0, data.Length).CopyFrom(stream, source);
             _used = start + bytes.Length;
             Uploads++;
+        }
+    }
+
+    /// <summary>ILGPU's own copy, which synchronises the stream: afterwards nothing queued reads the arena.</summary>
+    private void CopyDirectly<T>(ArrayView<T> target, ReadOnlySpan<T> data, AcceleratorStream stream) where T : unmanaged
+    {
+        target.SubView(0, data.Length).CopyFromCPU(stream, data);
+        _used = 0;
+        DirectUploads++;
+        Uploads++;
+    }
+
+    /// <summary>
+    /// Allocates the arena; false (and <see cref="StagingUnavailable"/> set) when the machine refuses page-locked
+    /// memory. Running out of host memory is not that: it is thrown as it is.
+    /// </summary>
+    private bool TryAllocateArena(long bytes)
+    {
+        try
+        {
+            _arena = AllocateArena(_accelerator, bytes);
+            return true;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            StagingUnavailable = $"page-locked host memory unavailable on {_accelerator.Name} ({e.GetType().Name}: {e.Message}); " +
+                                 "uploads are synchronous copies";
+            return false;
         }
     }
 
