@@ -1,4 +1,6 @@
 using PureMoE.Backends;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
 using PureMoE.Backends.Ilgpu;
 
 namespace PureMoE.Engine.Tests.Ilgpu;
@@ -105,6 +107,10 @@ public sealed class IlgpuUploadArenaTests
     }
 
     [Fact]
+    public void AThreadsFirstUploadStages() =>
+        CudaUploadArenaTests.UploadFromAFreshThread(IlgpuDevices.Context.CreateCPUAccelerator(0));
+
+    [Fact]
     public void WithoutPageLockedMemoryUploadsAreSynchronousCopiesAndLandIntact()
     {
         // A machine that refuses page-locked memory (a sandboxed GPU runtime may refuse cuMemHostRegister): the
@@ -126,3 +132,45 @@ public sealed class IlgpuUploadArenaTests
         Assert.Equal(parts[0].Select(v => v + v), ReadB(y));
     }
 }
+
+/// <summary>
+/// CUDA only: page-locking (cuMemHostRegister) acts on the calling thread's current context, which ILGPU binds for
+/// its own launches and copies but not for that call. The arena binds it: an upload from a thread that has never
+/// made a CUDA call (its first one is then the arena's page-lock) must stage, not fail or fall back.
+/// </summary>
+[Trait("Device", "Cuda")]
+[Collection("Ilgpu")]
+public sealed class CudaUploadArenaTests
+{
+    [Fact]
+    public void AThreadsFirstUploadPageLocksInItsOwnContext()
+    {
+        int count = 0;
+        try { count = IlgpuDevices.CudaCount; } catch (Exception) { count = 0; }
+        Assert.SkipUnless(count > 0, "no CUDA device on this machine");
+        UploadFromAFreshThread(IlgpuDevices.Context.GetCudaDevices()[0].CreateAccelerator(IlgpuDevices.Context));
+    }
+
+    /// <summary>A backend of its own (a fresh arena) whose accelerator was bound on this thread only; one upload from another.</summary>
+    internal static void UploadFromAFreshThread(ILGPU.Runtime.Accelerator accelerator)
+    {
+        using var b = new IlgpuBackend(accelerator);
+        var target = b.Allocate(DType.Float32, 1000);
+        var data = Enumerable.Range(0, 1000).Select(i => i * 0.5f).ToArray();
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            try { b.Uploads.Upload(((IlgpuStorage)target).F, data); }
+            catch (Exception e) { failure = e; }
+        });
+        thread.Start();
+        thread.Join();
+        Assert.Null(failure);
+        Assert.Null(b.UploadStagingUnavailable);
+        Assert.Equal(0, b.Uploads.DirectUploads);
+        var back = new float[1000];
+        b.Download(target, 0, back, 1000);
+        Assert.Equal(data, back);
+    }
+}
+

@@ -72,6 +72,10 @@ internal sealed class IlgpuUploadArena : IDisposable
                 }
                 if (_arena is null || bytes.Length > _arena.Length)
                 {
+                    // Page-locking and unlocking (cuMemHostRegister/Unregister) act on the calling thread's current
+                    // CUDA context, and ILGPU binds it only for its own launches and copies: bind it here, so that a
+                    // thread whose first CUDA call this is does not fail with CUDA_ERROR_INVALID_CONTEXT.
+                    using var bound = _accelerator.BindScoped();
                     _arena?.Dispose();
                     _arena = null;
                     if (!TryAllocateArena(Math.Max(InitialBytes, 2L * bytes.Length)))
@@ -130,6 +134,7 @@ internal sealed class IlgpuUploadArena : IDisposable
     {
         lock (_lock)
         {
+            using var bound = _accelerator.BindScoped();
             _arena?.Dispose();
             _arena = null;
         }
