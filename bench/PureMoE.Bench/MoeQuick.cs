@@ -100,6 +100,7 @@ public static class MoeQuick
         var forwardTimes = new double[repeats];
         long launchesBefore = ilgpu?.GroupedGemmLaunches ?? 0;
         long readsBefore = device.HostReads, uploadsBefore = ilgpu?.Uploads.Uploads ?? 0, waitsBefore = ilgpu?.Uploads.Waits ?? 0;
+        long queuedBefore = device.Launches;
         for (int i = 0; i < repeats; i++)
         {
             long start = Stopwatch.GetTimestamp();
@@ -115,6 +116,8 @@ public static class MoeQuick
         double readsPerStep = (device.HostReads - readsBefore) / (double)repeats;
         double uploadsPerStep = ((ilgpu?.Uploads.Uploads ?? 0) - uploadsBefore) / (double)repeats;
         long uploadWaits = (ilgpu?.Uploads.Waits ?? 0) - waitsBefore;
+        // Kernel launches, device copies and fills per step: each costs the host a few µs on a GPU.
+        double launchesPerStep = (device.Launches - queuedBefore) / (double)repeats;
         double medianMs = Median(times);
         double forwardMs = Median(forwardTimes);
 
@@ -173,7 +176,7 @@ public static class MoeQuick
         {
             sb.Append(CultureInfo.InvariantCulture, $"{{\"bench\":\"moe\",\"impl\":\"puremoe\",\"router\":\"{routerKind}\",\"tokens\":{tokens},\"d\":{d},\"ff\":{ff},\"experts\":{experts},\"k\":{k},");
             sb.Append(CultureInfo.InvariantCulture, $"\"tokens_per_s\":{tokensPerS:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times.Min():F3},\"forward_ms\":{forwardMs:F3},\"repeats\":{repeats},\"threads\":{threads},\"device\":\"{device}\",\"accelerator\":\"{where}\",");
-            sb.Append(CultureInfo.InvariantCulture, $"\"kernel\":\"{kernelName}\",\"grouped\":\"{groupedName}\",\"grouped_launches_per_step\":{groupedPerStep:F1},\"host_reads_per_step\":{readsPerStep:F1},\"uploads_per_step\":{uploadsPerStep:F1},\"upload_waits\":{uploadWaits},\"upload_staging\":\"{staging}\",");
+            sb.Append(CultureInfo.InvariantCulture, $"\"kernel\":\"{kernelName}\",\"grouped\":\"{groupedName}\",\"grouped_launches_per_step\":{groupedPerStep:F1},\"launches_per_step\":{launchesPerStep:F1},\"host_reads_per_step\":{readsPerStep:F1},\"uploads_per_step\":{uploadsPerStep:F1},\"upload_waits\":{uploadWaits},\"upload_staging\":\"{staging}\",");
             sb.Append("\"breakdown_ms\":{");
             for (int p = 0; p < PhaseNames.Length; p++)
             {
@@ -191,7 +194,7 @@ public static class MoeQuick
         }
         else
         {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind}: median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads, device {device} [{where}], kernel {kernelName}, grouped {groupedName} ({groupedPerStep:F1} grouped GEMM launches per step), {readsPerStep:F1} host reads and {uploadsPerStep:F1} uploads per step ({uploadWaits} waited)");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind}: median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads, device {device} [{where}], kernel {kernelName}, grouped {groupedName} ({groupedPerStep:F1} grouped GEMM launches per step), {launchesPerStep:F0} launches, {readsPerStep:F1} host reads and {uploadsPerStep:F1} uploads per step ({uploadWaits} waited)");
             for (int p = 0; p < PhaseNames.Length; p++)
             {
                 sb.AppendLine(CultureInfo.InvariantCulture, $"  {PhaseNames[p],-9} fwd {phaseMs[p, 0],8:F2} ms  bwd {phaseMs[p, 1],8:F2} ms  {100 * Frac(p),5:F1}%");

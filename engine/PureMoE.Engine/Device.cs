@@ -115,6 +115,12 @@ public sealed class Device : IEquatable<Device>
     public long HostReads => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.HostReads : 0;
 
     /// <summary>
+    /// Work queued on this device so far: kernel launches, device-to-device copies and fills (each costs a few
+    /// microseconds of host time on a GPU, whatever its size). Always 0 for host devices.
+    /// </summary>
+    public long Launches => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.Launches : 0;
+
+    /// <summary>
     /// Null where uploads to this device are queued without waiting (always, for host devices); otherwise why this
     /// machine refused the page-locked memory that needs, and every upload is a synchronous copy (correct, slower).
     /// </summary>

@@ -25,6 +25,9 @@ public sealed record StepReport(int Step, int Steps, double Loss, double Learnin
 
     /// <summary>Device → host reads during the step (<see cref="Device.HostReads"/>; 0 on the CPU).</summary>
     public long HostReads { get; init; }
+
+    /// <summary>Kernel launches, device copies and fills the step queued (<see cref="Device.Launches"/>; 0 on the CPU).</summary>
+    public long Launches { get; init; }
 }
 
 /// <summary>`puremoe train`: trains a small Mixtral-architecture MoE language model on byte-level text.</summary>
@@ -278,7 +281,7 @@ public static class TrainCommand
             // Every buffer of the step (activations, gradients) goes back to a pool at its end, and the next step
             // reuses it: the device's pool, or on the CPU the host-array pool (no fresh pages for the OS to zero).
             // Parameters and optimizer state were made outside the scope.
-            long readsBefore = device.HostReads;
+            long readsBefore = device.HostReads, launchesBefore = device.Launches;
             using (DeviceScope.Begin(reuseHostMemory: true))
             {
                 model.ZeroGrad();
@@ -303,6 +306,7 @@ public static class TrainCommand
             {
                 DispatchBytes = MoeMixtral.LastDispatchBytes(model),
                 HostReads = device.HostReads - readsBefore,
+                Launches = device.Launches - launchesBefore,
             };
             history.Add(report);
             onStep?.Invoke(report);
@@ -332,8 +336,9 @@ public static class TrainCommand
         return new TrainResult(losses, valid, model, history, tps, false, lastCheckpoint);
     }
 
-    // Device → host reads of the step on an ILGPU device (each one a synchronisation).
-    private static string Reads(StepReport report) => report.HostReads > 0 ? $"  {report.HostReads} host reads/step" : "";
+    // Device → host reads of the step on an ILGPU device (each one a synchronisation), and the work it queued.
+    private static string Reads(StepReport report) =>
+        report.HostReads > 0 ? $"  {report.HostReads} host reads, {report.Launches:N0} launches/step" : "";
 
     // Bytes the last step's dispatch moved between devices (with --devices P > 1).
     private static string Bytes(MixtralForCausalLM model) =>

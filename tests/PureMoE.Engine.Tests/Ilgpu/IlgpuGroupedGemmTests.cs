@@ -106,6 +106,29 @@ public abstract class IlgpuGroupedGemmTests : IlgpuTestBase
     }
 
     [Fact]
+    public void LaunchesCountKernelsFillsAndCopies()
+    {
+        // Launches counts what the device queues (each costs the host a few µs on a GPU): a zero-filled allocation
+        // is one fill, a kernel one launch, and a forced grouped GEMM its one launch plus one staging copy per
+        // group with rows (the groups' weights are separate buffers; the kernel reads them side by side).
+        var x = G.Upload(K.Rand(100, 1));
+        long before = G.Launches;
+        var y = G.Allocate(DType.Float32, 100);
+        Assert.Equal(before + 1, G.Launches);
+        G.Allocate(DType.Float32, 0);
+        Assert.Equal(before + 1, G.Launches);
+        G.Unary(UnaryOp.Exp, x, 0, y, 0, 100, 0);
+        Assert.Equal(before + 2, G.Launches);
+        int[] sizes = [3, 0, 5];
+        var a = G.Upload(K.Rand(8 * 16, 2));
+        var w = sizes.Select((_, g) => G.Upload(K.Rand(16 * 16, 3 + g))).ToArray();
+        var c = G.Upload(new float[8 * 16]);
+        before = G.Launches;
+        Grouped(launches: 1, () => G.GroupedGemm(sizes, 16, 16, 1, a, w, true, 0, c));
+        Assert.Equal(before + 1 + 2, G.Launches);
+    }
+
+    [Fact]
     public void AutoGroupsOnlyWhenTheTilesFillTheDevice()
     {
         var b = G;

@@ -71,7 +71,6 @@ public sealed partial class IlgpuBackend
         // Stage the used groups' B side by side: [used, N·K].
         int perB = n * k;
         using var stagedB = Rent(DType.Float32, used * perB, op);
-        var stream = Accelerator.DefaultStream;
         var table = new int[tiles * IlgpuKernels.GroupedTileInts];
         int at = 0, slot = 0, row = 0;
         for (int g = 0; g < groupSizes.Length; row += groupSizes[g], g++)
@@ -79,7 +78,7 @@ public sealed partial class IlgpuBackend
             int m = groupSizes[g];
             if (m == 0) continue;
             if (b[g].Length < perB) throw new ArgumentException($"{op}: group {g}'s matrix has {b[g].Length} elements, needs {n}·{k}");
-            if (perB > 0) F(b[g], op).SubView(0, perB).CopyTo(stream, stagedB.F.SubView(slot * perB, perB));
+            if (perB > 0) CopyOnDevice(F(b[g], op).SubView(0, perB), stagedB.F.SubView(slot * perB, perB));
             AddTiles(table, ref at, m, n, k, row * k, slot * perB, row * n);
             slot++;
         }
@@ -113,7 +112,6 @@ public sealed partial class IlgpuBackend
 
         int perC = m * n;
         using var stagedC = Rent(DType.Float32, outputs * perC, op);
-        var stream = Accelerator.DefaultStream;
         var table = new int[tiles * IlgpuKernels.GroupedTileInts];
         int at = 0;
         for (int slot = 0; slot < order.Length; slot++)
@@ -121,7 +119,7 @@ public sealed partial class IlgpuBackend
             int g = order[slot];
             if (c[g]!.Length < perC) throw new ArgumentException($"{op}: group {g}'s output has {c[g]!.Length} elements, needs {m}·{n}");
             // beta ≠ 0 reads C: bring the group's current output into its slot first.
-            if (beta != 0) F(c[g]!, op).SubView(0, perC).CopyTo(stream, stagedC.F.SubView(slot * perC, perC));
+            if (beta != 0) CopyOnDevice(F(c[g]!, op).SubView(0, perC), stagedC.F.SubView(slot * perC, perC));
             AddTiles(table, ref at, m, n, groupSizes[g], rowStart[g] * m, rowStart[g] * n, slot * perC);
         }
         var p = new GemmArgs
@@ -131,7 +129,14 @@ public sealed partial class IlgpuBackend
         };
         LaunchGrouped(table, F(a, op), F(b, op), stagedC.F, p);
         for (int slot = 0; slot < order.Length; slot++)
-            stagedC.F.SubView(slot * perC, perC).CopyTo(stream, F(c[order[slot]]!, op).SubView(0, perC));
+            CopyOnDevice(stagedC.F.SubView(slot * perC, perC), F(c[order[slot]]!, op).SubView(0, perC));
+    }
+
+    /// <summary>A device-to-device copy queued on the default stream (counted in <see cref="Launches"/>).</summary>
+    private void CopyOnDevice(ArrayView<float> from, ArrayView<float> to)
+    {
+        from.CopyTo(Accelerator.DefaultStream, to);
+        _launches.Add();
     }
 
     private static int TileCount(int extent) => (extent + IlgpuKernels.Gemm128Tile - 1) / IlgpuKernels.Gemm128Tile;

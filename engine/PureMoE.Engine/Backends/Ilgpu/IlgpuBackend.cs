@@ -45,12 +45,20 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     public int GroupSize { get; }
 
     private long _hostReads, _hostReadBytes;
+    private readonly LaunchCounter _launches = new();
 
     /// <summary>
     /// Device → host reads so far (calls of <see cref="Download"/>: ToArray, Item, To(Device.Cpu), ...). Each one
     /// waits for all queued work, so a training step should do as few as its algorithm needs; tests assert the count.
     /// </summary>
     public long HostReads => Interlocked.Read(ref _hostReads);
+
+    /// <summary>
+    /// Work items queued on the device so far: kernel launches (an ILGPU.Algorithms radix sort counts once, though
+    /// it launches several kernels), device-to-device copies and fills. Each costs a few microseconds of host time
+    /// on a GPU, whatever its size; a training step's count says how much of a small step that can be.
+    /// </summary>
+    public long Launches => _launches.Count;
 
     /// <summary>Bytes copied by the <see cref="HostReads"/> so far.</summary>
     public long HostReadBytes => Interlocked.Read(ref _hostReadBytes);
@@ -79,14 +87,14 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
 
     // ---------------------------------------------------------------- kernel cache
 
-    /// <summary>Compiles a kernel on first use (under a lock) and keeps it in <paramref name="field"/>.</summary>
-    private T Cached<T>(ref T? field, Func<T> load) where T : class
+    /// <summary>Compiles a kernel on first use (under a lock) and keeps it, counted (<see cref="Launches"/>), in <paramref name="field"/>.</summary>
+    private T Cached<T>(ref T? field, Func<T> load) where T : Delegate
     {
         var k = Volatile.Read(ref field);
         if (k is not null) return k;
         lock (_compileLock)
         {
-            field ??= load();
+            field ??= _launches.Wrap(load());
             return field;
         }
     }
@@ -138,7 +146,11 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     public Storage Allocate(DType dtype, int length)
     {
         var s = Rent(dtype, length, "Allocate");
-        if (length > 0) s.Bytes.MemSetToZero(Accelerator.DefaultStream);
+        if (length > 0)
+        {
+            s.Bytes.MemSetToZero(Accelerator.DefaultStream);
+            _launches.Add();
+        }
         return s;
     }
 
