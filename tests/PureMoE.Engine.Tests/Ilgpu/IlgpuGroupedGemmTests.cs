@@ -109,8 +109,8 @@ public abstract class IlgpuGroupedGemmTests : IlgpuTestBase
     public void LaunchesCountKernelsFillsAndCopies()
     {
         // Launches counts what the device queues (each costs the host a few µs on a GPU): a zero-filled allocation
-        // is one fill, a kernel one launch, and a forced grouped GEMM its one launch plus one staging copy per
-        // group with rows (the groups' weights are separate buffers; the kernel reads them side by side).
+        // is one fill, a kernel one launch, and a forced grouped GEMM of up to 16 groups its one launch (each
+        // group's weight is read where it lies).
         var x = G.Upload(K.Rand(100, 1));
         long before = G.Launches;
         var y = G.Allocate(DType.Float32, 100);
@@ -125,7 +125,40 @@ public abstract class IlgpuGroupedGemmTests : IlgpuTestBase
         var c = G.Upload(new float[8 * 16]);
         before = G.Launches;
         Grouped(launches: 1, () => G.GroupedGemm(sizes, 16, 16, 1, a, w, true, 0, c));
-        Assert.Equal(before + 1 + 2, G.Launches);
+        Assert.Equal(before + 1, G.Launches);
+    }
+
+    [Fact]
+    public void MoreGroupsThanOneLaunchTakesAreStagedAndStillMatchCpu()
+    {
+        // 18 groups with rows (two empty) exceed GroupOperands.Count: the row-grouped form copies each group's B into
+        // one staged buffer first, the K-grouped form copies each output back from one.
+        int[] sizes = [.. Enumerable.Range(0, 20).Select(g => g is 3 or 11 ? 0 : 1 + g * 7 % 9)];
+        int rows = sizes.Sum(), n = 17, k = 9, used = sizes.Count(x => x > 0);
+        Assert.True(used > GroupOperands.Count);
+        var rng = new Random(5);
+        var a = K.Rand(rows * k, rng.Next());
+        var b = sizes.Select(_ => K.Rand(n * k, rng.Next())).ToArray();
+        var expected = K.S(new float[rows * n]);
+        CpuBackend.GroupedGemm(sizes, n, k, 1, K.S(a), b.Select(m => (Storage)K.S(m)).ToArray(), true, 0, expected);
+        var y = G.Upload(new float[rows * n]);
+        var ag = G.Upload(a);
+        var bg = b.Select(G.Upload).ToArray();
+        long before = G.Launches;
+        Grouped(launches: 1, () => G.GroupedGemm(sizes, n, k, 1, ag, bg, true, 0, y));
+        Assert.Equal(before + 1 + used, G.Launches);
+        K.Close(K.F(expected), DownG(y), 1e-5 * Slack, 2e-6 * k * Slack, "row-grouped, staged");
+
+        var dy = K.Rand(rows * n, rng.Next());
+        var dwExpected = sizes.Select(_ => K.S(new float[n * k])).ToArray();
+        CpuBackend.GroupedGemmKGrouped(sizes, n, k, 1, K.S(dy), K.S(a), 0, dwExpected.Select(x => (Storage?)x).ToArray());
+        var dw = sizes.Select(_ => (Storage?)G.Upload(new float[n * k])).ToArray();
+        var dyg = G.Upload(dy);
+        before = G.Launches;
+        Grouped(launches: 1, () => G.GroupedGemmKGrouped(sizes, n, k, 1, dyg, ag, 0, dw));
+        Assert.Equal(before + 1 + sizes.Length, G.Launches);
+        for (int g = 0; g < sizes.Length; g++)
+            K.Close(K.F(dwExpected[g]), DownG(dw[g]!), 1e-5 * Slack, 2e-6 * Math.Max(1, sizes[g]) * Slack, $"dW{g}, staged");
     }
 
     [Fact]

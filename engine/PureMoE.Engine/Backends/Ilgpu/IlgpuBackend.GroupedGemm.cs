@@ -14,17 +14,17 @@ internal enum GroupedGemmChoice
     PerGroup,
 }
 
-// Grouped GEMM in one launch. A kernel cannot take an array of buffers, so the per-group matrices (one buffer per
-// expert) are first copied device-to-device into one pooled buffer, group after group; the host then lists every
-// 128×128 tile of every group's GEMM in a small int table (the tile's M, K, first row and column, and its GEMM's
-// offsets in A, B and C) and one launch of SgemmGrouped128 computes them all with the tile code of Sgemm128. Each
-// output element is computed by one thread in a fixed order, so results are deterministic. The K-grouped form
-// (weight gradients) writes into a pooled [groups, M, N] buffer whose slices are then copied to the groups'
-// outputs: the gradients must stay separate buffers, and that copy is M·N per group, small beside the GEMM's
-// 2·rows·M·N flops. Empty groups get no tiles (row-grouped) or tiles with K = 0 (K-grouped: C = beta·C).
+// Grouped GEMM in one launch. A kernel cannot take an array of buffers, but it can take a struct of up to 16 views
+// (GroupOperands): each expert's weight (row-grouped forms) or weight gradient (K-grouped form) is passed where it
+// lies. The host lists every 128×128 tile of every group's GEMM in a small int table (the tile's M, K, first row and
+// column, its GEMM's offsets in A, B and C, and which view holds its B or C) and one launch of SgemmGrouped128
+// computes them all with the tile code of Sgemm128. With more than 16 groups the per-group matrices are first
+// copied device-to-device into one pooled buffer (and the K-grouped outputs copied back from one). Each output
+// element is computed by one thread in a fixed order, so results are deterministic. Empty groups get no tiles
+// (row-grouped) or tiles with K = 0 (K-grouped: C = beta·C).
 public sealed partial class IlgpuBackend
 {
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, GemmArgs>? _sgemmGrouped;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupOperands, ArrayView<int>, GemmArgs>? _sgemmGrouped;
     private long _groupedGemmLaunches;
 
     /// <summary>Grouped GEMM override for benchmarks and tests (Auto by default).</summary>
@@ -68,9 +68,11 @@ public sealed partial class IlgpuBackend
             return;
         }
 
-        // Stage the used groups' B side by side: [used, N·K].
+        // Up to GroupOperands.Count groups read their own B where it is; more are first staged side by side.
         int perB = n * k;
-        using var stagedB = Rent(DType.Float32, used * perB, op);
+        bool direct = used <= GroupOperands.Count;
+        using var stagedB = direct ? null : Rent(DType.Float32, used * perB, op);
+        var views = new List<ArrayView<float>>();
         var table = new int[tiles * IlgpuKernels.GroupedTileInts];
         int at = 0, slot = 0, row = 0;
         for (int g = 0; g < groupSizes.Length; row += groupSizes[g], g++)
@@ -78,8 +80,16 @@ public sealed partial class IlgpuBackend
             int m = groupSizes[g];
             if (m == 0) continue;
             if (b[g].Length < perB) throw new ArgumentException($"{op}: group {g}'s matrix has {b[g].Length} elements, needs {n}·{k}");
-            if (perB > 0) CopyOnDevice(F(b[g], op).SubView(0, perB), stagedB.F.SubView(slot * perB, perB));
-            AddTiles(table, ref at, m, n, k, row * k, slot * perB, row * n);
+            if (direct)
+            {
+                views.Add(F(b[g], op));
+                AddTiles(table, ref at, m, n, k, row * k, 0, row * n, bSlot: slot, cSlot: -1);
+            }
+            else
+            {
+                if (perB > 0) CopyOnDevice(F(b[g], op).SubView(0, perB), stagedB!.F.SubView(slot * perB, perB));
+                AddTiles(table, ref at, m, n, k, row * k, slot * perB, row * n, bSlot: -1, cSlot: -1);
+            }
             slot++;
         }
         var p = new GemmArgs
@@ -87,7 +97,8 @@ public sealed partial class IlgpuBackend
             N = n, Lda = k, Ldb = transB ? k : n, Ldc = n, TransB = transB ? 1 : 0,
             Alpha = (float)alpha, Beta = (float)beta,
         };
-        LaunchGrouped(table, F(a, op), stagedB.F, F(c, op), p);
+        var shared = direct ? views[0] : stagedB!.F;
+        LaunchGrouped(table, F(a, op), shared, F(c, op), GroupOperands.Of(direct ? views : [shared]), p);
     }
 
     /// <inheritdoc />
@@ -110,26 +121,39 @@ public sealed partial class IlgpuBackend
         int[] order = Enumerable.Range(0, groupSizes.Length).Where(g => c[g] is not null)
             .OrderByDescending(g => groupSizes[g]).ThenBy(g => g).ToArray();
 
+        // Up to GroupOperands.Count outputs are written where they are; more go through a staged [outputs, M, N].
         int perC = m * n;
-        using var stagedC = Rent(DType.Float32, outputs * perC, op);
+        bool direct = outputs <= GroupOperands.Count;
+        using var stagedC = direct ? null : Rent(DType.Float32, outputs * perC, op);
+        var views = new List<ArrayView<float>>();
         var table = new int[tiles * IlgpuKernels.GroupedTileInts];
         int at = 0;
         for (int slot = 0; slot < order.Length; slot++)
         {
             int g = order[slot];
             if (c[g]!.Length < perC) throw new ArgumentException($"{op}: group {g}'s output has {c[g]!.Length} elements, needs {m}·{n}");
-            // beta ≠ 0 reads C: bring the group's current output into its slot first.
-            if (beta != 0) CopyOnDevice(F(c[g]!, op).SubView(0, perC), stagedC.F.SubView(slot * perC, perC));
-            AddTiles(table, ref at, m, n, groupSizes[g], rowStart[g] * m, rowStart[g] * n, slot * perC);
+            if (direct)
+            {
+                views.Add(F(c[g]!, op));
+                AddTiles(table, ref at, m, n, groupSizes[g], rowStart[g] * m, rowStart[g] * n, 0, bSlot: -1, cSlot: slot);
+            }
+            else
+            {
+                // beta ≠ 0 reads C: bring the group's current output into its slot first.
+                if (beta != 0) CopyOnDevice(F(c[g]!, op).SubView(0, perC), stagedC!.F.SubView(slot * perC, perC));
+                AddTiles(table, ref at, m, n, groupSizes[g], rowStart[g] * m, rowStart[g] * n, slot * perC, bSlot: -1, cSlot: -1);
+            }
         }
         var p = new GemmArgs
         {
             N = n, Lda = m, Ldb = n, Ldc = n, TransA = 1,
             Alpha = (float)alpha, Beta = (float)beta,
         };
-        LaunchGrouped(table, F(a, op), F(b, op), stagedC.F, p);
+        var shared = direct ? views[0] : stagedC!.F;
+        LaunchGrouped(table, F(a, op), F(b, op), shared, GroupOperands.Of(direct ? views : [shared]), p);
+        if (direct) return;
         for (int slot = 0; slot < order.Length; slot++)
-            CopyOnDevice(stagedC.F.SubView(slot * perC, perC), F(c[order[slot]]!, op).SubView(0, perC));
+            CopyOnDevice(stagedC!.F.SubView(slot * perC, perC), F(c[order[slot]]!, op).SubView(0, perC));
     }
 
     /// <summary>A device-to-device copy queued on the default stream (counted in <see cref="Launches"/>).</summary>
@@ -145,7 +169,7 @@ public sealed partial class IlgpuBackend
     /// Appends the tiles of one m×n×k GEMM to the table, in the order Sgemm128 visits them (8 tile rows at a time,
     /// column by column) so that groups running together share operands in L2.
     /// </summary>
-    private static void AddTiles(int[] table, ref int at, int m, int n, int k, int aBase, int bBase, int cBase)
+    private static void AddTiles(int[] table, ref int at, int m, int n, int k, int aBase, int bBase, int cBase, int bSlot, int cSlot)
     {
         const int tile = IlgpuKernels.Gemm128Tile;
         int tilesM = TileCount(m), tilesN = TileCount(n);
@@ -162,12 +186,14 @@ public sealed partial class IlgpuBackend
                     table[at++] = aBase;
                     table[at++] = bBase;
                     table[at++] = cBase;
+                    table[at++] = bSlot;
+                    table[at++] = cSlot;
                 }
         }
     }
 
     /// <summary>Uploads the tile table and launches one group of 256 threads per tile.</summary>
-    private void LaunchGrouped(int[] table, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
+    private void LaunchGrouped(int[] table, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GroupOperands operands, GemmArgs p)
     {
         int tiles = table.Length / IlgpuKernels.GroupedTileInts;
         var buffer = Pool.Rent((long)table.Length * sizeof(int));
@@ -177,8 +203,9 @@ public sealed partial class IlgpuBackend
             var view = bytes.Cast<int>().SubView(0, table.Length);
             Uploads.Upload(view, table);
             var kernel = Cached(ref _sgemmGrouped, () =>
-                Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, GemmArgs>(IlgpuKernels.SgemmGrouped128));
-            kernel(new KernelConfig(new Index1D(tiles), new Index1D(IlgpuKernels.Gemm128Threads)), a, b, c, view, p);
+                Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupOperands, ArrayView<int>, GemmArgs>(
+                    IlgpuKernels.SgemmGrouped128));
+            kernel(new KernelConfig(new Index1D(tiles), new Index1D(IlgpuKernels.Gemm128Threads)), a, b, c, operands, view, p);
             Interlocked.Increment(ref _groupedGemmLaunches);
         }
         finally

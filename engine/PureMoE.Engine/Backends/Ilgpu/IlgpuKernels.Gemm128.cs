@@ -9,6 +9,44 @@ internal struct Float4x
     public float X, Y, Z, W;
 }
 
+/// <summary>
+/// Up to <see cref="Count"/> separate buffers passed to one kernel launch: a kernel cannot take an array of views, but
+/// it can take a struct of them. <see cref="IlgpuKernels.SgemmGrouped128"/> reads each expert's weight (or writes
+/// its weight gradient) through this, so the experts' buffers need no copying into one. Public only because ILGPU
+/// requires a kernel's parameter types to be.
+/// </summary>
+public struct GroupOperands
+{
+    /// <summary>How many views it holds.</summary>
+    public const int Count = 16;
+
+#pragma warning disable CS1591 // the views of slots 0 to 15
+    public ArrayView<float> G0, G1, G2, G3, G4, G5, G6, G7, G8, G9, G10, G11, G12, G13, G14, G15;
+#pragma warning restore CS1591
+
+    /// <summary>View number <paramref name="slot"/> (0 ≤ slot &lt; <see cref="Count"/>).</summary>
+    internal readonly ArrayView<float> Get(int slot) => slot switch
+    {
+        0 => G0, 1 => G1, 2 => G2, 3 => G3, 4 => G4, 5 => G5, 6 => G6, 7 => G7,
+        8 => G8, 9 => G9, 10 => G10, 11 => G11, 12 => G12, 13 => G13, 14 => G14, _ => G15,
+    };
+
+    /// <summary>
+    /// The views, in slots 0, 1, …; the slots past them repeat the first (a launch maps every field to a device
+    /// pointer, so none may be left empty).
+    /// </summary>
+    internal static GroupOperands Of(IReadOnlyList<ArrayView<float>> views)
+    {
+        if (views.Count is 0 or > Count) throw new ArgumentOutOfRangeException(nameof(views), views.Count, $"1 to {Count} views");
+        ArrayView<float> V(int i) => views[i < views.Count ? i : 0];
+        return new GroupOperands
+        {
+            G0 = V(0), G1 = V(1), G2 = V(2), G3 = V(3), G4 = V(4), G5 = V(5), G6 = V(6), G7 = V(7),
+            G8 = V(8), G9 = V(9), G10 = V(10), G11 = V(11), G12 = V(12), G13 = V(13), G14 = V(14), G15 = V(15),
+        };
+    }
+}
+
 /// <summary>The 8×8 register block of a <see cref="IlgpuKernels.Sgemm128"/> thread: C{row}{column}.</summary>
 internal struct Accumulators8x8
 {
@@ -86,24 +124,33 @@ internal static partial class IlgpuKernels
         return new Index2D((firstM + inGroup % groupRows) * tileSize, inGroup / groupRows * tileSize);
     }
 
-    /// <summary>Ints per tile in the table of <see cref="SgemmGrouped128"/>: M, K, row0, col0, aBase, bBase, cBase.</summary>
-    public const int GroupedTileInts = 7;
+    /// <summary>
+    /// Ints per tile in the table of <see cref="SgemmGrouped128"/>: M, K, row0, col0, aBase, bBase, cBase, bSlot,
+    /// cSlot (a slot ≥ 0 takes that operand from <see cref="GroupOperands"/>, −1 from the shared view).
+    /// </summary>
+    public const int GroupedTileInts = 9;
 
     /// <summary>
     /// Many independent GEMMs (the groups of a grouped GEMM) in one launch of the 128×128 tile code: group
     /// Grid.IdxX computes the tile described by its entry of <paramref name="tiles"/> (see <see cref="GroupedTileInts"/>):
-    /// the tile's own M and K (its GEMM's), its first row and column, and its GEMM's element offsets in a, b and c.
-    /// N, leading dimensions, transpositions and scales are shared (in <paramref name="p"/>).
+    /// the tile's own M and K (its GEMM's), its first row and column, its GEMM's element offsets in a, b and c, and
+    /// where its B and C are: each expert's own buffer among <paramref name="operands"/> (its weight, or its weight
+    /// gradient), or the shared <paramref name="b"/> / <paramref name="c"/>. The view is chosen once per tile, before
+    /// the K loop. N, leading dimensions, transpositions and scales are shared (in <paramref name="p"/>).
     /// </summary>
     [IlgpuKernel]
-    public static void SgemmGrouped128(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<int> tiles, GemmArgs p)
+    public static void SgemmGrouped128(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GroupOperands operands,
+        ArrayView<int> tiles, GemmArgs p)
     {
         var as4 = SharedMemory.Allocate<Float4x>(2 * G128BK * G128Stride4);
         var bs4 = SharedMemory.Allocate<Float4x>(2 * G128BK * G128Stride4);
         int e = Grid.IdxX * GroupedTileInts;
         p.M = tiles[e];
         p.K = tiles[e + 1];
-        Tile128(a, b, c, p, as4, bs4, tiles[e + 2], tiles[e + 3], tiles[e + 4], tiles[e + 5], tiles[e + 6]);
+        int bSlot = tiles[e + 7], cSlot = tiles[e + 8];
+        var bv = bSlot < 0 ? b : operands.Get(bSlot);
+        var cv = cSlot < 0 ? c : operands.Get(cSlot);
+        Tile128(a, bv, cv, p, as4, bs4, tiles[e + 2], tiles[e + 3], tiles[e + 4], tiles[e + 5], tiles[e + 6]);
     }
 
     /// <summary>
