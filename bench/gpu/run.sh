@@ -237,10 +237,10 @@ for r in rows:
     print(f"{shape:<22} {r['gflops']:>13.1f} {t['gflops'] if t else float('nan'):>14.1f} {ratio:>6}  {r['kernel']} err {r.get('max_rel_err')}")
 moe = [r for r in rows if r["bench"] == "moe"]
 if moe:
-    print(f"\n{'moe':<10} {'tokens/s':>10} {'median ms':>10} {'fwd ms':>8}  {'kernel/grouped (launches/step)':<32} device")
+    print(f"\n{'moe':<10} {'tokens/s':>10} {'median ms':>10} {'fwd ms':>8}  {'kernel/grouped (grouped; all launches)':<40} device")
     for r in moe:
-        choice = f"{r['kernel']}/{r['grouped']} ({r['grouped_launches_per_step']})" if "kernel" in r else "-"
-        print(f"{r['impl']:<10} {r['tokens_per_s']:>10.0f} {r['median_ms']:>10.2f} {r['forward_ms']:>8.2f}  {choice:<32} {r.get('accelerator', r.get('device'))}")
+        choice = f"{r['kernel']}/{r['grouped']} ({r['grouped_launches_per_step']}; {r.get('launches_per_step', '?')})" if "kernel" in r else "-"
+        print(f"{r['impl']:<10} {r['tokens_per_s']:>10.0f} {r['median_ms']:>10.2f} {r['forward_ms']:>8.2f}  {choice:<40} {r.get('accelerator', r.get('device'))}")
     # Ours with the default choices (auto/auto) against PyTorch.
     ours = next((r for r in moe if r["impl"] == "puremoe" and r.get("kernel", "auto") == "auto" and r.get("grouped", "auto") == "auto"), None)
     torch_moe = next((r for r in moe if r["impl"] == "torch"), None)
