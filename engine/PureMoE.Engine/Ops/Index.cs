@@ -53,7 +53,7 @@ public sealed partial class Tensor
         if (!ok) throw new ArgumentException($"Gather: index {index.Shape} must match input {Shape} outside axis {axis}");
         var (outer, n, inner) = SplitAround(a);
         int count = index.Shape[a];
-        var y = Zeros(index.Shape, DType, Device);
+        var y = Empty(index.Shape, DType, Device);   // the kernel writes every element
         var idx = index.Dense();
         Backend.Gather(Dense().Storage, idx.Storage, y.Storage, outer, n, count, inner);
         Tensor x = this;

@@ -16,8 +16,9 @@ public sealed partial class Tensor
         int rows = n == 0 ? 0 : Numel / n;
         var shape = Shape.ToArray();
         shape[^1] = k;
-        var values = Zeros(new Shape(shape), DType, Device);
-        var indices = Zeros(new Shape(shape), DType.Int64, Device);
+        // The kernel writes every element (and there are none when it does not run).
+        var values = Empty(new Shape(shape), DType, Device);
+        var indices = Empty(new Shape(shape), DType.Int64, Device);
         if (rows > 0 && k > 0) Backend.TopK(Dense().Storage, values.Storage, indices.Storage, rows, n, k);
         Tensor x = this;
         values = Record("TopK", values, [x], g => [ZerosLike(x).ScatterAdd(-1, indices, g)]);
@@ -29,7 +30,7 @@ public sealed partial class Tensor
     {
         if (Rank == 0) throw new ArgumentException("ArgSort: needs at least one dimension");
         int n = Shape[-1], rows = n == 0 ? 0 : Numel / n;
-        var indices = Zeros(Shape, DType.Int64, Device);
+        var indices = Empty(Shape, DType.Int64, Device);   // written whole (empty when rows = 0)
         if (rows > 0) Backend.ArgSort(Dense().Storage, indices.Storage, rows, n, descending);
         return indices;
     }

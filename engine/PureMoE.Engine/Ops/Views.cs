@@ -135,7 +135,7 @@ public sealed partial class Tensor
         }
         var shape = first.Shape.ToArray();
         shape[a] = total;
-        var y = Zeros(new Shape(shape), first.DType, first.Device);
+        var y = Zeros(new Shape(shape), first.DType, first.Device);   // zeros: the pieces are added in (IndexAdd)
         var (outer, _, inner) = y.SplitAround(a);
         int start = 0;
         foreach (var t in tensors)
@@ -174,7 +174,7 @@ public sealed partial class Tensor
         CheckSameDevice("Where", cond, a);
         if (a.DType != b.DType) throw new ArgumentException($"Where: dtypes differ ({a.DType.Name()} and {b.DType.Name()})");
         Shape shape = Shape.Broadcast(Shape.Broadcast(cond.Shape, a.Shape, "Where"), b.Shape, "Where");
-        var y = Zeros(shape, a.DType, a.Device);
+        var y = Empty(shape, a.DType, a.Device);   // the kernel writes every element
         a.Backend.Where(cond.AsStrided(shape), a.AsStrided(shape), b.AsStrided(shape), y.Storage, shape);
         return Record("Where", y, [a, b], g =>
         {
