@@ -222,6 +222,14 @@ public sealed partial class Tensor
         Backend.Binary(BinaryOp.Add, AsStrided(Shape), other.AsStrided(Shape), Storage, Shape);
     }
 
+    /// <summary>this *= other (same shape, or broadcast into this shape). Not recorded: for gradient buffers and optimizers.</summary>
+    internal void MulInPlace(Tensor other)
+    {
+        if (!IsContiguous || Offset != 0) throw new InvalidOperationException("MulInPlace: target must own contiguous storage");
+        CheckSameDevice("MulInPlace", this, other);
+        Backend.Binary(BinaryOp.Mul, AsStrided(Shape), other.AsStrided(Shape), Storage, Shape);
+    }
+
     /// <summary>Copies the values of <paramref name="source"/> (same shape) into this tensor's storage, in place.</summary>
     public void CopyFrom(Tensor source)
     {

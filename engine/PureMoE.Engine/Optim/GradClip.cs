@@ -48,7 +48,12 @@ public static class GradClip
         // min(1, c) as −max(−c, −1): exact, and 1 leaves the gradients bit for bit as they were.
         var coef = Tensor.Scalar(maxNorm, norm.DType, norm.Device).Div(norm.AddScalar(1e-6));
         coef = coef.Neg().Maximum(Tensor.Scalar(-1, norm.DType, norm.Device)).Neg();
-        foreach (var g in grads) g.CopyFrom(g.Mul(coef));
+        // Scaled in place (one launch per gradient on a device, no temporary): the same Mul kernel, the same bits.
+        foreach (var g in grads)
+        {
+            if (g.IsContiguous && g.Offset == 0) g.MulInPlace(coef);
+            else g.CopyFrom(g.Mul(coef));
+        }
         return norm;
     }
 }
