@@ -64,10 +64,10 @@ internal static class Act
     }
 
     /// <summary>
-    /// tanh to within 3e-7 relative (IlgpuMathTests), from exp alone. Not XMath.Tanh: ILGPU's PTX backend compiles that to
-    /// <c>tanh.approx.f32</c>, whose error (about 2^-11, ~5e-4) is far from float precision, and the CPU emulator to
-    /// MathF.Tanh, so only a GPU would show it. Below 0.625 an odd polynomial in x² (Cephes' tanhf coefficients);
-    /// above, 1 − 2/(e^{2|x|} + 1), which no longer cancels there. NaN, ±0 and ±∞ come out as tanh's.
+    /// tanh to within 3e-7 relative (IlgpuMathTests), from exp alone. Not XMath.Tanh: ILGPU's PTX backend compiles
+    /// that to <c>tanh.approx.f32</c>, whose error (about 2^-11, ~5e-4) is far from float precision, and the CPU
+    /// emulator to MathF.Tanh, so only a GPU would show it. Below 0.625 an odd polynomial in x² (Cephes' tanhf
+    /// coefficients); above, 1 − 2/(e^{2|x|} + 1), which no longer cancels there. NaN, ±0 and ±∞ come out as tanh's.
     /// </summary>
     public static float Tanh(float x)
     {
