@@ -21,9 +21,7 @@ internal static class BenchDevice
         catch (ArgumentException e) { throw new ArgumentException($"--device {text}: {e.Message.Split(" (Parameter", 2)[0]}"); }
     }
 
-    private static readonly Lazy<Device> s_wide = new(() => Device.CreateIlgpu(DeviceKind.IlgpuCpu, 1000,
-        new IlgpuBackend(new ILGPU.Runtime.CPU.CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1)
-            .CreateCPUAccelerator(IlgpuDevices.Context))));
+    private static readonly Lazy<Device> s_wide = new(() => Device.CreateIlgpu(DeviceKind.IlgpuCpu, 1000, IlgpuDevices.CreateCudaShapedCpu()));
 
     /// <summary>Waits until the device has finished all queued work (a no-op on host devices, which run synchronously).</summary>
     public static void Sync(Device device)

@@ -43,6 +43,7 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
         G.Download(s, 0, r, r.Length);
         return r;
     }
+
     [Theory]
     [InlineData(1, 1, 1, 1)]
     [InlineData(3, 17, 33, 1)]

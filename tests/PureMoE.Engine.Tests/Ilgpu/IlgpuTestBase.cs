@@ -1,4 +1,3 @@
-using ILGPU.Runtime.CPU;
 using PureMoE.Backends;
 using PureMoE.Backends.Ilgpu;
 using PureMoE.Engine.Tests.Backends;
@@ -85,8 +84,7 @@ internal static class WideCpu
 {
     private static readonly Lazy<(IlgpuBackend Backend, Device Device)> s_value = new(() =>
     {
-        var backend = new IlgpuBackend(new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1)
-            .CreateCPUAccelerator(IlgpuDevices.Context));
+        var backend = IlgpuDevices.CreateCudaShapedCpu();
         AppDomain.CurrentDomain.ProcessExit += (_, _) => backend.Dispose();
         // An index no Device.IlgpuCpuAt call uses, so that it never equals a registry device.
         return (backend, Device.CreateIlgpu(DeviceKind.IlgpuCpu, 1000, backend));

@@ -40,6 +40,14 @@ public static class IlgpuDevices
     /// <summary>The shared ILGPU context (created on first use).</summary>
     public static Context Context => s_context.Value;
 
+    /// <summary>
+    /// A new ILGPU CPU accelerator shaped like a CUDA GPU (32-lane warps, 256-thread groups, one multiprocessor), so
+    /// that the backend takes the paths it takes on a GPU (the 64×64 and 128×128 SGEMMs, grouped GEMMs); for tests
+    /// and benchmarks without a GPU. The caller owns it.
+    /// </summary>
+    internal static IlgpuBackend CreateCudaShapedCpu() =>
+        new(new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1).CreateCPUAccelerator(Context));
+
     /// <summary>Number of CUDA devices ILGPU finds (0 without a driver or GPU).</summary>
     public static int CudaCount => Context.GetCudaDevices().Count;
 
