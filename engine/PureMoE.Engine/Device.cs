@@ -121,6 +121,13 @@ public sealed class Device : IEquatable<Device>
     public long Launches => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.Launches : 0;
 
     /// <summary>
+    /// <see cref="Launches"/> split by kernel (named after the backend's kernel, e.g. "adamW" or "binary Mul"),
+    /// "zero fill" and "device copy", as a snapshot: where a step's launches come from. Empty for host devices.
+    /// </summary>
+    public IReadOnlyDictionary<string, long> LaunchesByKernel =>
+        Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.LaunchesByKernel : new Dictionary<string, long>();
+
+    /// <summary>
     /// Null where uploads to this device are queued without waiting (always, for host devices); otherwise why this
     /// machine refused the page-locked memory that needs, and every upload is a synchronous copy (correct, slower).
     /// </summary>

@@ -28,6 +28,9 @@ public sealed record StepReport(int Step, int Steps, double Loss, double Learnin
 
     /// <summary>Kernel launches, device copies and fills the step queued (<see cref="Device.Launches"/>; 0 on the CPU).</summary>
     public long Launches { get; init; }
+
+    /// <summary><see cref="Launches"/> by kernel (<see cref="Device.LaunchesByKernel"/>); empty on the CPU.</summary>
+    public IReadOnlyDictionary<string, long> LaunchesByKernel { get; init; } = new Dictionary<string, long>();
 }
 
 /// <summary>`puremoe train`: trains a small Mixtral-architecture MoE language model on byte-level text.</summary>
@@ -282,6 +285,7 @@ public static class TrainCommand
             // reuses it: the device's pool, or on the CPU the host-array pool (no fresh pages for the OS to zero).
             // Parameters and optimizer state were made outside the scope.
             long readsBefore = device.HostReads, launchesBefore = device.Launches;
+            var byKernelBefore = device.LaunchesByKernel;
             using (DeviceScope.Begin(reuseHostMemory: true))
             {
                 model.ZeroGrad();
@@ -307,6 +311,7 @@ public static class TrainCommand
                 DispatchBytes = MoeMixtral.LastDispatchBytes(model),
                 HostReads = device.HostReads - readsBefore,
                 Launches = device.Launches - launchesBefore,
+                LaunchesByKernel = Difference(device.LaunchesByKernel, byKernelBefore),
             };
             history.Add(report);
             onStep?.Invoke(report);
@@ -326,6 +331,8 @@ public static class TrainCommand
         double tps = tokensHere / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
         if (losses.Count > 0 && valid.Count > 0)
             log.WriteLine($"done in {clock.Elapsed.TotalSeconds:F1} s ({tps:N0} tok/s): loss {losses[0]:F4} -> {losses[^1]:F4}, valid {valid[0].Loss:F4} -> {valid[^1].Loss:F4}");
+        if (history.Count > 0 && history[^1].LaunchesByKernel.Count > 0)
+            log.WriteLine($"last step's launches by kernel: {TopKernels(history[^1].LaunchesByKernel)}");
         if (device.UploadStagingUnavailable is { } why) log.WriteLine($"note: {why}");
         if (o.CheckpointDir is not null) lastCheckpoint = TrainCheckpoint.SaveStep(o.CheckpointDir, o.Keep, model, optimizer, State(o.Steps), lastStats);
         if (o.OutDir is not null)
@@ -339,6 +346,19 @@ public static class TrainCommand
     // Device → host reads of the step on an ILGPU device (each one a synchronisation), and the work it queued.
     private static string Reads(StepReport report) =>
         report.HostReads > 0 ? $"  {report.HostReads} host reads, {report.Launches:N0} launches/step" : "";
+
+    // Counts that grew between two snapshots of Device.LaunchesByKernel.
+    private static Dictionary<string, long> Difference(IReadOnlyDictionary<string, long> after, IReadOnlyDictionary<string, long> before) =>
+        after.Select(kv => (kv.Key, Count: kv.Value - before.GetValueOrDefault(kv.Key)))
+            .Where(e => e.Count > 0).ToDictionary(e => e.Key, e => e.Count);
+
+    // "adamW 41, binary Mul 60, ..., 12 others 30": the largest counts first, so the line says where a step's launches go.
+    private static string TopKernels(IReadOnlyDictionary<string, long> byKernel, int shown = 12)
+    {
+        var sorted = byKernel.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).ToList();
+        var text = string.Join(", ", sorted.Take(shown).Select(kv => $"{kv.Key} {kv.Value}"));
+        return sorted.Count > shown ? $"{text}, {sorted.Count - shown} others {sorted.Skip(shown).Sum(kv => kv.Value)}" : text;
+    }
 
     // Bytes the last step's dispatch moved between devices (with --devices P > 1).
     private static string Bytes(MixtralForCausalLM model) =>

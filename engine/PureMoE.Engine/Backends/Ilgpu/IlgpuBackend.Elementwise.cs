@@ -150,7 +150,7 @@ public sealed partial class IlgpuBackend
         UnaryOp.MulScalar => LoadUnary<MulScalarOp>(),
         UnaryOp.Positive => LoadUnary<PositiveOp>(),
         _ => throw new ArgumentOutOfRangeException(nameof(op), op, "Unary: unknown op"),
-    });
+    }, $"unary {op}");
 
     private Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, StridedArgs> BinaryKernel(BinaryOp op) => Cached(ref _binary[(int)op], () => op switch
     {
@@ -168,7 +168,7 @@ public sealed partial class IlgpuBackend
         BinaryOp.GeluBackward => LoadBinary<GeluBackwardOp>(),
         BinaryOp.TanhBackwardFromOutput => LoadBinary<TanhBackwardFromOutputOp>(),
         _ => throw new ArgumentOutOfRangeException(nameof(op), op, "Binary: unknown op"),
-    });
+    }, $"binary {op}");
 
     /// <inheritdoc />
     public void Unary(UnaryOp op, Storage x, int xOffset, Storage y, int yOffset, int n, double alpha)

@@ -160,7 +160,7 @@ public sealed partial class IlgpuBackend
     private void CopyOnDevice(ArrayView<float> from, ArrayView<float> to)
     {
         from.CopyTo(Accelerator.DefaultStream, to);
-        _launches.Add();
+        _launches.Add("device copy");
     }
 
     private static int TileCount(int extent) => (extent + IlgpuKernels.Gemm128Tile - 1) / IlgpuKernels.Gemm128Tile;

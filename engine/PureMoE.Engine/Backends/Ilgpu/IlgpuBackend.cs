@@ -1,4 +1,5 @@
 using ILGPU;
+using System.Runtime.CompilerServices;
 using ILGPU.Runtime;
 
 namespace PureMoE.Backends.Ilgpu;
@@ -60,6 +61,12 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     /// </summary>
     public long Launches => _launches.Count;
 
+    /// <summary>
+    /// <see cref="Launches"/> per kernel (named by its cache field, e.g. "adamW", "binary Mul"), "zero fill" and
+    /// "device copy": where the launches come from. A snapshot.
+    /// </summary>
+    public IReadOnlyDictionary<string, long> LaunchesByKernel => _launches.ByName;
+
     /// <summary>Bytes copied by the <see cref="HostReads"/> so far.</summary>
     public long HostReadBytes => Interlocked.Read(ref _hostReadBytes);
 
@@ -87,14 +94,17 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
 
     // ---------------------------------------------------------------- kernel cache
 
-    /// <summary>Compiles a kernel on first use (under a lock) and keeps it, counted (<see cref="Launches"/>), in <paramref name="field"/>.</summary>
-    private T Cached<T>(ref T? field, Func<T> load) where T : Delegate
+    /// <summary>
+    /// Compiles a kernel on first use (under a lock) and keeps it, counted (<see cref="Launches"/>, and per kernel
+    /// under <paramref name="name"/>: by default the cache field's name), in <paramref name="field"/>.
+    /// </summary>
+    private T Cached<T>(ref T? field, Func<T> load, [CallerArgumentExpression(nameof(field))] string name = "") where T : Delegate
     {
         var k = Volatile.Read(ref field);
         if (k is not null) return k;
         lock (_compileLock)
         {
-            field ??= _launches.Wrap(load());
+            field ??= _launches.Wrap(load(), name.TrimStart('_'));
             return field;
         }
     }
@@ -149,7 +159,7 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
         if (length > 0)
         {
             s.Bytes.MemSetToZero(Accelerator.DefaultStream);
-            _launches.Add();
+            _launches.Add("zero fill");
         }
         return s;
     }
