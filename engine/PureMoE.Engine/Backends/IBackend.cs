@@ -289,6 +289,52 @@ public interface IBackend
     /// <summary>One AdamW step over n parameters (decoupled weight decay); m, v updated in place.</summary>
     void AdamW(Storage param, Storage grad, Storage m, Storage v, int n,
         double lr, double beta1, double beta2, double eps, double weightDecay, double biasCorrection1, double biasCorrection2);
+
+    /// <summary>
+    /// One AdamW step over several parameters with shared hyperparameters, each element computed exactly as by the
+    /// single-tensor <see cref="AdamW(Storage, Storage, Storage, Storage, int, double, double, double, double, double, double, double)"/>.
+    /// The default calls it per slot, in order; GPU backends update many parameters per launch.
+    /// </summary>
+    void AdamW(IReadOnlyList<AdamWSlot> slots, double lr, double beta1, double beta2, double eps, double weightDecay)
+    {
+        foreach (var s in slots)
+            AdamW(s.Param, s.Grad, s.M, s.V, s.Length, lr, beta1, beta2, eps, weightDecay, s.BiasCorrection1, s.BiasCorrection2);
+    }
+
+    /// <summary>
+    /// result[0] = the sum of the squares of every element of every tensor (a one-element buffer of the tensors'
+    /// dtype; 0 for no elements): the squared global L2 norm of gradient clipping. The default squares and sums each
+    /// tensor with <see cref="Binary"/> and <see cref="Reduce"/> and adds the sums in order; GPU backends sum several
+    /// tensors per launch. The order of the additions is the backend's own, fixed from run to run.
+    /// </summary>
+    void SumOfSquares(IReadOnlyList<BufferSlice> tensors, Storage result)
+    {
+        Fill(result, 0, 1, 0);
+        foreach (var t in tensors)
+        {
+            if (t.Length == 0) continue;
+            var shape = new Shape(t.Length);
+            using var squares = Allocate(t.Storage.DType, t.Length);
+            using var sum = Allocate(t.Storage.DType, 1);
+            Binary(BinaryOp.Mul, new Strided(t.Storage, 0, [1]), new Strided(t.Storage, 0, [1]), squares, shape);
+            Reduce(ReduceOp.Sum, squares, 0, sum, 1, t.Length, 1);
+            Binary(BinaryOp.Add, new Strided(result, 0, [1]), new Strided(sum, 0, [1]), result, new Shape(1));
+        }
+    }
+
+    /// <summary>
+    /// Every tensor multiplied in place by scale[0] (a one-element buffer on this device, so a GPU need not read it
+    /// back): x[i] ← x[i]·scale[0], the same product as <see cref="Binary"/>'s Mul. The default runs one Binary Mul
+    /// per tensor; GPU backends scale several tensors per launch.
+    /// </summary>
+    void ScaleInPlace(IReadOnlyList<BufferSlice> tensors, Storage scale)
+    {
+        foreach (var t in tensors)
+        {
+            if (t.Length == 0) continue;
+            Binary(BinaryOp.Mul, new Strided(t.Storage, 0, [1]), new Strided(scale, 0, [0]), t.Storage, new Shape(t.Length));
+        }
+    }
 }
 
 /// <summary>

@@ -66,10 +66,16 @@ public sealed class AdamW
     /// <summary>Steps taken (the largest per-parameter step count).</summary>
     public long StepCount => _state.Max(s => s?.Step ?? 0);
 
-    /// <summary>Updates every parameter that has a gradient, in place.</summary>
+    /// <summary>
+    /// Updates every parameter that has a gradient, in place. The parameters of each device are handed to its
+    /// backend together (<see cref="Backends.IBackend.AdamW(IReadOnlyList{Backends.AdamWSlot}, double, double, double, double, double)"/>),
+    /// so a GPU updates many per launch; every element is computed as the single-tensor update computes it.
+    /// </summary>
     public void Step()
     {
         using var _ = GradMode.NoGrad();
+        var byBackend = new Dictionary<Backends.IBackend, List<Backends.AdamWSlot>>(ReferenceEqualityComparer.Instance);
+        var keepAlive = new List<Tensor>();    // converted or densified gradients, until their update is queued
         for (int i = 0; i < _parameters.Length; i++)
         {
             var p = _parameters[i];
@@ -81,9 +87,13 @@ public sealed class AdamW
             double bc1 = 1 - Math.Pow(Beta1, st.Step);
             double bc2 = 1 - Math.Pow(Beta2, st.Step);
             var g = grad.DType == p.DType ? grad.Dense() : grad.To(p.DType).Dense();
-            p.Backend.AdamW(p.Storage, g.Storage, st.ExpAvg.Storage, st.ExpAvgSq.Storage, p.Numel,
-                LearningRate, Beta1, Beta2, Eps, WeightDecay, bc1, bc2);
+            keepAlive.Add(g);
+            if (!byBackend.TryGetValue(p.Backend, out var slots)) byBackend.Add(p.Backend, slots = []);
+            slots.Add(new Backends.AdamWSlot(p.Storage, g.Storage, st.ExpAvg.Storage, st.ExpAvgSq.Storage, p.Numel, bc1, bc2));
         }
+        foreach (var (backend, slots) in byBackend)
+            backend.AdamW(slots, LearningRate, Beta1, Beta2, Eps, WeightDecay);
+        GC.KeepAlive(keepAlive);
     }
 
     /// <summary>Zero moments for <paramref name="p"/>, owned by no <see cref="DeviceScope"/> (they live as long as the optimizer).</summary>

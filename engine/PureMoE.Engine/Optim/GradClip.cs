@@ -1,4 +1,5 @@
 using PureMoE.Autograd;
+using PureMoE.Backends;
 
 namespace PureMoE.Optim;
 
@@ -31,29 +32,30 @@ public static class GradClip
     /// <paramref name="maxNorm"/>, so nothing changes then). The squares are summed in the gradients' precision
     /// (float32 on a GPU), not in double as <see cref="ClipGradNorm"/> does. Returns the norm before clipping as a
     /// one-element tensor on that device (reading it is one device→host read), or null when no parameter has a
-    /// gradient. All gradients must be on one device.
+    /// gradient. All gradients must be on one device, of one dtype, and own contiguous storage (as gradients do).
     /// </summary>
     public static Tensor? ClipGradNormOnDevice(IEnumerable<Tensor> parameters, double maxNorm)
     {
         var grads = parameters.Select(p => p.Grad).OfType<Tensor>().ToList();
         if (grads.Count == 0) return null;
         using var _ = GradMode.NoGrad();
-        Tensor? sumSquares = null;
+        var device = grads[0].Device;
         foreach (var g in grads)
         {
-            var s = g.Square().Sum();
-            sumSquares = sumSquares is null ? s : sumSquares.Add(s);
+            Tensor.CheckSameDevice("ClipGradNormOnDevice", grads[0], g);
+            if (!g.IsContiguous || g.Offset != 0 || g.DType != grads[0].DType)
+                throw new InvalidOperationException($"ClipGradNormOnDevice: gradient {g} must own contiguous storage of one dtype ({grads[0].DType.Name()}) to be scaled in place");
         }
-        var norm = sumSquares!.Sqrt();
+        var slices = grads.Select(g => new BufferSlice(g.Storage, g.Numel)).ToArray();
+        // The sum of squares of all gradients at once (a GPU sums up to 16 gradients per launch), then the norm.
+        var sumSquares = Tensor.Empty(new Shape(), grads[0].DType, device);
+        device.Backend.SumOfSquares(slices, sumSquares.Storage);
+        var norm = sumSquares.Sqrt();
         // min(1, c) as −max(−c, −1): exact, and 1 leaves the gradients bit for bit as they were.
         var coef = Tensor.Scalar(maxNorm, norm.DType, norm.Device).Div(norm.AddScalar(1e-6));
-        coef = coef.Neg().Maximum(Tensor.Scalar(-1, norm.DType, norm.Device)).Neg();
-        // Scaled in place (one launch per gradient on a device, no temporary): the same Mul kernel, the same bits.
-        foreach (var g in grads)
-        {
-            if (g.IsContiguous && g.Offset == 0) g.MulInPlace(coef);
-            else g.CopyFrom(g.Mul(coef));
-        }
+        coef = coef.Neg().Maximum(Tensor.Scalar(-1, norm.DType, norm.Device)).Neg().Dense();
+        // Scaled in place, several gradients per launch on a GPU, by the same product as a Mul (the same bits).
+        device.Backend.ScaleInPlace(slices, coef.Storage);
         return norm;
     }
 }

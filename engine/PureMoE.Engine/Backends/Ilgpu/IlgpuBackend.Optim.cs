@@ -47,7 +47,11 @@ internal static partial class IlgpuKernels
 
     /// <summary>AdamW (PyTorch's form, decoupled decay): one thread per parameter.</summary>
     [IlgpuKernel]
-    public static void AdamW(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, AdamWArgs a)
+    public static void AdamW(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, AdamWArgs a) =>
+        AdamWElement(param, grad, m, v, i, a);
+
+    /// <summary>Element i of an AdamW step (shared by the single- and multi-tensor kernels, so both give the same bits).</summary>
+    internal static void AdamWElement(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, int i, AdamWArgs a)
     {
         float g = grad[i];
         float p = param[i] * a.Decay;
@@ -78,16 +82,20 @@ public sealed partial class IlgpuBackend
         double lr, double beta1, double beta2, double eps, double weightDecay, double biasCorrection1, double biasCorrection2)
     {
         if (n == 0) return;
-        var a = new AdamWArgs
-        {
-            Decay = (float)(1 - lr * weightDecay),
-            Beta1 = (float)beta1,
-            Beta2 = (float)beta2,
-            StepSize = (float)(lr / biasCorrection1),
-            SqrtBc2 = (float)Math.Sqrt(biasCorrection2),
-            Eps = (float)eps,
-        };
+        var a = AdamWScalars(lr, beta1, beta2, eps, weightDecay, biasCorrection1, biasCorrection2);
         var k = Cached(ref _adamW, () => Auto<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWArgs>(IlgpuKernels.AdamW));
         k(n, F(param, "AdamW").SubView(0, n), F(grad, "AdamW").SubView(0, n), F(m, "AdamW").SubView(0, n), F(v, "AdamW").SubView(0, n), a);
     }
+
+    /// <summary>The float32 scalars of one AdamW step, rounded from double as the reference backend rounds them.</summary>
+    private static AdamWArgs AdamWScalars(double lr, double beta1, double beta2, double eps, double weightDecay,
+        double biasCorrection1, double biasCorrection2) => new()
+    {
+        Decay = (float)(1 - lr * weightDecay),
+        Beta1 = (float)beta1,
+        Beta2 = (float)beta2,
+        StepSize = (float)(lr / biasCorrection1),
+        SqrtBc2 = (float)Math.Sqrt(biasCorrection2),
+        Eps = (float)eps,
+    };
 }
