@@ -101,6 +101,15 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
         long expected = Layers + 1;
         Assert.All(gpu.History, h => Assert.Equal(expected, h.HostReads));
 
+        // Where a step's launches go (Device.LaunchesByKernel): the counts add up to the total, and the optimizer's
+        // are multi-tensor: AdamW and the clip's two passes take a launch per 16 parameters, not one per parameter.
+        var last = gpu.History[^1];
+        Assert.Equal(last.Launches, last.LaunchesByKernel.Values.Sum());
+        int perSixteen = (gpu.Model.Parameters().Count() + 15) / 16;
+        foreach (var kernel in new[] { "foreachAdamW", "foreachScale", "foreachSumOfSquares" })
+            Assert.InRange(last.LaunchesByKernel.GetValueOrDefault(kernel), 1, perSixteen);
+        Assert.False(last.LaunchesByKernel.ContainsKey("adamW"));
+
         // Same routing statistics, regularisers included (read with the loss).
         var (cs, gs) = (cpu.History[^1].Stats, gpu.History[^1].Stats);
         for (int l = 0; l < Layers; l++)
@@ -139,6 +148,7 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(0, cpuCode);
         Assert.True(gpuCode == 0, gpuErr);
         Assert.Contains("on ilgpu-cpu", gpuOut);
+        Assert.Matches("last step's launches by kernel: .*sgemm [0-9]+", gpuOut);
         var (cpuLosses, gpuLosses) = (Losses(cpuDir), Losses(gpuDir));
         Assert.Equal(2, gpuLosses.Length);
         for (int i = 0; i < 2; i++) Assert.Equal(cpuLosses[i], gpuLosses[i], 1e-4 * cpuLosses[i]);

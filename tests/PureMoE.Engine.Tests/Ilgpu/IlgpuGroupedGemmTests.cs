@@ -113,6 +113,8 @@ public abstract class IlgpuGroupedGemmTests : IlgpuTestBase
         // group's weight is read where it lies).
         var x = G.Upload(K.Rand(100, 1));
         long before = G.Launches;
+        var byKernel = G.LaunchesByKernel;
+        long Grew(string name) => G.LaunchesByKernel.GetValueOrDefault(name) - byKernel.GetValueOrDefault(name);
         var y = G.Allocate(DType.Float32, 100);
         Assert.Equal(before + 1, G.Launches);
         G.Allocate(DType.Float32, 0);
@@ -123,9 +125,14 @@ public abstract class IlgpuGroupedGemmTests : IlgpuTestBase
         var a = G.Upload(K.Rand(8 * 16, 2));
         var w = sizes.Select((_, g) => G.Upload(K.Rand(16 * 16, 3 + g))).ToArray();
         var c = G.Upload(new float[8 * 16]);
-        before = G.Launches;
+        Assert.Equal(before + 2, G.Launches); // uploads are not launches
         Grouped(launches: 1, () => G.GroupedGemm(sizes, 16, 16, 1, a, w, true, 0, c));
-        Assert.Equal(before + 1, G.Launches);
+        Assert.Equal(before + 3, G.Launches);
+        // The same launches, by name: the counts per kernel add up to the total.
+        Assert.Equal(1, Grew("zero fill"));
+        Assert.Equal(1, Grew("unary Exp"));
+        Assert.Equal(1, Grew("sgemmGrouped"));
+        Assert.Equal(G.Launches, G.LaunchesByKernel.Values.Sum());
     }
 
     [Fact]
