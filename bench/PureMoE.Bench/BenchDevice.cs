@@ -5,23 +5,19 @@ namespace PureMoE.Bench;
 
 /// <summary>
 /// The `--device` option of the quick commands (the engine's <see cref="Device.Parse"/> forms: cpu, cuda[:N],
-/// ilgpu-cpu[:N], opencl[:N]), and the one place that waits for a device's queued work and times device work.
+/// ilgpu-cpu[:N], ilgpu-wide[:N], opencl[:N]), and the one place that waits for a device's queued work and times device work.
 /// </summary>
 internal static class BenchDevice
 {
     /// <summary>
-    /// The device named <paramref name="text"/> (<see cref="Device.Parse"/>), or <c>ilgpu-wide</c>: ILGPU's CPU
-    /// emulator shaped like a CUDA GPU (32-lane warps, 256-thread groups), so that the backend takes the paths it takes
-    /// on a GPU (the 64×64 and 128×128 SGEMMs, grouped GEMMs): to count a GPU step's launches without a GPU.
+    /// The device named <paramref name="text"/> (<see cref="Device.Parse"/>; <c>ilgpu-wide</c>, the emulator shaped
+    /// like a CUDA GPU, counts a GPU step's launches without a GPU).
     /// </summary>
     public static Device Parse(string text)
     {
-        if (text == "ilgpu-wide") return s_wide.Value;
         try { return Device.Parse(text); }
         catch (ArgumentException e) { throw new ArgumentException($"--device {text}: {e.Message.Split(" (Parameter", 2)[0]}"); }
     }
-
-    private static readonly Lazy<Device> s_wide = new(() => Device.CreateIlgpu(DeviceKind.IlgpuCpu, 1000, IlgpuDevices.CreateCudaShapedCpu()));
 
     /// <summary>Waits until the device has finished all queued work (a no-op on host devices, which run synchronously).</summary>
     public static void Sync(Device device)

@@ -63,7 +63,7 @@ public static class Program
         Console.Error.WriteLine("  PureMoE.Bench quick indexadd [--axis A --count C --inner I --outer O] [--direct|--sorted] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("  PureMoE.Bench quick argsort [--rows R --n N] [--ranks|--radix] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("  PureMoE.Bench quick attention [--batch B --heads H --kv-heads K --seq S --dim D] [--block N] [--json] [--repeats R] [--warmup W] [--device D]");
-        Console.Error.WriteLine("  devices (--device): cpu (default), cuda[:N], ilgpu-cpu, opencl[:N]");
+        Console.Error.WriteLine("  devices (--device): cpu (default), cuda[:N], ilgpu-cpu, ilgpu-wide (the emulator shaped like CUDA), opencl[:N]");
         Console.Error.WriteLine("  PureMoE.Bench [BenchmarkDotNet args, e.g. --filter '*Gemm*']");
     }
 }

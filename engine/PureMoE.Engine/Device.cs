@@ -17,6 +17,11 @@ public enum DeviceKind
     OpenCL,
     /// <summary>ILGPU's CPU accelerator: a GPU emulator running the same kernels, for tests without a GPU.</summary>
     IlgpuCpu,
+    /// <summary>
+    /// ILGPU's CPU accelerator shaped like a CUDA GPU (32-lane warps, 256-thread groups): the emulator taking the code
+    /// paths the backend takes on a GPU (the 64×64 and 128×128 SGEMMs, grouped GEMMs), to check them without one.
+    /// </summary>
+    IlgpuWide,
 }
 
 /// <summary>
@@ -50,6 +55,17 @@ public sealed class Device : IEquatable<Device>
     /// </summary>
     public static Device IlgpuCpuAt(int index) => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.IlgpuCpu, index);
 
+    /// <summary>
+    /// ILGPU's CPU accelerator shaped like a CUDA GPU (32-lane warps, 256-thread groups, one multiprocessor), so that
+    /// the backend takes the paths it takes on a GPU: the 64×64 and 128×128 SGEMMs and grouped GEMMs, which
+    /// <see cref="IlgpuCpu"/>'s 16-thread groups cannot run. Slower than <see cref="IlgpuCpu"/>; for checking the GPU
+    /// code path end to end on a machine without a GPU.
+    /// </summary>
+    public static Device IlgpuWide => IlgpuWideAt(0);
+
+    /// <summary>The CUDA-shaped CPU accelerator number <paramref name="index"/> (each a separate accelerator, as for <see cref="IlgpuCpuAt"/>).</summary>
+    public static Device IlgpuWideAt(int index) => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.IlgpuWide, index);
+
     /// <summary>CUDA GPU number <paramref name="index"/> (created on first use; errors clearly when there is none).</summary>
     public static Device Cuda(int index = 0) => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.Cuda, index);
 
@@ -57,11 +73,12 @@ public sealed class Device : IEquatable<Device>
     public static Device OpenCL(int index = 0) => Backends.Ilgpu.IlgpuDevices.Get(DeviceKind.OpenCL, index);
 
     /// <summary>The forms <see cref="Parse"/> accepts, for messages.</summary>
-    public static string ParseForms { get; } = "cpu, cpu-reference, ilgpu-cpu, ilgpu-cpu:N, cuda, cuda:N, opencl, opencl:N (N ≥ 0)";
+    public static string ParseForms { get; } = "cpu, cpu-reference, ilgpu-cpu, ilgpu-cpu:N, ilgpu-wide, ilgpu-wide:N, cuda, cuda:N, opencl, opencl:N (N ≥ 0)";
 
     /// <summary>
     /// The device named by <paramref name="text"/>, in the form <see cref="ToString"/> writes (case-insensitive):
-    /// "cpu", "cpu-reference", "ilgpu-cpu" (= "ilgpu-cpu:0"), "ilgpu-cpu:N", "cuda" (= "cuda:0"), "cuda:N",
+    /// "cpu", "cpu-reference", "ilgpu-cpu" (= "ilgpu-cpu:0"), "ilgpu-cpu:N", "ilgpu-wide" (= "ilgpu-wide:0"),
+    /// "ilgpu-wide:N", "cuda" (= "cuda:0"), "cuda:N",
     /// "opencl" (= "opencl:0"), "opencl:N".
     /// ILGPU devices are created here, so a well-formed name of a device this machine lacks (e.g. "cuda" without
     /// a GPU) throws <see cref="InvalidOperationException"/> listing the ILGPU devices that exist; a malformed
@@ -76,6 +93,7 @@ public sealed class Device : IEquatable<Device>
             case "cpu": return Cpu;
             case "cpu-reference": return CpuReference;
             case "ilgpu-cpu": return IlgpuCpu;
+            case "ilgpu-wide": return IlgpuWide;
             case "cuda": return Cuda(0);
             case "opencl": return OpenCL(0);
         }
@@ -86,6 +104,7 @@ public sealed class Device : IEquatable<Device>
             switch (s[..colon])
             {
                 case "ilgpu-cpu": return IlgpuCpuAt(index);
+                case "ilgpu-wide": return IlgpuWideAt(index);
                 case "cuda": return Cuda(index);
                 case "opencl": return OpenCL(index);
             }
@@ -106,7 +125,7 @@ public sealed class Device : IEquatable<Device>
     public bool IsHost => Kind is DeviceKind.Cpu or DeviceKind.CpuReference;
 
     /// <summary>True for devices whose kernels are ILGPU kernels (CUDA, OpenCL, the ILGPU CPU emulator).</summary>
-    public bool IsIlgpu => Kind is DeviceKind.Cuda or DeviceKind.OpenCL or DeviceKind.IlgpuCpu;
+    public bool IsIlgpu => Kind is DeviceKind.Cuda or DeviceKind.OpenCL or DeviceKind.IlgpuCpu or DeviceKind.IlgpuWide;
 
     /// <summary>
     /// Device → host reads of this device so far (ToArray, Item, ToDoubleArray, To(Device.Cpu), ...): each one waits
@@ -142,12 +161,13 @@ public sealed class Device : IEquatable<Device>
     public override bool Equals(object? obj) => Equals(obj as Device);
     /// <inheritdoc />
     public override int GetHashCode() => HashCode.Combine(Kind, Index);
-    /// <summary>"cpu", "cpu-reference", "cuda:0", "opencl:0", "ilgpu-cpu" (index 0), "ilgpu-cpu:1".</summary>
+    /// <summary>"cpu", "cpu-reference", "cuda:0", "opencl:0", "ilgpu-cpu" (index 0), "ilgpu-cpu:1", "ilgpu-wide" (index 0), "ilgpu-wide:1".</summary>
     public override string ToString() => Kind switch
     {
         DeviceKind.Cpu => "cpu",
         DeviceKind.CpuReference => "cpu-reference",
         DeviceKind.IlgpuCpu => Index == 0 ? "ilgpu-cpu" : $"ilgpu-cpu:{Index}",
+        DeviceKind.IlgpuWide => Index == 0 ? "ilgpu-wide" : $"ilgpu-wide:{Index}",
         _ => $"{Kind.ToString().ToLowerInvariant()}:{Index}",
     };
 }

@@ -9,7 +9,7 @@ public static class CliDevice
     /// A --device option (default cpu). A malformed name is a usage error at parse time; a well-formed name of a
     /// device this machine lacks is reported when the command runs (<see cref="Resolve"/>).
     /// </summary>
-    public static Option<string> Create(string description = "where the model lives and runs: cpu (the fast SIMD path), cuda, cuda:N, opencl, opencl:N, ilgpu-cpu (ILGPU's GPU emulator: slow, for checking the GPU path)")
+    public static Option<string> Create(string description = "where the model lives and runs: cpu (the fast SIMD path), cuda, cuda:N, opencl, opencl:N, ilgpu-cpu (ILGPU's GPU emulator: slow, for checking the GPU path), ilgpu-wide (the emulator shaped like a CUDA GPU: the kernels a GPU runs)")
     {
         var option = new Option<string>("--device") { Description = description, DefaultValueFactory = _ => "cpu" };
         option.Validators.Add(r =>

@@ -252,8 +252,8 @@ public static class TrainCommand
         log.WriteLine($"model: {cfg.NumHiddenLayers} layers, d {cfg.HiddenSize}, ff {cfg.IntermediateSize}, {cfg.NumLocalExperts} experts, " +
                       $"router {MoeMixtral.SpecOf(cfg).ToJson()}, {model.ParameterCount:N0} parameters; {o.Steps} steps of {o.Batch}x{o.Seq} tokens, seed {o.Seed}" +
                       (device.IsHost ? "" : $", on {device}"));
-        if (device.Kind == DeviceKind.IlgpuCpu)
-            log.WriteLine("note: ilgpu-cpu is ILGPU's GPU emulator (about 0.1 GFLOP/s): it checks the GPU code path on tiny models; --device cpu is the fast CPU path");
+        if (device.Kind is DeviceKind.IlgpuCpu or DeviceKind.IlgpuWide)
+            log.WriteLine($"note: {device.Kind switch { DeviceKind.IlgpuCpu => "ilgpu-cpu", _ => "ilgpu-wide" }} is ILGPU's GPU emulator (about 0.1 GFLOP/s): it checks the GPU code path on tiny models; --device cpu is the fast CPU path");
 
         var history = new List<StepReport>();
         var clock = Stopwatch.StartNew();

@@ -66,7 +66,7 @@ public sealed record TrainOptions
     /// <summary>Expert-parallel ranks (only 1 until the exchange lands).</summary>
     public int Devices { get; init; } = 1;
     /// <summary>
-    /// Where the model trains (<see cref="PureMoE.Device.Parse"/> forms: cpu, ilgpu-cpu, cuda, cuda:N, opencl:N).
+    /// Where the model trains (<see cref="PureMoE.Device.Parse"/> forms: cpu, ilgpu-cpu, ilgpu-wide, cuda, cuda:N, opencl:N).
     /// Not part of the run's identity: a checkpoint resumes on any device.
     /// </summary>
     public string Device { get; init; } = "cpu";

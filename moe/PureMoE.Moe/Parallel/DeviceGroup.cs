@@ -137,6 +137,7 @@ public sealed class DeviceGroup
             DeviceKind.Cuda => Device.Cuda,
             DeviceKind.OpenCL => Device.OpenCL,
             DeviceKind.IlgpuCpu => Device.IlgpuCpuAt,
+            DeviceKind.IlgpuWide => Device.IlgpuWideAt,
             _ => throw new ArgumentException($"DeviceGroup.Starting: no device group of kind {first.Kind}", nameof(first)),
         };
         var ranks = new Device[devices];

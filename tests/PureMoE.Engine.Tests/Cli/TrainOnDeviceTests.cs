@@ -123,6 +123,38 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void ATrainingStepOnTheCudaShapedEmulatorMatchesTheCpu()
+    {
+        // ilgpu-wide takes the kernels a GPU takes (64×64 SGEMM, grouped GEMMs: forced here, as the tiny shapes would
+        // not group on their own) where ilgpu-cpu's 16-thread groups take the tiled SGEMM. One step at batch 1: the
+        // emulator's 256-thread groups cost it ~50 ms a launch. Loss, validation after the update, and every
+        // parameter after the clip and AdamW, against the CPU.
+        var wide = (IlgpuBackend)Device.IlgpuWide.Backend;
+        var o = Tiny(Spec("topk"), "cpu") with { Steps = 1, Batch = 1 };
+        var ct = TestContext.Current.CancellationToken;
+        var cpu = TrainCommand.Run(o, TextWriter.Null, ct);
+        var mode = wide.GroupedGemmMode;
+        wide.GroupedGemmMode = GroupedGemmChoice.Grouped;
+        TrainCommand.TrainResult gpu;
+        try { gpu = TrainCommand.Run(o with { Device = "ilgpu-wide" }, TextWriter.Null, ct); }
+        finally { wide.GroupedGemmMode = mode; }
+
+        Assert.Equal(cpu.TrainLosses[0], gpu.TrainLosses[0], 1e-4 * cpu.TrainLosses[0]);
+        Assert.Equal(cpu.ValidLosses[0].Loss, gpu.ValidLosses[0].Loss, 1e-4 * cpu.ValidLosses[0].Loss);
+        var expected = cpu.Model.StateDict();
+        foreach (var (name, t) in gpu.Model.StateDict())
+        {
+            Assert.Equal(Device.IlgpuWide, t.Device);
+            var (a, b) = (t.ToFloatArray(), expected[name].ToFloatArray());
+            for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5, $"{name}[{i}]: {a[i]} on ilgpu-wide, {b[i]} on the cpu");
+        }
+        var kernels = gpu.History[^1].LaunchesByKernel;
+        output.WriteLine(string.Join(", ", kernels.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {kv.Value}")));
+        Assert.True(kernels.ContainsKey("sgemm64") && kernels.ContainsKey("sgemmGrouped"), "the GPU's GEMM kernels ran");
+        Assert.False(kernels.ContainsKey("sgemm"), "no tiled SGEMM (the kernel for accelerators without 256-thread groups)");
+    }
+
+    [Fact]
     public void ADeviceStepReturnsEveryBufferItAllocatesToThePool()
     {
         var pool = ((IlgpuBackend)Device.IlgpuCpu.Backend).Pool;
@@ -235,10 +267,17 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void DeviceParseAcceptsTheNamesDevicesPrintAndListsTheFormsOtherwise()
     {
-        foreach (var d in new[] { Device.Cpu, Device.CpuReference, Device.IlgpuCpu }) Assert.Same(d, Device.Parse(d.ToString()));
+        foreach (var d in new[] { Device.Cpu, Device.CpuReference, Device.IlgpuCpu, Device.IlgpuWide }) Assert.Same(d, Device.Parse(d.ToString()));
         Assert.Same(Device.IlgpuCpu, Device.Parse(" ILGPU-CPU "));
         Assert.Same(Device.IlgpuCpu, Device.Parse("ilgpu-cpu:0"));
         Assert.Same(Device.IlgpuCpuAt(1), Device.Parse(Device.IlgpuCpuAt(1).ToString()));
+        Assert.Equal("ilgpu-wide", Device.IlgpuWide.ToString());
+        Assert.Same(Device.IlgpuWide, Device.Parse("ilgpu-wide:0"));
+        Assert.True(Device.IlgpuWide.IsIlgpu && !Device.IlgpuWide.IsHost);
+        Assert.NotEqual(Device.IlgpuCpu, Device.IlgpuWide);
+        // The CUDA-shaped emulator: 256-thread groups of 32-lane warps, as the backend sees a CUDA GPU.
+        var wide = (IlgpuBackend)Device.IlgpuWide.Backend;
+        Assert.Equal((256, 32), (wide.GroupSize, wide.WarpSize));
         foreach (string bad in new[] { "", "gpu", "cuda:", "cuda:-1", "cuda:x", "cpu:1", "opencl:1:2" })
         {
             var e = Assert.Throws<ArgumentException>(() => Device.Parse(bad));

@@ -77,24 +77,16 @@ public abstract class IlgpuTestBase
 
 /// <summary>
 /// ILGPU's CPU accelerator shaped like an NVIDIA multiprocessor (32-lane warps, 8 warps: 256-thread groups, one
-/// multiprocessor), for the kernels Device.IlgpuCpu's 16-thread groups cannot run (the 128×128 SGEMM and its
-/// grouped form). One per test process, with a <see cref="Device"/> of its own so that tensors and autograd run on it.
+/// multiprocessor: <see cref="Device.IlgpuWide"/>), for the kernels Device.IlgpuCpu's 16-thread groups cannot run
+/// (the 64×64 and 128×128 SGEMMs and the grouped form).
 /// </summary>
 internal static class WideCpu
 {
-    private static readonly Lazy<(IlgpuBackend Backend, Device Device)> s_value = new(() =>
-    {
-        var backend = IlgpuDevices.CreateCudaShapedCpu();
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => backend.Dispose();
-        // An index no Device.IlgpuCpuAt call uses, so that it never equals a registry device.
-        return (backend, Device.CreateIlgpu(DeviceKind.IlgpuCpu, 1000, backend));
-    });
-
     /// <summary>The backend.</summary>
-    public static IlgpuBackend Backend => s_value.Value.Backend;
+    public static IlgpuBackend Backend => (IlgpuBackend)Device.Backend;
 
-    /// <summary>Its device (shown as ilgpu-cpu:1000).</summary>
-    public static Device Device => s_value.Value.Device;
+    /// <summary>The device (ilgpu-wide).</summary>
+    public static Device Device => Device.IlgpuWide;
 }
 
 /// <summary>

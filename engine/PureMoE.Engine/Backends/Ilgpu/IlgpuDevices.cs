@@ -42,11 +42,11 @@ public static class IlgpuDevices
 
     /// <summary>
     /// A new ILGPU CPU accelerator shaped like a CUDA GPU (32-lane warps, 256-thread groups, one multiprocessor), so
-    /// that the backend takes the paths it takes on a GPU (the 64×64 and 128×128 SGEMMs, grouped GEMMs); for tests
-    /// and benchmarks without a GPU. The caller owns it.
+    /// that the backend takes the paths it takes on a GPU (the 64×64 and 128×128 SGEMMs, grouped GEMMs): the
+    /// accelerator of <see cref="DeviceKind.IlgpuWide"/>.
     /// </summary>
-    internal static IlgpuBackend CreateCudaShapedCpu() =>
-        new(new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1).CreateCPUAccelerator(Context));
+    private static Accelerator CreateCudaShapedCpu(Context context) =>
+        new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1).CreateCPUAccelerator(context);
 
     /// <summary>Number of CUDA devices ILGPU finds (0 without a driver or GPU).</summary>
     public static int CudaCount => Context.GetCudaDevices().Count;
@@ -163,6 +163,9 @@ public static class IlgpuDevices
             case DeviceKind.IlgpuCpu:
                 // Every index is a fresh accelerator over the same emulated CPU device: separate memory, separate threads.
                 accelerator = context.CreateCPUAccelerator(0);
+                break;
+            case DeviceKind.IlgpuWide:
+                accelerator = CreateCudaShapedCpu(context);
                 break;
             case DeviceKind.Cuda:
             {
