@@ -117,6 +117,7 @@ public sealed partial class IlgpuBackend
                 table[chunks.Length + 2 * slot + 1] = BitConverter.SingleToInt32Bits(a.SqrtBc2);
             }
             var (buffer, view) = UploadTable(table);
+            // The shared scalars (decay, betas, eps) are any slot's; the kernel replaces the per-slot two from the table.
             kernel(new KernelConfig(chunks.Length / IlgpuKernels.ForeachChunkInts, GroupSize), view,
                 Operands(launch.Select(s => s.Param), lengths, op), Operands(launch.Select(s => s.Grad), lengths, op),
                 Operands(launch.Select(s => s.M), lengths, op), Operands(launch.Select(s => s.V), lengths, op), Args(launch[0]));
