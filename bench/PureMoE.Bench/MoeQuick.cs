@@ -101,6 +101,7 @@ public static class MoeQuick
         long launchesBefore = ilgpu?.GroupedGemmLaunches ?? 0;
         long readsBefore = device.HostReads, uploadsBefore = ilgpu?.Uploads.Uploads ?? 0, waitsBefore = ilgpu?.Uploads.Waits ?? 0;
         long queuedBefore = device.Launches;
+        var byKernelBefore = device.LaunchesByKernel;
         for (int i = 0; i < repeats; i++)
         {
             long start = Stopwatch.GetTimestamp();
@@ -118,6 +119,10 @@ public static class MoeQuick
         long uploadWaits = (ilgpu?.Uploads.Waits ?? 0) - waitsBefore;
         // Kernel launches, device copies and fills per step: each costs the host a few µs on a GPU.
         double launchesPerStep = (device.Launches - queuedBefore) / (double)repeats;
+        // ... and by kernel, the largest first: where a step's launches go.
+        var byKernel = device.LaunchesByKernel
+            .Select(kv => (Name: kv.Key, PerStep: (kv.Value - byKernelBefore.GetValueOrDefault(kv.Key)) / (double)repeats))
+            .Where(e => e.PerStep > 0).OrderByDescending(e => e.PerStep).ThenBy(e => e.Name, StringComparer.Ordinal).ToList();
         double medianMs = Median(times);
         double forwardMs = Median(forwardTimes);
 
@@ -177,7 +182,9 @@ public static class MoeQuick
             sb.Append(CultureInfo.InvariantCulture, $"{{\"bench\":\"moe\",\"impl\":\"puremoe\",\"router\":\"{routerKind}\",\"tokens\":{tokens},\"d\":{d},\"ff\":{ff},\"experts\":{experts},\"k\":{k},");
             sb.Append(CultureInfo.InvariantCulture, $"\"tokens_per_s\":{tokensPerS:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times.Min():F3},\"forward_ms\":{forwardMs:F3},\"repeats\":{repeats},\"threads\":{threads},\"device\":\"{device}\",\"accelerator\":\"{where}\",");
             sb.Append(CultureInfo.InvariantCulture, $"\"kernel\":\"{kernelName}\",\"grouped\":\"{groupedName}\",\"grouped_launches_per_step\":{groupedPerStep:F1},\"launches_per_step\":{launchesPerStep:F1},\"host_reads_per_step\":{readsPerStep:F1},\"uploads_per_step\":{uploadsPerStep:F1},\"upload_waits\":{uploadWaits},\"upload_staging\":\"{staging}\",");
-            sb.Append("\"breakdown_ms\":{");
+            sb.Append("\"launches_by_kernel\":{");
+            sb.AppendJoin(',', byKernel.Select(e => string.Create(CultureInfo.InvariantCulture, $"\"{e.Name}\":{e.PerStep:F1}")));
+            sb.Append("},\"breakdown_ms\":{");
             for (int p = 0; p < PhaseNames.Length; p++)
             {
                 sb.Append(CultureInfo.InvariantCulture, $"\"{PhaseNames[p]}_fwd\":{phaseMs[p, 0]:F3},\"{PhaseNames[p]}_bwd\":{phaseMs[p, 1]:F3},");
@@ -195,6 +202,8 @@ public static class MoeQuick
         else
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind}: median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads, device {device} [{where}], kernel {kernelName}, grouped {groupedName} ({groupedPerStep:F1} grouped GEMM launches per step), {launchesPerStep:F0} launches, {readsPerStep:F1} host reads and {uploadsPerStep:F1} uploads per step ({uploadWaits} waited)");
+            if (byKernel.Count > 0)
+                sb.AppendLine("  launches per step by kernel: " + string.Join(", ", byKernel.Select(e => string.Create(CultureInfo.InvariantCulture, $"{e.Name} {e.PerStep:F1}"))));
             for (int p = 0; p < PhaseNames.Length; p++)
             {
                 sb.AppendLine(CultureInfo.InvariantCulture, $"  {PhaseNames[p],-9} fwd {phaseMs[p, 0],8:F2} ms  bwd {phaseMs[p, 1],8:F2} ms  {100 * Frac(p),5:F1}%");
