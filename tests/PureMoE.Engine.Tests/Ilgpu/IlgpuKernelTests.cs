@@ -1,4 +1,5 @@
 using PureMoE.Backends;
+using PureMoE.Backends.Ilgpu;
 using PureMoE.Engine.Tests.Backends;
 
 namespace PureMoE.Engine.Tests.Ilgpu;
@@ -174,6 +175,8 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
     [InlineData(5, 33, 1)]
     [InlineData(1, 1000, 1)]
     [InlineData(4, 3, 17)]
+    [InlineData(300, 2, 1)]  // short rows (a router's k gates): one thread per row
+    [InlineData(7, 32, 1)]   // the longest row summed by one thread
     public void ReduceMatchesReference(int outer, int n, int inner)
     {
         var x = K.Rand(outer * n * inner + 4, outer + n + inner);
@@ -183,7 +186,11 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
             var ye = K.S(new float[outer * inner]);
             Ref.Reduce(op, K.S(x), 4, ye, outer, n, inner);
             var ya = B.Allocate(DType.Float32, outer * inner);
+            string rowKernel = op == ReduceOp.Sum ? "sumRows" : "maxRows";
+            long before = B.LaunchesByKernel.GetValueOrDefault(rowKernel);
             B.Reduce(op, Up(x), 4, ya, outer, n, inner);
+            // A group per row only for rows longer than ShortRow; the rest, one thread per output.
+            Assert.Equal(inner == 1 && n > IlgpuBackend.ShortRow ? 1 : 0, B.LaunchesByKernel.GetValueOrDefault(rowKernel) - before);
             K.Close(K.F(ye), DownF(ya), 1e-5 * Slack, 1e-5 * Math.Sqrt(n) * Slack, $"{op} {outer}x{n}x{inner}");
         }
     }

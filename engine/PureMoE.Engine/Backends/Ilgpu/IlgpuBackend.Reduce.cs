@@ -95,6 +95,9 @@ public sealed partial class IlgpuBackend
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ReduceArgs>? _sumRows, _maxRows;
     private Action<Index1D, ArrayView<float>, ArrayView<float>, ReduceArgs>? _sumCols, _maxCols;
 
+    /// <summary>Rows up to this length are reduced one per thread rather than one per group.</summary>
+    internal const int ShortRow = 32;
+
     /// <inheritdoc />
     public void Reduce(ReduceOp op, Storage x, int xOffset, Storage y, int outer, int n, int inner)
     {
@@ -105,7 +108,9 @@ public sealed partial class IlgpuBackend
         var p = new ReduceArgs { Offset = xOffset, Outer = outer, N = n, Inner = inner };
         bool sum = op == ReduceOp.Sum;
         if (op is not (ReduceOp.Sum or ReduceOp.Max)) throw new ArgumentOutOfRangeException(nameof(op), op, "Reduce: unknown op");
-        if (inner == 1)
+        // A group per row pays off for long rows; short ones (a router's k gates, a handful of experts) would leave
+        // nearly all of a group's threads idle, so each thread sums a row of its own instead.
+        if (inner == 1 && n > ShortRow)
         {
             var k = sum
                 ? Cached(ref _sumRows, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ReduceArgs>(IlgpuKernels.ReduceRows<SumReduce>))
