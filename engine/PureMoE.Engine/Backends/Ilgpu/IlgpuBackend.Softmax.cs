@@ -17,6 +17,8 @@ public struct RowArgs
     public int CausalQuery;
     /// <summary>RMSNorm epsilon.</summary>
     public float Eps;
+    /// <summary>Rows per chunk of RMSNorm's dw (each thread sums one column over one chunk).</summary>
+    public int Chunk;
 }
 
 internal static partial class IlgpuKernels
@@ -90,13 +92,18 @@ internal static partial class IlgpuKernels
         for (int j = t; j < p.N; j += step) dx[o + j] = rs * w[j] * dy[o + j] - x[o + j] * coef;
     }
 
-    /// <summary>RMSNorm backward dw: one thread per column summing over rows in order (deterministic, no atomics).</summary>
+    /// <summary>
+    /// RMSNorm backward dw over one chunk of rows: thread e = c·n + j sums column j over rows [c·Chunk, (c+1)·Chunk)
+    /// in order into partial[e] (deterministic, no atomics; with one chunk, partial is dw itself).
+    /// </summary>
     [IlgpuKernel]
-    public static void RmsNormBackwardDw(Index1D j, ArrayView<float> x, ArrayView<float> rstd, ArrayView<float> dy, ArrayView<float> dw, RowArgs p)
+    public static void RmsNormBackwardDw(Index1D e, ArrayView<float> x, ArrayView<float> rstd, ArrayView<float> dy, ArrayView<float> partial, RowArgs p)
     {
+        int c = e / p.N, j = e % p.N;
+        int end = XMath.Min(p.Rows, (c + 1) * p.Chunk);
         float acc = 0f;
-        for (int r = 0; r < p.Rows; r++) acc += dy[r * p.N + j] * x[r * p.N + j] * rstd[r];
-        dw[j] = acc;
+        for (int r = c * p.Chunk; r < end; r++) acc += dy[r * p.N + j] * x[r * p.N + j] * rstd[r];
+        partial[e] = acc;
     }
 }
 
@@ -142,7 +149,27 @@ public sealed partial class IlgpuBackend
             var k = Cached(ref _rmsNormDx, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.RmsNormBackwardDx));
             k(RowConfig(rows), F(x, "RmsNormBackward"), F(w, "RmsNormBackward"), F(rstd, "RmsNormBackward"), F(dy, "RmsNormBackward"), F(dx, "RmsNormBackward"), p);
         }
+        // dw sums over all rows: one thread per column looping over thousands of rows would leave the GPU nearly idle
+        // and wait on memory at every row, so the rows are cut into about √rows chunks, a thread per (chunk, column),
+        // and the chunks' sums are added in order by a column reduction. Chunks depend only on the shape: same bits.
         var kw = Cached(ref _rmsNormDw, () => Auto<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.RmsNormBackwardDw));
-        kw(n, F(x, "RmsNormBackward"), F(rstd, "RmsNormBackward"), F(dy, "RmsNormBackward"), F(dw, "RmsNormBackward").SubView(0, n), p);
+        p.Chunk = DwChunkRows(rows);
+        int chunks = rows == 0 ? 1 : (rows + p.Chunk - 1) / p.Chunk;
+        if (chunks == 1)
+        {
+            kw(n, F(x, "RmsNormBackward"), F(rstd, "RmsNormBackward"), F(dy, "RmsNormBackward"), F(dw, "RmsNormBackward").SubView(0, n), p);
+            return;
+        }
+        using var partial = AllocateUninitialized(DType.Float32, chunks * n);
+        kw(chunks * n, F(x, "RmsNormBackward"), F(rstd, "RmsNormBackward"), F(dy, "RmsNormBackward"), F(partial, "RmsNormBackward"), p);
+        Reduce(ReduceOp.Sum, partial, 0, dw, 1, chunks, n);
+    }
+
+    /// <summary>Rows per chunk of RMSNorm's dw: a power of two near √rows, at least 16 (so up to 16 rows take one pass).</summary>
+    internal static int DwChunkRows(int rows)
+    {
+        int chunk = 16;
+        while ((long)chunk * chunk < rows) chunk *= 2;
+        return chunk;
     }
 }
