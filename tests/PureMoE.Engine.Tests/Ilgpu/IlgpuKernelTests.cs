@@ -177,6 +177,8 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
     [InlineData(4, 3, 17)]
     [InlineData(300, 2, 1)]  // short rows (a router's k gates): one thread per row
     [InlineData(7, 32, 1)]   // the longest row summed by one thread
+    [InlineData(2, 300, 5)]  // columns over a long n: 10 chunks of 32 (the last of 12), then the chunks in order
+    [InlineData(1, 17, 3)]   // 2 chunks of 16, the second of 1
     public void ReduceMatchesReference(int outer, int n, int inner)
     {
         var x = K.Rand(outer * n * inner + 4, outer + n + inner);
@@ -186,11 +188,14 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
             var ye = K.S(new float[outer * inner]);
             Ref.Reduce(op, K.S(x), 4, ye, outer, n, inner);
             var ya = B.Allocate(DType.Float32, outer * inner);
-            string rowKernel = op == ReduceOp.Sum ? "sumRows" : "maxRows";
-            long before = B.LaunchesByKernel.GetValueOrDefault(rowKernel);
+            string rowKernel = op == ReduceOp.Sum ? "sumRows" : "maxRows", chunkKernel = op == ReduceOp.Sum ? "sumColChunks" : "maxColChunks";
+            var before = B.LaunchesByKernel;
             B.Reduce(op, Up(x), 4, ya, outer, n, inner);
-            // A group per row only for rows longer than ShortRow; the rest, one thread per output.
-            Assert.Equal(inner == 1 && n > IlgpuBackend.ShortRow ? 1 : 0, B.LaunchesByKernel.GetValueOrDefault(rowKernel) - before);
+            long Ran(string kernel) => B.LaunchesByKernel.GetValueOrDefault(kernel) - before.GetValueOrDefault(kernel);
+            // A group per row only for rows longer than ShortRow; the rest, one thread per output, and columns over a
+            // long n first in chunks.
+            Assert.Equal(inner == 1 && n > IlgpuBackend.ShortRow ? 1 : 0, Ran(rowKernel));
+            Assert.Equal(inner > 1 && n > IlgpuBackend.ChunkRows(n) ? 1 : 0, Ran(chunkKernel));
             K.Close(K.F(ye), DownF(ya), 1e-5 * Slack, 1e-5 * Math.Sqrt(n) * Slack, $"{op} {outer}x{n}x{inner}");
         }
     }
@@ -280,11 +285,11 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
     }
 
     [Fact]
-    public void RmsNormDwChunksAreAboutTheSquareRootOfTheRows()
+    public void LongReductionsAreCutIntoChunksOfAboutTheSquareRoot()
     {
-        // A power of two near √rows, at least 16: up to 16 rows in one pass; 1024 rows as 32 chunks of 32.
-        foreach (var (rows, chunk) in new[] { (0, 16), (16, 16), (17, 16), (256, 16), (257, 32), (1024, 32), (4096, 64), (5000, 128) })
-            Assert.Equal(chunk, IlgpuBackend.DwChunkRows(rows));
+        // A power of two near √n, at least 16: up to 16 in one pass; 1024 as 32 chunks of 32.
+        foreach (var (n, chunk) in new[] { (0, 16), (16, 16), (17, 16), (256, 16), (257, 32), (1024, 32), (4096, 64), (5000, 128) })
+            Assert.Equal(chunk, IlgpuBackend.ChunkRows(n));
     }
 
     [Theory]

@@ -43,6 +43,8 @@ public struct ReduceArgs
     public int N;
     /// <summary>Inner extent.</summary>
     public int Inner;
+    /// <summary>Reduced elements per chunk (the chunked column reduction; see <see cref="IlgpuBackend.ChunkRows"/>).</summary>
+    public int Chunk;
 }
 
 internal static partial class IlgpuKernels
@@ -88,12 +90,34 @@ internal static partial class IlgpuKernels
         for (int j = 0; j < p.N; j++) acc = default(TOp).Combine(acc, x[p.Offset + (o * p.N + j) * p.Inner + i]);
         y[e] = acc;
     }
+
+    /// <summary>
+    /// inner &gt; 1, long n: the first stage of a chunked column reduction. Thread e = (o·chunks + c)·inner + i
+    /// reduces x[o, c·Chunk .. (c+1)·Chunk, i] in order into y[e] (y viewed as [outer, chunks, inner]).
+    /// </summary>
+    [IlgpuKernel]
+    public static void ReduceColumnChunks<TOp>(Index1D e, ArrayView<float> x, ArrayView<float> y, ReduceArgs p) where TOp : struct, IReduceOp
+    {
+        int chunks = (p.N + p.Chunk - 1) / p.Chunk;
+        int i = e % p.Inner, oc = e / p.Inner, c = oc % chunks, o = oc / chunks;
+        int end = XMath.Min(p.N, (c + 1) * p.Chunk);
+        float acc = default(TOp).Identity;
+        for (int j = c * p.Chunk; j < end; j++) acc = default(TOp).Combine(acc, x[p.Offset + (o * p.N + j) * p.Inner + i]);
+        y[e] = acc;
+    }
 }
 
 public sealed partial class IlgpuBackend
 {
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ReduceArgs>? _sumRows, _maxRows;
     private Action<Index1D, ArrayView<float>, ArrayView<float>, ReduceArgs>? _sumCols, _maxCols;
+    private Action<Index1D, ArrayView<float>, ArrayView<float>, ReduceArgs>? _sumColChunks, _maxColChunks;
+
+    /// <summary>
+    /// Reductions with at most this many outputs are chunked along n when n is long (a GPU runs tens of thousands
+    /// of threads at once; fewer outputs than that, each a thread looping over all of n, leave it waiting on memory).
+    /// </summary>
+    internal const int FewOutputs = 1 << 14;
 
     /// <summary>Rows up to this length are reduced one per thread rather than one per group.</summary>
     internal const int ShortRow = 32;
@@ -122,7 +146,32 @@ public sealed partial class IlgpuBackend
             var k = sum
                 ? Cached(ref _sumCols, () => Auto<ArrayView<float>, ArrayView<float>, ReduceArgs>(IlgpuKernels.ReduceColumns<SumReduce>))
                 : Cached(ref _maxCols, () => Auto<ArrayView<float>, ArrayView<float>, ReduceArgs>(IlgpuKernels.ReduceColumns<MaxReduce>));
-            k(outputs, xs, ys, p);
+            p.Chunk = ChunkRows(n);
+            int chunks = (n + p.Chunk - 1) / p.Chunk;
+            if (inner == 1 || chunks == 1 || outputs > FewOutputs)
+            {
+                k(outputs, xs, ys, p);
+                return;
+            }
+            // Few outputs over a long n: a thread per (chunk, output), then the chunks reduced in order. Chunks depend
+            // only on the shape, so the result is the same bits run to run.
+            var chunked = sum
+                ? Cached(ref _sumColChunks, () => Auto<ArrayView<float>, ArrayView<float>, ReduceArgs>(IlgpuKernels.ReduceColumnChunks<SumReduce>))
+                : Cached(ref _maxColChunks, () => Auto<ArrayView<float>, ArrayView<float>, ReduceArgs>(IlgpuKernels.ReduceColumnChunks<MaxReduce>));
+            using var partial = AllocateUninitialized(DType.Float32, outer * chunks * inner);
+            chunked(outer * chunks * inner, xs, F(partial, "Reduce"), p);
+            k(outputs, F(partial, "Reduce"), ys, new ReduceArgs { Offset = 0, Outer = outer, N = chunks, Inner = inner });
         }
+    }
+
+    /// <summary>
+    /// Elements per chunk when a long reduction is cut into chunks reduced in parallel and then in order: a power of two
+    /// near √n, at least 16 (so up to 16 take one pass). Depends only on n: the same chunks, the same bits, every run.
+    /// </summary>
+    internal static int ChunkRows(int n)
+    {
+        int chunk = 16;
+        while ((long)chunk * chunk < n) chunk *= 2;
+        return chunk;
     }
 }

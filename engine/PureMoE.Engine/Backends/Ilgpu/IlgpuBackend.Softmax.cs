@@ -17,7 +17,7 @@ public struct RowArgs
     public int CausalQuery;
     /// <summary>RMSNorm epsilon.</summary>
     public float Eps;
-    /// <summary>Rows per chunk of RMSNorm's dw (each thread sums one column over one chunk).</summary>
+    /// <summary>Rows per chunk of RMSNorm's dw (each thread sums one column over one chunk; <see cref="IlgpuBackend.ChunkRows"/>).</summary>
     public int Chunk;
 }
 
@@ -153,7 +153,7 @@ public sealed partial class IlgpuBackend
         // and wait on memory at every row, so the rows are cut into about √rows chunks, a thread per (chunk, column),
         // and the chunks' sums are added in order by a column reduction. Chunks depend only on the shape: same bits.
         var kw = Cached(ref _rmsNormDw, () => Auto<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.RmsNormBackwardDw));
-        p.Chunk = DwChunkRows(rows);
+        p.Chunk = ChunkRows(rows);
         int chunks = rows == 0 ? 1 : (rows + p.Chunk - 1) / p.Chunk;
         if (chunks == 1)
         {
@@ -163,13 +163,5 @@ public sealed partial class IlgpuBackend
         using var partial = AllocateUninitialized(DType.Float32, chunks * n);
         kw(chunks * n, F(x, "RmsNormBackward"), F(rstd, "RmsNormBackward"), F(dy, "RmsNormBackward"), F(partial, "RmsNormBackward"), p);
         Reduce(ReduceOp.Sum, partial, 0, dw, 1, chunks, n);
-    }
-
-    /// <summary>Rows per chunk of RMSNorm's dw: a power of two near √rows, at least 16 (so up to 16 rows take one pass).</summary>
-    internal static int DwChunkRows(int rows)
-    {
-        int chunk = 16;
-        while ((long)chunk * chunk < rows) chunk *= 2;
-        return chunk;
     }
 }
