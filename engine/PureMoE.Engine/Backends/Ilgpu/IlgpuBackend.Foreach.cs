@@ -50,8 +50,8 @@ public sealed partial class IlgpuBackend
 
     /// <inheritdoc />
     /// <remarks>
-    /// Each launch sums up to 16 tensors' squares chunk by chunk into a partial per chunk; one row reduction then adds
-    /// the partials in order. No atomics: the result is the same bits run to run.
+    /// Each launch sums up to 16 tensors' squares chunk by chunk into a partial per chunk; one reduction then adds
+    /// the partials. No atomics: the result is the same bits run to run.
     /// </remarks>
     public void SumOfSquares(IReadOnlyList<BufferSlice> tensors, Storage result)
     {

@@ -196,12 +196,9 @@ public sealed partial class IlgpuBackend
     private void LaunchGrouped(int[] table, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GroupOperands operands, GemmArgs p)
     {
         int tiles = table.Length / IlgpuKernels.GroupedTileInts;
-        var buffer = Pool.Rent((long)table.Length * sizeof(int));
+        var (buffer, view) = UploadTable(table);
         try
         {
-            ArrayView<byte> bytes = buffer.View;
-            var view = bytes.Cast<int>().SubView(0, table.Length);
-            Uploads.Upload(view, table);
             var kernel = Cached(ref _sgemmGrouped, () =>
                 Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupOperands, ArrayView<int>, GemmArgs>(
                     IlgpuKernels.SgemmGrouped128));
