@@ -42,7 +42,7 @@ best_peer=0
 for ((r = 0; r < ROUNDS; r++)); do
     # Ours: tokens/s over all steps (first step's JIT included; one validation batch at step 1 and at the end).
     ours=$(CI=true DOTNET_PROCESSOR_COUNT=$THREADS dotnet "$CLI" train --data "$DATA" --steps "$STEPS" "${MODEL[@]}" \
-        --eval-every 100000 --eval-batches 1 --warmup 3 | sed -n 's/^done in .* (\([0-9,]*\) tok\/s).*/\1/p' | tr -d ,)
+        --eval-every 100000 --eval-batches 1 --warmup 3 | sed -n 's/^done in .* (\([0-9,]*\) tok\/s[;)].*/\1/p' | tr -d ,)
     peer=$(OMP_NUM_THREADS=$THREADS "$PY" bench/peers/train_torch.py --data "$DATA" --steps "$STEPS" --threads $THREADS \
         "${MODEL[@]}")
     peer_tps=$(echo "$peer" | "$PY" -c 'import json,sys; print(round(json.load(sys.stdin)["tokens_per_s"]))')

@@ -100,6 +100,14 @@ gemm() { json "quick gemm $*" 90 "${ours[@]}" gemm --device $dev "$@"; }
 peer_gemm() { [ $torch_ok -eq 0 ] || json "torch gemm $*" 90 "$py" bench/peers/gemm_torch.py --device $tdev "$@"; }
 moe() { json "quick moe $*" 120 "${ours[@]}" moe --device $dev "$@"; }
 peer_moe() { [ $torch_ok -eq 0 ] || json "torch moe $*" 120 "$py" bench/peers/moe_torch.py --device $tdev "$@"; }
+peer_train() { # peer_train ARGS...: PyTorch eager training the default job's model on the same device kind
+  [ $torch_ok -eq 1 ] || return 0
+  local text=$work/peer-text.txt
+  "$py" -c 'import random, sys
+r = random.Random(1); w = "the cat a dog my friend sees likes follows the river a red ball count rev".split()
+open(sys.argv[1], "w").write("\n".join(" ".join(r.choice(w) for _ in range(8)) + f" {r.randint(0, 99)}+{r.randint(0, 99)}" for _ in range(20000)))' "$text"
+  json "torch train $*" 120 "$py" bench/peers/train_torch.py --device $tdev --data "$text" --layers 2 --heads 4 --kv-heads 2 --experts 4 --k 2 "$@"
+}
 train() { # train DEVICE ARGS...: the training job, its "done in" line into the summary
   local d=$1 log=$work/train-$1.log; shift
   step "puremoe train --device $d ${*:-(the default job)}" 150 \
@@ -139,6 +147,13 @@ else
 fi
 grep -h "Total:" "$tests" | sed 's/^ */  /' | tee -a "$summary" >&3
 train $dev "${train_small[@]}"
+# The same model in PyTorch eager on the same device: steady tokens/s, ours (steps after the first, validation
+# excluded) against theirs (after untimed warm-up steps).
+if [ $gpu -eq 1 ]; then peer_train --hidden 64 --ff 128 --batch 16 --seq 64 --steps 100 --warmup 5
+else peer_train --hidden 32 --ff 64 --batch 4 --seq 32 --steps 3 --warmup 1; fi
+ours_tps=$(sed -n 's/^done in .*; \([0-9,]*\) tok\/s after the first step.*/\1/p' "$work/train-$dev.log" 2>/dev/null | tr -d ,)
+torch_tps=$(grep '"warmup"' "$results" 2>/dev/null | tail -1 | "$py" -c 'import json, sys; print(round(json.loads(sys.stdin.read())["tokens_per_s"]))' 2>/dev/null)
+[ -n "$ours_tps" ] && [ -n "$torch_tps" ] && say "  training, steady tokens/s: ours $ours_tps, torch $torch_tps, ours/torch $("$py" -c "print(f'{$ours_tps / $torch_tps:.2f}')")"
 absent=$([ $gpu -eq 1 ] && echo cuda:99 || echo cuda)
 step "puremoe train --device $absent fails clearly" 30 \
   bash -c '! CI=true dotnet "$1" train --device "$2" --steps 1 >"$3" 2>&1 && grep -q "no such device" "$3"' _ "$cli" $absent "$work/absent.log"
@@ -228,7 +243,7 @@ fi
 if [ -n "$py" ]; then
   "$py" - "$results" <<'PYEOF' | tee -a "$summary" >&3
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+rows = [r for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")) if "bench" in r]
 def key(r): return (r["m"], r["n"], r["k"], r.get("transA", False), r.get("transB", False))
 torch = {key(r): r for r in rows if r["bench"] == "gemm" and r["impl"] == "torch"}
 print(f"\n{'gemm m x n x k':<22} {'ours GFLOP/s':>13} {'torch GFLOP/s':>14} {'ratio':>6}  kernel")

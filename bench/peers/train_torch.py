@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Full training steps of a tiny Mixtral-architecture MoE LM in PyTorch CPU: the peer of `puremoe train`.
+"""Full training steps of a tiny Mixtral-architecture MoE LM in PyTorch eager: the peer of `puremoe train`.
 
 Same architecture as PureMoE's MixtralForCausalLM with Mixtral's router (softmax over experts, top-k, renormalise,
 dropless): byte vocabulary 256, RMSNorm, grouped-query attention with RoPE (theta 1e6), SwiGLU experts, untied
 lm_head. A step = forward, mean next-token cross-entropy, backward, clip_grad_norm_(1.0), AdamW (lr 3e-3,
 weight decay 0.1). Batches are random byte windows of the given text. Prints one JSON line.
+--device cuda runs it on the GPU (float32, TF32 off); --warmup N untimed steps come first (a GPU's first steps
+initialise cuBLAS and the caching allocator), so tokens_per_s is the steady rate over --steps.
 """
-import argparse, json, math, time
+import argparse, json, math, os, sys, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tf32 import disable_tf32  # noqa: E402
+
+disable_tf32(torch)
 
 
 class RMSNorm(nn.Module):
@@ -46,7 +53,7 @@ class Attention(nn.Module):
         rep = self.h // self.kv
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         att = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
-        mask = torch.triu(torch.ones(s, s, dtype=torch.bool), 1)
+        mask = torch.triu(torch.ones(s, s, dtype=torch.bool, device=x.device), 1)
         att = att.masked_fill(mask, float("-inf")).softmax(-1)
         return self.o_proj((att @ v).transpose(1, 2).reshape(b, s, -1))
 
@@ -135,27 +142,39 @@ def main():
     p.add_argument("--experts", type=int, default=8)
     p.add_argument("--k", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="accepted for the bench scripts; the output is always one JSON line")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     data = torch.tensor(list(open(a.data, "rb").read()), dtype=torch.long)
-    model = Model(a)
+    model = Model(a).to(a.device)
+    # PyTorch's default AdamW on a GPU is its multi-tensor (foreach) form, as ours.
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
     losses = []
-    start = time.perf_counter()
-    for step in range(a.steps):
+
+    def step():
         starts = torch.randint(0, len(data) - a.seq - 1, (a.batch,))
-        batch = torch.stack([data[s:s + a.seq + 1] for s in starts.tolist()])
+        batch = torch.stack([data[s:s + a.seq + 1] for s in starts.tolist()]).to(a.device)
         logits = model(batch[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append(loss.item())  # a host read each step, as ours: the step has finished on the device
+
+    for _ in range(a.warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(a.steps):
+        step()
     elapsed = time.perf_counter() - start
     params = sum(p.numel() for p in model.parameters())
-    print(json.dumps({"peer": f"torch {torch.__version__}", "threads": torch.get_num_threads(), "steps": a.steps,
+    where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(json.dumps({"bench": "train", "impl": "torch", "peer": f"torch {torch.__version__}", "device": a.device, "accelerator": where,
+                      "threads": torch.get_num_threads(), "steps": a.steps, "warmup": a.warmup,
                       "tokens_per_s": a.steps * a.batch * a.seq / elapsed, "seconds": elapsed, "parameters": params,
                       "first_loss": losses[0], "last_loss": losses[-1]}))
 

@@ -181,7 +181,14 @@ public static class TrainCommand
     /// <param name="Cancelled">True when the run stopped early on cancellation (a checkpoint was saved).</param>
     /// <param name="CheckpointPath">The last checkpoint saved, if any.</param>
     public sealed record TrainResult(IReadOnlyList<double> TrainLosses, IReadOnlyList<(int Step, double Loss)> ValidLosses, MixtralForCausalLM Model,
-        IReadOnlyList<StepReport> History, double TokensPerSecond, bool Cancelled, string? CheckpointPath);
+        IReadOnlyList<StepReport> History, double TokensPerSecond, bool Cancelled, string? CheckpointPath)
+    {
+        /// <summary>
+        /// Training throughput without the run's first step (which compiles a GPU's kernels and warms caches) and
+        /// without validation: tokens of steps 2.. over their time. NaN with fewer than two steps.
+        /// </summary>
+        public double SteadyTokensPerSecond { get; init; } = double.NaN;
+    }
 
     /// <summary>Trains (the command's body; tests call it directly). Cancelling <paramref name="cancel"/> saves a checkpoint and returns.</summary>
     public static TrainResult Run(TrainOptions o, TextWriter log, CancellationToken cancel = default) => Run(o, log, cancel, null);
@@ -258,6 +265,9 @@ public static class TrainCommand
         var history = new List<StepReport>();
         var clock = Stopwatch.StartNew();
         long tokensHere = 0;
+        // Steps after this process's first, timed alone (each ends by reading its loss, so a device has finished it).
+        double steadySeconds = 0;
+        long steadyTokens = 0;
         string? lastCheckpoint = null;
         IReadOnlyList<RoutingStats?> lastStats = MoeMixtral.LastStats(model);
         int logEvery = Math.Max(1, Math.Min(o.EvalEvery, 10));
@@ -284,6 +294,7 @@ public static class TrainCommand
             // Every buffer of the step (activations, gradients) goes back to a pool at its end, and the next step
             // reuses it: the device's pool, or on the CPU the host-array pool (no fresh pages for the OS to zero).
             // Parameters and optimizer state were made outside the scope.
+            long stepStart = Stopwatch.GetTimestamp();
             long readsBefore = device.HostReads, launchesBefore = device.Launches;
             var byKernelBefore = device.LaunchesByKernel;
             using (DeviceScope.Begin(reuseHostMemory: true))
@@ -303,6 +314,11 @@ public static class TrainCommand
                 lastStats = stats;
                 losses.Add(lossValue);
                 model.ZeroGrad();    // the gradients' buffers go back to the pool with the scope
+            }
+            if (step > start + 1)
+            {
+                steadySeconds += Stopwatch.GetElapsedTime(stepStart).TotalSeconds;
+                steadyTokens += o.Batch * o.Seq;
             }
             tokens += o.Batch * o.Seq;
             tokensHere += o.Batch * o.Seq;
@@ -329,8 +345,11 @@ public static class TrainCommand
                 lastCheckpoint = SaveCheckpoint(step);
         }
         double tps = tokensHere / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+        double steady = steadyTokens > 0 ? steadyTokens / Math.Max(steadySeconds, 1e-9) : double.NaN;
         if (losses.Count > 0 && valid.Count > 0)
-            log.WriteLine($"done in {clock.Elapsed.TotalSeconds:F1} s ({tps:N0} tok/s): loss {losses[0]:F4} -> {losses[^1]:F4}, valid {valid[0].Loss:F4} -> {valid[^1].Loss:F4}");
+            log.WriteLine($"done in {clock.Elapsed.TotalSeconds:F1} s ({tps:N0} tok/s" +
+                          (double.IsNaN(steady) ? "" : $"; {steady:N0} tok/s after the first step, validation excluded") +
+                          $"): loss {losses[0]:F4} -> {losses[^1]:F4}, valid {valid[0].Loss:F4} -> {valid[^1].Loss:F4}");
         if (history.Count > 0 && history[^1].LaunchesByKernel.Count > 0)
             log.WriteLine($"last step's launches by kernel: {TopKernels(history[^1].LaunchesByKernel)}");
         if (device.UploadStagingUnavailable is { } why) log.WriteLine($"note: {why}");
@@ -340,7 +359,7 @@ public static class TrainCommand
             TrainCheckpoint.Save(o.OutDir, model, optimizer, State(o.Steps), lastStats);
             log.WriteLine($"saved {o.OutDir}");
         }
-        return new TrainResult(losses, valid, model, history, tps, false, lastCheckpoint);
+        return new TrainResult(losses, valid, model, history, tps, false, lastCheckpoint) { SteadyTokensPerSecond = steady };
     }
 
     // Device → host reads of the step on an ILGPU device (each one a synchronisation), and the work it queued.
