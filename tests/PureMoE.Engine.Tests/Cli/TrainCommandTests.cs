@@ -22,6 +22,18 @@ public class TrainCommandTests
     }
 
     [Fact]
+    public void TheDoneLineGivesTheThroughputAfterTheFirstStep()
+    {
+        // The steady rate leaves out the first step (a GPU compiles its kernels there) and validation.
+        var log = new StringWriter();
+        var r = TrainCommand.Run(Short(3), log, TestContext.Current.CancellationToken);
+        Assert.True(double.IsFinite(r.SteadyTokensPerSecond) && r.SteadyTokensPerSecond > 0, $"{r.SteadyTokensPerSecond}");
+        Assert.Matches(@"done in [0-9.]+ s \([0-9,]+ tok/s; [0-9,]+ tok/s after the first step, validation excluded\)", log.ToString());
+        var one = TrainCommand.Run(Short(1), log, TestContext.Current.CancellationToken);
+        Assert.True(double.IsNaN(one.SteadyTokensPerSecond));
+    }
+
+    [Fact]
     public void LossFallsOnTheEmbeddedCorpus()
     {
         var r = TrainCommand.Run(Short(60), TextWriter.Null, TestContext.Current.CancellationToken);
