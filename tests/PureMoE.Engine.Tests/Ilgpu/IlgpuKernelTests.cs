@@ -234,8 +234,11 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
     [InlineData(6, 33, 3)]
     [InlineData(4, 65, 2)]
     [InlineData(2, 300, 0)]
+    [InlineData(300, 8, 0)]  // a router's rows: one thread per row
+    [InlineData(10, 32, 5)]  // the longest row one thread takes, causal
     public void SoftmaxAndBackwardMatchReference(int rows, int n, int causal)
     {
+        var launched = B.LaunchesByKernel;
         var x = K.Rand(rows * n, rows + n, -5, 5);
         var dy = CpuKernelRowTests.MaskedNaN(K.Rand(rows * n, rows * n + 1), rows, n, causal);
         foreach (bool log in new[] { false, true })
@@ -253,6 +256,11 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
             B.SoftmaxBackward(Up(K.F(ye)), Up(dy), dxa, rows, n, log, causal);
             K.Close(K.F(dxe), DownF(dxa), 1e-5 * Slack, 1e-5 * Slack, $"softmax backward log={log} {rows}x{n} causal={causal}");
         }
+        // Rows of up to ShortRow elements take the thread-per-row kernels (2 calls each: softmax and log-softmax).
+        bool shortRows = n <= IlgpuBackend.ShortRow;
+        long Ran(string kernel) => B.LaunchesByKernel.GetValueOrDefault(kernel) - launched.GetValueOrDefault(kernel);
+        Assert.Equal((shortRows ? 2 : 0, shortRows ? 0 : 2), (Ran("softmaxShortRows"), Ran("softmax")));
+        Assert.Equal((shortRows ? 2 : 0, shortRows ? 0 : 2), (Ran("softmaxBackwardShortRows"), Ran("softmaxBackward")));
     }
 
     [Theory]

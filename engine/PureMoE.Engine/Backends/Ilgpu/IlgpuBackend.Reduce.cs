@@ -119,7 +119,7 @@ public sealed partial class IlgpuBackend
     /// </summary>
     internal const int FewOutputs = 1 << 14;
 
-    /// <summary>Rows up to this length are reduced one per thread rather than one per group.</summary>
+    /// <summary>Rows up to this length are reduced (and softmaxed) one per thread rather than one per group.</summary>
     internal const int ShortRow = 32;
 
     /// <inheritdoc />

@@ -64,6 +64,42 @@ internal static partial class IlgpuKernels
         }
     }
 
+    /// <summary>
+    /// <see cref="Softmax"/> with one thread per row, for short rows (a router's experts): the same max, Σexp and
+    /// write, each a loop over the row.
+    /// </summary>
+    [IlgpuKernel]
+    public static void SoftmaxShortRows(Index1D r, ArrayView<float> x, ArrayView<float> y, RowArgs p)
+    {
+        int o = r * p.N;
+        int valid = p.CausalQuery > 0 ? XMath.Min(p.N, r % p.CausalQuery + p.N - p.CausalQuery + 1) : p.N;
+        float max = float.NegativeInfinity;
+        for (int j = 0; j < valid; j++) max = XMath.Max(max, x[o + j]);
+        float sum = 0f;
+        for (int j = 0; j < valid; j++) sum += XMath.Exp(x[o + j] - max);
+        float logSum = XMath.Log(sum);
+        for (int j = 0; j < p.N; j++)
+        {
+            if (j >= valid) y[o + j] = p.Log != 0 ? float.NegativeInfinity : 0f;
+            else y[o + j] = p.Log != 0 ? x[o + j] - max - logSum : XMath.Exp(x[o + j] - max) / sum;
+        }
+    }
+
+    /// <summary><see cref="SoftmaxBackward"/> with one thread per row, for short rows.</summary>
+    [IlgpuKernel]
+    public static void SoftmaxBackwardShortRows(Index1D r, ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, RowArgs p)
+    {
+        int o = r * p.N;
+        int valid = p.CausalQuery > 0 ? XMath.Min(p.N, r % p.CausalQuery + p.N - p.CausalQuery + 1) : p.N;
+        float s = 0f;
+        for (int j = 0; j < valid; j++) s += p.Log != 0 ? dy[o + j] : y[o + j] * dy[o + j];
+        for (int j = 0; j < p.N; j++)
+        {
+            if (j >= valid) dx[o + j] = 0f;
+            else dx[o + j] = p.Log != 0 ? dy[o + j] - XMath.Exp(y[o + j]) * s : y[o + j] * (dy[o + j] - s);
+        }
+    }
+
     /// <summary>RMSNorm of one row per group; thread 0 saves rstd.</summary>
     [IlgpuKernel]
     public static void RmsNorm(ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, ArrayView<float> rstd, RowArgs p)
@@ -111,6 +147,8 @@ public sealed partial class IlgpuBackend
 {
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, RowArgs>? _softmax;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>? _softmaxBackward;
+    private Action<Index1D, ArrayView<float>, ArrayView<float>, RowArgs>? _softmaxShortRows;
+    private Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>? _softmaxBackwardShortRows;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>? _rmsNorm;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>? _rmsNormDx;
     private Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>? _rmsNormDw;
@@ -119,16 +157,31 @@ public sealed partial class IlgpuBackend
     public void Softmax(Storage x, Storage y, int rows, int n, bool log, int causalQuery)
     {
         if (rows == 0 || n == 0) return;
+        var p = new RowArgs { N = n, Rows = rows, Log = log ? 1 : 0, CausalQuery = causalQuery };
+        // Short rows (a router's experts) one per thread, as in Reduce: a group per row would leave most threads idle.
+        if (n <= ShortRow)
+        {
+            Cached(ref _softmaxShortRows, () => Auto<ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.SoftmaxShortRows))(
+                rows, F(x, "Softmax"), F(y, "Softmax"), p);
+            return;
+        }
         var k = Cached(ref _softmax, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.Softmax));
-        k(RowConfig(rows), F(x, "Softmax"), F(y, "Softmax"), new RowArgs { N = n, Rows = rows, Log = log ? 1 : 0, CausalQuery = causalQuery });
+        k(RowConfig(rows), F(x, "Softmax"), F(y, "Softmax"), p);
     }
 
     /// <inheritdoc />
     public void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int n, bool log, int causalQuery)
     {
         if (rows == 0 || n == 0) return;
+        var p = new RowArgs { N = n, Rows = rows, Log = log ? 1 : 0, CausalQuery = causalQuery };
+        if (n <= ShortRow)
+        {
+            Cached(ref _softmaxBackwardShortRows, () => Auto<ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.SoftmaxBackwardShortRows))(
+                rows, F(y, "SoftmaxBackward"), F(dy, "SoftmaxBackward"), F(dx, "SoftmaxBackward"), p);
+            return;
+        }
         var k = Cached(ref _softmaxBackward, () => Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, RowArgs>(IlgpuKernels.SoftmaxBackward));
-        k(RowConfig(rows), F(y, "SoftmaxBackward"), F(dy, "SoftmaxBackward"), F(dx, "SoftmaxBackward"), new RowArgs { N = n, Rows = rows, Log = log ? 1 : 0, CausalQuery = causalQuery });
+        k(RowConfig(rows), F(y, "SoftmaxBackward"), F(dy, "SoftmaxBackward"), F(dx, "SoftmaxBackward"), p);
     }
 
     /// <inheritdoc />
