@@ -30,8 +30,10 @@ public sealed partial class Tensor
     /// <summary>A new tensor filled with <paramref name="value"/>.</summary>
     public static Tensor Full(Shape shape, double value, DType dtype = DType.Float32, Device? device = null)
     {
-        var t = Zeros(shape, dtype, device);
-        if (value != 0) t.Backend.Fill(t.Storage, 0, t.Numel, value);
+        if (value == 0) return Zeros(shape, dtype, device);
+        // Fill writes every element: no zero fill first (one launch, not two, on a GPU).
+        var t = Empty(shape, dtype, Or(device));
+        t.Backend.Fill(t.Storage, 0, t.Numel, value);
         return t;
     }
 

@@ -21,7 +21,7 @@ public sealed partial class Tensor
         return Record("RmsNorm", y, [this, weight], g =>
         {
             var dx = Empty(x.Shape, x.DType, x.Device);
-            var dw = Zeros(w.Shape, w.DType, w.Device);
+            var dw = Empty(w.Shape, w.DType, w.Device); // every backend writes dw whole (a sum over rows, not an accumulation into it)
             x.Backend.RmsNormBackward(x.Storage, w.Storage, rstd.Storage, g.Dense().Storage, dx.Storage, dw.Storage, rows, n);
             return [dx, dw];
         });
