@@ -48,8 +48,8 @@ public sealed class Linear : Module
     {
         if (x.Shape[-1] != InFeatures)
             throw new ArgumentException($"Linear({Weight.Name ?? "weight"}): input {x.Shape} needs last dimension {InFeatures}");
-        // Weight.T is a transposed view; MatMul passes it to the GEMM as a flag (no copy).
-        var y = x.MatMul(Weight.T);
+        // One GEMM with the weight transposed by a flag; the backward hands the weight its gradient in its own layout.
+        var y = x.Linear(Weight);
         return Bias is Tensor b ? y.Add(b) : y;
     }
 }

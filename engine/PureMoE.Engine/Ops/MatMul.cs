@@ -47,6 +47,50 @@ public sealed partial class Tensor
     }
 
     /// <summary>
+    /// y = x·Wᵀ for x [..., in] and a weight W [out, in] (torch.nn.functional.linear without a bias): every row of x
+    /// times the weight in one GEMM. Its backward computes dW = dYᵀ·x straight into a new [out, in] buffer, which the
+    /// weight keeps as its gradient with no copy (x.MatMul(W.T) would give the weight a transposed view to copy).
+    /// </summary>
+    public Tensor Linear(Tensor weight)
+    {
+        CheckSameDevice("Linear", this, weight);
+        if (weight.Rank != 2 || Rank < 1 || Shape[-1] != weight.Shape[1])
+            throw new ArgumentException($"Linear: input {Shape} and weight {weight.Shape}: needs an input [..., in] and a weight [out, in]");
+        if (weight.DType != DType || !DType.IsFloatingPoint())
+            throw new ArgumentException($"Linear: input {Shape} {DType.Name()} and weight {weight.Shape} {weight.DType.Name()} need one float dtype");
+        int inF = weight.Shape[1], outF = weight.Shape[0];
+        int rows = Shape.ToArray()[..^1].Aggregate(1, (p, d) => p * d);
+        var x2 = Rows(Dense(), rows, inF);
+        var y2 = Empty(new Shape(rows, outF), DType, Device);
+        RunGemm(x2, weight.T, y2, 1);
+        var outShape = Shape.ToArray();
+        outShape[^1] = outF;
+        var y = new Tensor(y2.Storage, new Shape(outShape), Device);
+        Tensor x = this;
+        return Record("Linear", y, [x, weight], g =>
+        {
+            var g2 = Rows(g.Dense(), rows, outF);
+            Tensor? dx = null, dw = null;
+            if (x.RequiresGrad)
+            {
+                var dx2 = Empty(new Shape(rows, inF), x.DType, x.Device);
+                RunGemm(g2, weight, dx2, 1);                          // dX = dY·W
+                dx = new Tensor(dx2.Storage, x.Shape, x.Device).AsFreshGradient();
+            }
+            if (weight.RequiresGrad)
+            {
+                dw = Empty(weight.Shape, weight.DType, weight.Device);
+                RunGemm(g2.T, x2, dw, 1);                              // dW = dYᵀ·X, [out, in] as the weight
+                dw.AsFreshGradient();
+            }
+            return [dx, dw];
+        });
+    }
+
+    // A contiguous tensor viewed as a [rows, cols] matrix (its storage from offset 0).
+    private static Tensor Rows(Tensor dense, int rows, int cols) => new(dense.Storage, new Shape(rows, cols), dense.Device);
+
+    /// <summary>
     /// dB of y = A·B: Aᵀ·dY summed over A's batch dimensions. When the forward folded A's batch into its rows (B a
     /// plain matrix), so does this: one GEMM of [k, rows]·[rows, n] reduces over every row at once, instead of a
     /// batched product into a [batch, k, n] temporary and a sum over the batch.

@@ -23,7 +23,8 @@ public sealed partial class Tensor
             var dx = Empty(x.Shape, x.DType, x.Device);
             var dw = Empty(w.Shape, w.DType, w.Device); // every backend writes dw whole (a sum over rows, not an accumulation into it)
             x.Backend.RmsNormBackward(x.Storage, w.Storage, rstd.Storage, g.Dense().Storage, dx.Storage, dw.Storage, rows, n);
-            return [dx, dw];
+            // Both are new buffers no one else holds: a leaf keeps them as its gradient without a copy.
+            return [dx.AsFreshGradient(), dw.AsFreshGradient()];
         });
     }
 }

@@ -117,3 +117,74 @@ public class MatMulGradTests
         GradChecker.Check("MatMul 4-D broadcast", t => t[0].MatMul(t[1]), 5, a4, b4);
     }
 }
+
+/// <summary>Tensor.Linear (x·Wᵀ): gradients, equality with MatMul(W.T), and the weight's gradient kept without a copy.</summary>
+[Collection("Ilgpu")] // one test counts launches on Device.IlgpuCpu, which serves one thread at a time
+public class LinearGradTests
+{
+    [Theory]
+    [InlineData(new[] { 3, 4 }, 2, false)]      // [rows, in]
+    [InlineData(new[] { 2, 3, 4 }, 5, false)]   // batched rows, folded into one GEMM
+    [InlineData(new[] { 4 }, 3, true)]          // one vector; reference backend
+    [InlineData(new[] { 2, 0, 4 }, 3, false)]   // no rows
+    public void LinearGradientsMatchFiniteDifferences(int[] xShape, int outF, bool reference)
+    {
+        var device = reference ? Device.CpuReference : Device.Cpu;
+        var rng = new Rng(7);
+        var x = GradChecker.Randn(new Shape(xShape), rng, device: device);
+        var w = GradChecker.Randn(new Shape(outF, xShape[^1]), rng, device: device);
+        GradChecker.Check($"Linear x{string.Join(",", xShape)} out {outF}", t => t[0].Linear(t[1]), 5, x, w);
+    }
+
+    [Fact]
+    public void LinearIsMatMulByTheTransposedWeightAndHandsTheWeightItsOwnGradient()
+    {
+        var rng = new Rng(3);
+        var x = Tensor.Randn(new Shape(2, 5, 6), rng);
+        var w = Tensor.Randn(new Shape(4, 6), rng);
+        x.RequiresGrad = true;
+        w.RequiresGrad = true;
+        var y = x.Linear(w);
+        Assert.Equal(new Shape(2, 5, 4), y.Shape);
+        var expected = x.MatMul(w.T);
+        Assert.Equal(expected.ToFloatArray(), y.ToFloatArray());
+        y.Square().Sum().Backward();
+        var (gx, gw) = (x.Grad!.ToFloatArray(), w.Grad!.ToFloatArray());
+        x.ZeroGrad();
+        w.ZeroGrad();
+        expected.Square().Sum().Backward();
+        PureMoE.Engine.Tests.Backends.K.Close(x.Grad!.ToFloatArray(), gx, 1e-6, 1e-6, "dx");
+        PureMoE.Engine.Tests.Backends.K.Close(w.Grad!.ToFloatArray(), gw, 1e-6, 1e-6, "dw");
+    }
+
+    [Fact]
+    [Trait("Device", "IlgpuCpu")]
+    public void TheWeightKeepsTheBackwardsBufferAsItsGradientWithoutACopy()
+    {
+        // Counted on an ILGPU device, where every copy is a launch: x.MatMul(w.T) hands the weight a transposed view
+        // of its gradient, which it copies; x.Linear(w) hands it an [out, in] buffer, which it keeps.
+        var device = Device.IlgpuCpu;
+        var rng = new Rng(5);
+        var x = Tensor.Randn(new Shape(3, 4), rng).To(device);
+        var w = Tensor.Randn(new Shape(2, 4), rng).To(device);
+        w.RequiresGrad = true;
+        var seed = Tensor.Ones(new Shape(3, 2), device: device);
+        long Copies(Func<Tensor> forward)
+        {
+            w.ZeroGrad();
+            var y = forward();
+            long before = device.LaunchesByKernel.GetValueOrDefault("copyF");
+            y.Backward(seed);
+            return device.LaunchesByKernel.GetValueOrDefault("copyF") - before;
+        }
+        Assert.Equal(1, Copies(() => x.MatMul(w.T)));
+        Assert.Equal(0, Copies(() => x.Linear(w)));
+    }
+
+    [Fact]
+    public void LinearShapeErrorsNameBothShapes()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Tensor.Zeros(new Shape(3, 4)).Linear(Tensor.Zeros(new Shape(2, 5))));
+        Assert.Equal("Linear: input [3,4] and weight [2,5]: needs an input [..., in] and a weight [out, in]", e.Message);
+    }
+}
