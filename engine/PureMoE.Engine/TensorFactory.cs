@@ -217,17 +217,11 @@ public sealed partial class Tensor
     }
 
     /// <summary>this += other (same shape, or broadcast into this shape). Not recorded: for gradient buffers and optimizers.</summary>
-    internal void AddInPlace(Tensor other) => BinaryInPlace(BinaryOp.Add, other, "AddInPlace");
-
-    /// <summary>this *= other (same shape, or broadcast into this shape). Not recorded: for gradient buffers and optimizers.</summary>
-    internal void MulInPlace(Tensor other) => BinaryInPlace(BinaryOp.Mul, other, "MulInPlace");
-
-    // this = this op other, written into this tensor's own storage (elementwise: each element reads only itself).
-    private void BinaryInPlace(BinaryOp op, Tensor other, string name)
+    internal void AddInPlace(Tensor other)
     {
-        if (!IsContiguous || Offset != 0) throw new InvalidOperationException($"{name}: target must own contiguous storage");
-        CheckSameDevice(name, this, other);
-        Backend.Binary(op, AsStrided(Shape), other.AsStrided(Shape), Storage, Shape);
+        if (!IsContiguous || Offset != 0) throw new InvalidOperationException("AddInPlace: target must own contiguous storage");
+        CheckSameDevice("AddInPlace", this, other);
+        Backend.Binary(BinaryOp.Add, AsStrided(Shape), other.AsStrided(Shape), Storage, Shape);
     }
 
     /// <summary>Copies the values of <paramref name="source"/> (same shape) into this tensor's storage, in place.</summary>

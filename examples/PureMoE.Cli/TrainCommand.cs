@@ -260,7 +260,7 @@ public static class TrainCommand
                       $"router {MoeMixtral.SpecOf(cfg).ToJson()}, {model.ParameterCount:N0} parameters; {o.Steps} steps of {o.Batch}x{o.Seq} tokens, seed {o.Seed}" +
                       (device.IsHost ? "" : $", on {device}"));
         if (device.Kind is DeviceKind.IlgpuCpu or DeviceKind.IlgpuWide)
-            log.WriteLine($"note: {device.Kind switch { DeviceKind.IlgpuCpu => "ilgpu-cpu", _ => "ilgpu-wide" }} is ILGPU's GPU emulator (about 0.1 GFLOP/s): it checks the GPU code path on tiny models; --device cpu is the fast CPU path");
+            log.WriteLine($"note: {device} is ILGPU's GPU emulator (about 0.1 GFLOP/s): it checks the GPU code path on tiny models; --device cpu is the fast CPU path");
 
         var history = new List<StepReport>();
         var clock = Stopwatch.StartNew();

@@ -75,7 +75,6 @@ public sealed class AdamW
     {
         using var _ = GradMode.NoGrad();
         var byBackend = new Dictionary<Backends.IBackend, List<Backends.AdamWSlot>>(ReferenceEqualityComparer.Instance);
-        var keepAlive = new List<Tensor>();    // converted or densified gradients, until their update is queued
         for (int i = 0; i < _parameters.Length; i++)
         {
             var p = _parameters[i];
@@ -87,13 +86,11 @@ public sealed class AdamW
             double bc1 = 1 - Math.Pow(Beta1, st.Step);
             double bc2 = 1 - Math.Pow(Beta2, st.Step);
             var g = grad.DType == p.DType ? grad.Dense() : grad.To(p.DType).Dense();
-            keepAlive.Add(g);
             if (!byBackend.TryGetValue(p.Backend, out var slots)) byBackend.Add(p.Backend, slots = []);
             slots.Add(new Backends.AdamWSlot(p.Storage, g.Storage, st.ExpAvg.Storage, st.ExpAvgSq.Storage, p.Numel, bc1, bc2));
         }
         foreach (var (backend, slots) in byBackend)
             backend.AdamW(slots, LearningRate, Beta1, Beta2, Eps, WeightDecay);
-        GC.KeepAlive(keepAlive);
     }
 
     /// <summary>Zero moments for <paramref name="p"/>, owned by no <see cref="DeviceScope"/> (they live as long as the optimizer).</summary>

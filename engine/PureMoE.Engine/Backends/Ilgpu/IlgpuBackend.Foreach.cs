@@ -13,24 +13,34 @@ public sealed partial class IlgpuBackend
     private int ForeachChunk => 16 * GroupSize;
 
     /// <summary>
-    /// The non-empty tensors in launches of up to <see cref="GroupOperands.Count"/>: for each launch the indices of
-    /// its tensors (slot i holds tensors[indices[i]]) and its chunk table.
+    /// One launch of a foreach kernel: the indices of its tensors (slot i holds tensors[Indices[i]]), its table
+    /// (<see cref="Chunks"/> entries of <see cref="IlgpuKernels.ForeachChunkInts"/>, then room for a few ints per
+    /// slot) and its chunk count, which is its group count.
     /// </summary>
-    private List<(int[] Indices, int[] Chunks)> ForeachLaunches(IReadOnlyList<int> lengths)
+    private readonly record struct ForeachLaunch(int[] Indices, int[] Table, int Chunks);
+
+    /// <summary>The non-empty tensors in launches of up to <see cref="GroupOperands.Count"/>, each with its chunk table.</summary>
+    private List<ForeachLaunch> ForeachLaunches(IReadOnlyList<int> lengths, int intsPerSlot = 0)
     {
-        var launches = new List<(int[], int[])>();
+        var launches = new List<ForeachLaunch>();
         var nonEmpty = Enumerable.Range(0, lengths.Count).Where(i => lengths[i] > 0).ToArray();
         for (int first = 0; first < nonEmpty.Length; first += GroupOperands.Count)
         {
             var indices = nonEmpty[first..Math.Min(nonEmpty.Length, first + GroupOperands.Count)];
-            var chunks = new List<int>();
+            int chunks = indices.Sum(i => (lengths[i] + ForeachChunk - 1) / ForeachChunk);
+            var table = new int[chunks * IlgpuKernels.ForeachChunkInts + intsPerSlot * indices.Length];
+            int at = 0;
             for (int slot = 0; slot < indices.Length; slot++)
             {
                 int n = lengths[indices[slot]];
                 for (int start = 0; start < n; start += ForeachChunk)
-                    chunks.AddRange([slot, start, Math.Min(ForeachChunk, n - start)]);
+                {
+                    table[at++] = slot;
+                    table[at++] = start;
+                    table[at++] = Math.Min(ForeachChunk, n - start);
+                }
             }
-            launches.Add((indices, chunks.ToArray()));
+            launches.Add(new ForeachLaunch(indices, table, chunks));
         }
         return launches;
     }
@@ -45,8 +55,8 @@ public sealed partial class IlgpuBackend
         return (buffer, view);
     }
 
-    private GroupOperands Operands(IEnumerable<Storage> storages, int[] lengths, string op) =>
-        GroupOperands.Of(storages.Select((s, i) => F(s, op).SubView(0, lengths[i])).ToArray());
+    private GroupOperands Operands(IEnumerable<BufferSlice> tensors, string op) =>
+        GroupOperands.Of(tensors.Select(t => F(t.Storage, op).SubView(0, t.Length)).ToArray());
 
     /// <inheritdoc />
     /// <remarks>
@@ -57,7 +67,7 @@ public sealed partial class IlgpuBackend
     {
         const string op = "SumOfSquares";
         var launches = ForeachLaunches(tensors.Select(t => t.Length).ToArray());
-        int partialCount = launches.Sum(l => l.Chunks.Length / IlgpuKernels.ForeachChunkInts);
+        int partialCount = launches.Sum(l => l.Chunks);
         if (partialCount == 0)
         {
             Fill(result, 0, 1, 0);
@@ -67,16 +77,14 @@ public sealed partial class IlgpuBackend
         var kernel = Cached(ref _foreachSumOfSquares, () =>
             Accelerator.LoadStreamKernel<ArrayView<int>, GroupOperands, ArrayView<float>, int>(IlgpuKernels.ForeachSumOfSquares));
         int first = 0;
-        foreach (var (indices, chunks) in launches)
+        foreach (var launch in launches)
         {
-            int[] lengths = indices.Select(i => tensors[i].Length).ToArray();
-            var x = Operands(indices.Select(i => tensors[i].Storage), lengths, op);
-            var (buffer, table) = UploadTable(chunks);
-            int groups = chunks.Length / IlgpuKernels.ForeachChunkInts;
-            kernel(RowConfig(groups), table, x, F(partials, op), first);
+            var x = Operands(launch.Indices.Select(i => tensors[i]), op);
+            var (buffer, table) = UploadTable(launch.Table);
+            kernel(RowConfig(launch.Chunks), table, x, F(partials, op), first);
             // Safe without waiting: whatever rents the buffer next runs after this kernel on the same stream.
             Pool.Return(buffer);
-            first += groups;
+            first += launch.Chunks;
         }
         Reduce(ReduceOp.Sum, partials, 0, result, 1, partialCount, 1);
     }
@@ -87,12 +95,11 @@ public sealed partial class IlgpuBackend
         const string op = "ScaleInPlace";
         var kernel = Cached(ref _foreachScale, () =>
             Accelerator.LoadStreamKernel<ArrayView<int>, GroupOperands, ArrayView<float>>(IlgpuKernels.ForeachScale));
-        foreach (var (indices, chunks) in ForeachLaunches(tensors.Select(t => t.Length).ToArray()))
+        foreach (var launch in ForeachLaunches(tensors.Select(t => t.Length).ToArray()))
         {
-            int[] lengths = indices.Select(i => tensors[i].Length).ToArray();
-            var x = Operands(indices.Select(i => tensors[i].Storage), lengths, op);
-            var (buffer, table) = UploadTable(chunks);
-            kernel(new KernelConfig(chunks.Length / IlgpuKernels.ForeachChunkInts, GroupSize), table, x, F(scale, op).SubView(0, 1));
+            var x = Operands(launch.Indices.Select(i => tensors[i]), op);
+            var (buffer, table) = UploadTable(launch.Table);
+            kernel(new KernelConfig(launch.Chunks, GroupSize), table, x, F(scale, op).SubView(0, 1));
             Pool.Return(buffer);
         }
     }
@@ -103,24 +110,22 @@ public sealed partial class IlgpuBackend
         const string op = "AdamW";
         var kernel = Cached(ref _foreachAdamW, () =>
             Accelerator.LoadStreamKernel<ArrayView<int>, GroupOperands, GroupOperands, GroupOperands, GroupOperands, AdamWArgs>(IlgpuKernels.ForeachAdamW));
-        foreach (var (indices, chunks) in ForeachLaunches(slots.Select(s => s.Length).ToArray()))
+        foreach (var launch in ForeachLaunches(slots.Select(s => s.Length).ToArray(), intsPerSlot: 2))
         {
-            var launch = indices.Select(i => slots[i]).ToArray();
-            int[] lengths = launch.Select(s => s.Length).ToArray();
-            // The chunk table, then each slot's step size and √(1 − β₂ᵗ) as float bits (computed as the single-tensor AdamW does).
-            var table = new int[chunks.Length + 2 * launch.Length];
-            chunks.CopyTo(table, 0);
-            for (int slot = 0; slot < launch.Length; slot++)
+            var these = launch.Indices.Select(i => slots[i]).ToArray();
+            // After the chunks, each slot's step size and √(1 − β₂ᵗ) as float bits (computed as the single-tensor AdamW does).
+            int tail = launch.Chunks * IlgpuKernels.ForeachChunkInts;
+            for (int slot = 0; slot < these.Length; slot++)
             {
-                var a = Args(launch[slot]);
-                table[chunks.Length + 2 * slot] = BitConverter.SingleToInt32Bits(a.StepSize);
-                table[chunks.Length + 2 * slot + 1] = BitConverter.SingleToInt32Bits(a.SqrtBc2);
+                var a = Args(these[slot]);
+                launch.Table[tail + 2 * slot] = BitConverter.SingleToInt32Bits(a.StepSize);
+                launch.Table[tail + 2 * slot + 1] = BitConverter.SingleToInt32Bits(a.SqrtBc2);
             }
-            var (buffer, view) = UploadTable(table);
+            var (buffer, view) = UploadTable(launch.Table);
+            BufferSlice[] Part(Func<AdamWSlot, Storage> of) => these.Select(s => new BufferSlice(of(s), s.Length)).ToArray();
             // The shared scalars (decay, betas, eps) are any slot's; the kernel replaces the per-slot two from the table.
-            kernel(new KernelConfig(chunks.Length / IlgpuKernels.ForeachChunkInts, GroupSize), view,
-                Operands(launch.Select(s => s.Param), lengths, op), Operands(launch.Select(s => s.Grad), lengths, op),
-                Operands(launch.Select(s => s.M), lengths, op), Operands(launch.Select(s => s.V), lengths, op), Args(launch[0]));
+            kernel(new KernelConfig(launch.Chunks, GroupSize), view, Operands(Part(s => s.Param), op), Operands(Part(s => s.Grad), op),
+                Operands(Part(s => s.M), op), Operands(Part(s => s.V), op), Args(these[0]));
             Pool.Return(buffer);
         }
 

@@ -23,13 +23,28 @@ public struct RowArgs
 
 internal static partial class IlgpuKernels
 {
+    /// <summary>Columns row r reads: all n, or with the causal mask those up to its query's position.</summary>
+    private static int ValidColumns(int r, RowArgs p) =>
+        p.CausalQuery > 0 ? XMath.Min(p.N, r % p.CausalQuery + p.N - p.CausalQuery + 1) : p.N;
+
+    /// <summary>A masked column's output: 0, or −∞ for log-softmax.</summary>
+    private static float MaskedOutput(RowArgs p) => p.Log != 0 ? float.NegativeInfinity : 0f;
+
+    /// <summary>One output of a row with maximum max, Σexp(x − max) = sum and logSum = log(sum).</summary>
+    private static float SoftmaxOutput(float x, float max, float sum, float logSum, RowArgs p) =>
+        p.Log != 0 ? x - max - logSum : XMath.Exp(x - max) / sum;
+
+    /// <summary>One dx of the backward, given s = Σp·dy (softmax) or Σdy (log-softmax) over the row.</summary>
+    private static float SoftmaxInputGradient(float y, float dy, float s, RowArgs p) =>
+        p.Log != 0 ? dy - XMath.Exp(y) * s : y * (dy - s);
+
     /// <summary>Softmax / log-softmax of one row per group (max, Σexp, write), with the optional causal mask.</summary>
     [IlgpuKernel]
     public static void Softmax(ArrayView<float> x, ArrayView<float> y, RowArgs p)
     {
         var shared = SharedMemory.GetDynamic<float>();
         int r = Grid.IdxX, t = Group.IdxX, step = Group.DimX, o = r * p.N;
-        int valid = p.CausalQuery > 0 ? XMath.Min(p.N, r % p.CausalQuery + p.N - p.CausalQuery + 1) : p.N;
+        int valid = ValidColumns(r, p);
         float max = float.NegativeInfinity;
         for (int j = t; j < valid; j += step) max = XMath.Max(max, x[o + j]);
         max = GroupReduce<MaxReduce>(max, shared);
@@ -38,10 +53,7 @@ internal static partial class IlgpuKernels
         sum = GroupReduce<SumReduce>(sum, shared);
         float logSum = XMath.Log(sum);
         for (int j = t; j < p.N; j += step)
-        {
-            if (j >= valid) y[o + j] = p.Log != 0 ? float.NegativeInfinity : 0f;
-            else y[o + j] = p.Log != 0 ? x[o + j] - max - logSum : XMath.Exp(x[o + j] - max) / sum;
-        }
+            y[o + j] = j >= valid ? MaskedOutput(p) : SoftmaxOutput(x[o + j], max, sum, logSum, p);
     }
 
     /// <summary>
@@ -53,15 +65,12 @@ internal static partial class IlgpuKernels
     {
         var shared = SharedMemory.GetDynamic<float>();
         int r = Grid.IdxX, t = Group.IdxX, step = Group.DimX, o = r * p.N;
-        int valid = p.CausalQuery > 0 ? XMath.Min(p.N, r % p.CausalQuery + p.N - p.CausalQuery + 1) : p.N;
+        int valid = ValidColumns(r, p);
         float s = 0f;
         for (int j = t; j < valid; j += step) s += p.Log != 0 ? dy[o + j] : y[o + j] * dy[o + j];
         s = GroupReduce<SumReduce>(s, shared);
         for (int j = t; j < p.N; j += step)
-        {
-            if (j >= valid) dx[o + j] = 0f;
-            else dx[o + j] = p.Log != 0 ? dy[o + j] - XMath.Exp(y[o + j]) * s : y[o + j] * (dy[o + j] - s);
-        }
+            dx[o + j] = j >= valid ? 0f : SoftmaxInputGradient(y[o + j], dy[o + j], s, p);
     }
 
     /// <summary>
@@ -72,17 +81,14 @@ internal static partial class IlgpuKernels
     public static void SoftmaxShortRows(Index1D r, ArrayView<float> x, ArrayView<float> y, RowArgs p)
     {
         int o = r * p.N;
-        int valid = p.CausalQuery > 0 ? XMath.Min(p.N, r % p.CausalQuery + p.N - p.CausalQuery + 1) : p.N;
+        int valid = ValidColumns(r, p);
         float max = float.NegativeInfinity;
         for (int j = 0; j < valid; j++) max = XMath.Max(max, x[o + j]);
         float sum = 0f;
         for (int j = 0; j < valid; j++) sum += XMath.Exp(x[o + j] - max);
         float logSum = XMath.Log(sum);
         for (int j = 0; j < p.N; j++)
-        {
-            if (j >= valid) y[o + j] = p.Log != 0 ? float.NegativeInfinity : 0f;
-            else y[o + j] = p.Log != 0 ? x[o + j] - max - logSum : XMath.Exp(x[o + j] - max) / sum;
-        }
+            y[o + j] = j >= valid ? MaskedOutput(p) : SoftmaxOutput(x[o + j], max, sum, logSum, p);
     }
 
     /// <summary><see cref="SoftmaxBackward"/> with one thread per row, for short rows.</summary>
@@ -90,14 +96,11 @@ internal static partial class IlgpuKernels
     public static void SoftmaxBackwardShortRows(Index1D r, ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, RowArgs p)
     {
         int o = r * p.N;
-        int valid = p.CausalQuery > 0 ? XMath.Min(p.N, r % p.CausalQuery + p.N - p.CausalQuery + 1) : p.N;
+        int valid = ValidColumns(r, p);
         float s = 0f;
         for (int j = 0; j < valid; j++) s += p.Log != 0 ? dy[o + j] : y[o + j] * dy[o + j];
         for (int j = 0; j < p.N; j++)
-        {
-            if (j >= valid) dx[o + j] = 0f;
-            else dx[o + j] = p.Log != 0 ? dy[o + j] - XMath.Exp(y[o + j]) * s : y[o + j] * (dy[o + j] - s);
-        }
+            dx[o + j] = j >= valid ? 0f : SoftmaxInputGradient(y[o + j], dy[o + j], s, p);
     }
 
     /// <summary>RMSNorm of one row per group; thread 0 saves rstd.</summary>
