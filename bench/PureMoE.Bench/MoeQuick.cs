@@ -26,7 +26,7 @@ public static class MoeQuick
     private static readonly string[] PhaseNames = ["gate", "route", "dispatch", "experts", "combine"];
 
     /// <summary>Runs the measurement and prints the result.</summary>
-    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json] [--device D] [--kernel auto|tiled|medium|large] (the ILGPU SGEMM kernel the experts' GEMMs use) [--grouped auto|on|off] (all experts in one grouped GEMM launch per product, or one GEMM per expert).</param>
+    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json] [--device D] [--kernel auto|tiled|medium|large] (the ILGPU SGEMM kernel the experts' GEMMs use) [--grouped auto|on|64|off] (all experts in one grouped GEMM launch per product, of 128×128 or 64×64 tiles, or one GEMM per expert).</param>
     public static int Run(QuickArgs args)
     {
         var device = BenchDevice.Parse(args.Text("device", "cpu"));
@@ -50,8 +50,9 @@ public static class MoeQuick
             {
                 "auto" => GroupedGemmChoice.Auto,
                 "on" => GroupedGemmChoice.Grouped,
+                "64" => GroupedGemmChoice.Grouped64,
                 "off" => GroupedGemmChoice.PerGroup,
-                _ => throw new ArgumentException($"--grouped {groupedName}: expected auto, on or off"),
+                _ => throw new ArgumentException($"--grouped {groupedName}: expected auto, on (128×128 tiles), 64 (64×64 tiles) or off"),
             };
         }
         else if (kernelName != "auto" || groupedName != "auto")

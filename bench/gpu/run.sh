@@ -173,13 +173,14 @@ else
 fi
 # The experts' GEMMs (about 1024 rows each) make fewer 128×128 tiles than an H100 has SMs, so Auto picks the smaller
 # kernel for a lone expert's GEMM; grouped, all experts share one launch (the JSON's grouped_launches_per_step says
-# what the auto run above picked). Each forced choice is measured to settle both thresholds.
+# what the auto run above picked). Each forced choice is measured to settle both thresholds: on = 128×128 tiles,
+# 64 = 64×64 tiles, off = one GEMM per expert.
 for kernel in tiled medium large; do moe --kernel $kernel "${moe_shape[@]}"; done
-for grouped in on off; do moe --grouped $grouped "${moe_shape[@]}"; done
-# At a small shape (the tiny model's size) every product is launch-bound: Auto does not group there today (too
-# few tiles for the SMs); these two say whether one grouped launch beats a launch per expert anyway.
+for grouped in on 64 off; do moe --grouped $grouped "${moe_shape[@]}"; done
+# At a small shape (the tiny model's size) every product is launch-bound: Auto launches the 64×64 grouped kernel
+# there (too few 128×128 tiles for the SMs); these say whether that beats the large tiles and a launch per expert.
 if [ $gpu -eq 1 ]; then
-  for grouped in on off; do moe --grouped $grouped --tokens 256 --d 64 --ff 128 --experts 8; done
+  for grouped in on 64 off; do moe --grouped $grouped --tokens 256 --d 64 --ff 128 --experts 8; done
 fi
 
 # --- 4. every router against PyTorch float64, on the CPU and on the GPU

@@ -22,8 +22,33 @@ public sealed class CudaGroupedGemmTests : IlgpuGroupedGemmTests
     protected override DeviceKind Kind => DeviceKind.Cuda;
 }
 
+/// <summary>The same tests with the 64×64 grouped kernel forced, on the GPU emulator.</summary>
+[Trait("Device", "IlgpuCpu")]
+[Collection("Ilgpu")]
+public sealed class IlgpuCpuGrouped64GemmTests : IlgpuGroupedGemmTests
+{
+    /// <inheritdoc />
+    protected override DeviceKind Kind => DeviceKind.IlgpuCpu;
+
+    /// <inheritdoc />
+    private protected override GroupedGemmChoice Forced => GroupedGemmChoice.Grouped64;
+}
+
+/// <summary>The same tests with the 64×64 grouped kernel forced, on CUDA device 0; skipped where there is none.</summary>
+[Trait("Device", "Cuda")]
+[Collection("Ilgpu")]
+public sealed class CudaGrouped64GemmTests : IlgpuGroupedGemmTests
+{
+    /// <inheritdoc />
+    protected override DeviceKind Kind => DeviceKind.Cuda;
+
+    /// <inheritdoc />
+    private protected override GroupedGemmChoice Forced => GroupedGemmChoice.Grouped64;
+}
+
 /// <summary>
-/// The one-launch grouped GEMM (<see cref="IlgpuKernels.SgemmGrouped128"/>), forced, against the CPU backend's
+/// The one-launch grouped GEMM (<see cref="IlgpuKernels.SgemmGrouped128"/>, or <see cref="IlgpuKernels.SgemmGrouped64"/>
+/// where <see cref="Forced"/> says so), forced, against the CPU backend's
 /// per-group loop: both row-grouped forms (y = x·Wᵀ and dx = dy·W) and the K-grouped one (dW = dyᵀ·x), with group
 /// sizes 0, 1, 3, 130, 257, sides 1, 17, 65, 129, 1 to 5 groups, alpha ≠ 1, beta 0 (C not read: NaN must vanish)
 /// and beta ≠ 0; then GroupedMatMul and GroupedSwiGlu with autograd on the device against Device.Cpu. Each test
@@ -31,6 +56,12 @@ public sealed class CudaGroupedGemmTests : IlgpuGroupedGemmTests
 /// </summary>
 public abstract class IlgpuGroupedGemmTests : IlgpuTestBase
 {
+    /// <summary>The grouped kernel the tests force (the 128×128 one unless a subclass says otherwise).</summary>
+    private protected virtual GroupedGemmChoice Forced => GroupedGemmChoice.Grouped;
+
+    /// <summary>The name <see cref="IlgpuBackend.LaunchesByKernel"/> counts the forced kernel's launches under.</summary>
+    private string ForcedKernelName => Forced == GroupedGemmChoice.Grouped64 ? "sgemmGrouped64" : "sgemmGrouped";
+
     /// <summary>The backend under test: CUDA device 0, or the 256-thread CPU accelerator.</summary>
     private IlgpuBackend G => Kind == DeviceKind.Cuda ? B : WideCpu.Backend;
 
@@ -131,7 +162,7 @@ public abstract class IlgpuGroupedGemmTests : IlgpuTestBase
         // The same launches, by name: the counts per kernel add up to the total.
         Assert.Equal(1, Grew("zero fill"));
         Assert.Equal(1, Grew("unary Exp"));
-        Assert.Equal(1, Grew("sgemmGrouped"));
+        Assert.Equal(1, Grew(ForcedKernelName));
         Assert.Equal(G.Launches, G.LaunchesByKernel.Values.Sum());
     }
 
@@ -169,24 +200,27 @@ public abstract class IlgpuGroupedGemmTests : IlgpuTestBase
     }
 
     [Fact]
-    public void AutoGroupsOnlyWhenTheTilesFillTheDevice()
+    public void AutoLaunchesOnceWithTheLargeTilesOnlyWhenTheyFillTheDevice()
     {
         var b = G;
         Assert.Equal(GroupedGemmChoice.Auto, b.GroupedGemmMode);
         int sms = b.Accelerator.NumMultiprocessors;
-        Assert.True(b.UsesGroupedGemm(2, sms, 128));
-        Assert.False(b.UsesGroupedGemm(1, 64L * sms, 1024));  // one GEMM: no staging, plain Gemm
-        Assert.False(b.UsesGroupedGemm(8, 64L * sms, 127));   // outputs narrower than a tile
-        if (sms > 1) Assert.False(b.UsesGroupedGemm(8, sms - 1, 1024));
+        Assert.Equal(128, b.GroupedGemmTile(2, sms, 128));
+        Assert.Equal(0, b.GroupedGemmTile(1, 64L * sms, 1024));  // one GEMM: no table, plain Gemm
+        Assert.Equal(64, b.GroupedGemmTile(8, 64L * sms, 127));  // outputs narrower than a large tile
+        Assert.Equal(64, b.GroupedGemmTile(2, 1, 1));            // a small MoE: one launch all the same
+        if (sms > 1) Assert.Equal(64, b.GroupedGemmTile(8, sms - 1, 1024));
         try
         {
             b.GemmKernel = GemmKernelChoice.Tiled;
-            Assert.False(b.UsesGroupedGemm(8, 64L * sms, 1024));
+            Assert.Equal(0, b.GroupedGemmTile(8, 64L * sms, 1024));
             b.GemmKernel = GemmKernelChoice.Auto;
             b.GroupedGemmMode = GroupedGemmChoice.PerGroup;
-            Assert.False(b.UsesGroupedGemm(8, 64L * sms, 1024));
+            Assert.Equal(0, b.GroupedGemmTile(8, 64L * sms, 1024));
             b.GroupedGemmMode = GroupedGemmChoice.Grouped;
-            Assert.True(b.UsesGroupedGemm(1, 1, 1));
+            Assert.Equal(128, b.GroupedGemmTile(1, 1, 1));
+            b.GroupedGemmMode = GroupedGemmChoice.Grouped64;
+            Assert.Equal(64, b.GroupedGemmTile(1, 64L * sms, 1024));
         }
         finally
         {
@@ -261,13 +295,14 @@ public abstract class IlgpuGroupedGemmTests : IlgpuTestBase
     private T Grouped<T>(int launches, Func<T> body)
     {
         var b = G;
-        Assert.True(b.SupportsLargeGemm, "the 128×128 kernel is not supported here");
-        b.GroupedGemmMode = GroupedGemmChoice.Grouped;
+        Assert.True(b.SupportsLargeGemm, "the 256-thread GEMM kernels are not supported here");
+        b.GroupedGemmMode = Forced;
         try
         {
-            long before = b.GroupedGemmLaunches;
+            long before = b.GroupedGemmLaunches, named = b.LaunchesByKernel.GetValueOrDefault(ForcedKernelName);
             var result = body();
             Assert.Equal(launches, b.GroupedGemmLaunches - before);
+            Assert.Equal(launches, b.LaunchesByKernel.GetValueOrDefault(ForcedKernelName) - named);
             return result;
         }
         finally

@@ -133,13 +133,14 @@ public sealed class IlgpuPtxTests
     /// What decides the large SGEMM kernel's speed, checked in its PTX: its 64 accumulators and staged values stay in
     /// registers (no local memory), its shared-memory reads are 16-byte vector loads, and its K loop is the 8×8 outer
     /// product written out for the 8 steps of a staged tile: 32 vector loads and 8 × 64 multiply-adds (which ptxas
-    /// contracts to FFMA). The grouped kernel shares the tile code and must keep all of it; the 64×64 kernel has the
-    /// same loop at a quarter of the size (16 vector loads, 8 × 16 multiply-adds).
+    /// contracts to FFMA). The grouped kernel shares the tile code and must keep all of it; the 64×64 kernel and its
+    /// grouped twin have the same loop at a quarter of the size (16 vector loads, 8 × 16 multiply-adds).
     /// </summary>
     [Theory]
     [InlineData("Sgemm128", 32, 512)]
     [InlineData("SgemmGrouped128", 32, 512)]
     [InlineData("Sgemm64", 16, 128)]
+    [InlineData("SgemmGrouped64", 16, 128)]
     public void TiledSgemmKeepsItsRegisterBlockInRegisters(string kernel, int vectorLoads, int multiplies)
     {
         string ptx = KernelPtx(kernel);
@@ -158,12 +159,14 @@ public sealed class IlgpuPtxTests
     /// 66 % before the k steps were written out and the loop's bounds tests removed). No local memory anywhere. The
     /// same for the grouped kernel, whose tiles run the same code. The 64×64 kernel (4×4 per thread, for products too
     /// small to fill the GPU with 128×128 tiles) has the same loop at a quarter of the size: 128 FFMA, 16 LDS.128, 4 STS
-    /// and 4 global loads per tile, 67.7 % FFMA at 56 registers (the group-size tiled kernel it replaces: 35.8 %).
+    /// and 4 global loads per tile, 67.7 % FFMA at 56 registers (the group-size tiled kernel it replaces: 35.8 %); its
+    /// grouped twin, for grouped GEMMs too small for 128×128 tiles, the same.
     /// </summary>
     [Theory]
     [InlineData("Sgemm128", 512, 32, 8, 128, 0.84)]
     [InlineData("SgemmGrouped128", 512, 32, 8, 128, 0.84)]
     [InlineData("Sgemm64", 128, 16, 4, 128, 0.65)]
+    [InlineData("SgemmGrouped64", 128, 16, 4, 128, 0.65)]
     public void SgemmKLoopIsMostlyFfmaOnHopper(string kernel, int ffma, int lds128, int staged, int maxRegisters, double minShare)
     {
         string? ptxas = FindPtxas(), nvdisasm = FindTool("nvdisasm", "PUREMOE_NVDISASM");

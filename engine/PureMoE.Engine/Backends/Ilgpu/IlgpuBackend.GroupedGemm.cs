@@ -6,25 +6,31 @@ namespace PureMoE.Backends.Ilgpu;
 /// <summary>How <see cref="IlgpuBackend"/> runs grouped GEMMs (a tuning and testing knob; Auto chooses by shape).</summary>
 internal enum GroupedGemmChoice
 {
-    /// <summary>By shape: one grouped launch when it fills the device (see <see cref="IlgpuBackend.UsesGroupedGemm"/>).</summary>
+    /// <summary>By shape: one grouped launch, of 128×128 or 64×64 tiles (see <see cref="IlgpuBackend.GroupedGemmTile"/>).</summary>
     Auto,
     /// <summary>One launch of <see cref="IlgpuKernels.SgemmGrouped128"/> wherever the accelerator allows the 128×128 kernel.</summary>
     Grouped,
+    /// <summary>One launch of <see cref="IlgpuKernels.SgemmGrouped64"/> wherever the accelerator allows it.</summary>
+    Grouped64,
     /// <summary>One <see cref="IlgpuBackend.Gemm"/> per group (the interface's default).</summary>
     PerGroup,
 }
 
 // Grouped GEMM in one launch. A kernel cannot take an array of buffers, but it can take a struct of up to 16 views
 // (GroupOperands): each expert's weight (row-grouped forms) or weight gradient (K-grouped form) is passed where it
-// lies. The host lists every 128×128 tile of every group's GEMM in a small int table (the tile's M, K, first row and
-// column, its GEMM's offsets in A, B and C, and which view holds its B or C) and one launch of SgemmGrouped128
-// computes them all with the tile code of Sgemm128. With more than 16 groups the per-group matrices are first
+// lies. The host lists every tile of every group's GEMM in a small int table (the tile's M, K, first row and column,
+// its GEMM's offsets in A, B and C, and which view holds its B or C) and one launch computes them all: of
+// SgemmGrouped128 (Sgemm128's tile code) when its 128×128 tiles give every multiprocessor one, else of
+// SgemmGrouped64 (Sgemm64's, 4× the tiles). Launching one GEMM per group instead would queue the groups one after
+// another on the stream, each with a launch's fixed cost and, at a small model's sizes, too few tiles to fill the
+// device. With more than 16 groups the per-group matrices are first
 // copied device-to-device into one pooled buffer (and the K-grouped outputs copied back from one). Each output
 // element is computed by one thread in a fixed order, so results are deterministic. Empty groups get no tiles
 // (row-grouped) or tiles with K = 0 (K-grouped: C = beta·C).
 public sealed partial class IlgpuBackend
 {
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupOperands, ArrayView<int>, GemmArgs>? _sgemmGrouped;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupOperands, ArrayView<int>, GemmArgs>? _sgemmGrouped64;
     private long _groupedGemmLaunches;
 
     /// <summary>Grouped GEMM override for benchmarks and tests (Auto by default).</summary>
@@ -34,18 +40,23 @@ public sealed partial class IlgpuBackend
     internal long GroupedGemmLaunches => Interlocked.Read(ref _groupedGemmLaunches);
 
     /// <summary>
-    /// True when a grouped GEMM runs as one launch. Auto takes it when the 128×128 kernel is supported and not
-    /// overridden (GemmKernel = Tiled keeps the per-group loop), at least two groups have work (one GEMM needs no
-    /// staging), the output sides that every group shares span a tile (<paramref name="sharedSide"/> ≥ 128: narrower
-    /// outputs would be mostly padding) and all groups' tiles together give every multiprocessor a group (else the
-    /// per-group tiled kernel, with 4× more, smaller tiles, keeps more of the device busy).
+    /// The tile side of the one launch a grouped GEMM runs as (128 or 64), or 0 for one GEMM per group. Auto launches
+    /// once when the 256-thread kernels are supported and not overridden (GemmKernel = Tiled keeps the per-group
+    /// loop) and at least two groups have work (one GEMM needs no table: the plain Gemm picks its kernel). It takes
+    /// 128×128 tiles when all groups' <paramref name="tiles128"/> give every multiprocessor one and the output sides
+    /// every group shares span a tile (<paramref name="sharedSide"/> ≥ 128: narrower ones would be mostly padding),
+    /// and 64×64 tiles otherwise.
     /// </summary>
-    internal bool UsesGroupedGemm(int groupsWithWork, long tiles, int sharedSide) => GroupedGemmMode switch
+    internal int GroupedGemmTile(int groupsWithWork, long tiles128, int sharedSide) => GroupedGemmMode switch
     {
-        GroupedGemmChoice.PerGroup => false,
-        GroupedGemmChoice.Grouped => SupportsLargeGemm,
-        _ => SupportsLargeGemm && GemmKernel != GemmKernelChoice.Tiled && groupsWithWork >= 2 && sharedSide >= 128 &&
-             tiles >= Accelerator.NumMultiprocessors,
+        _ when !SupportsLargeGemm => 0,
+        GroupedGemmChoice.PerGroup => 0,
+        GroupedGemmChoice.Grouped => IlgpuKernels.Gemm128Tile,
+        GroupedGemmChoice.Grouped64 => IlgpuKernels.Gemm64Tile,
+        _ when GemmKernel == GemmKernelChoice.Tiled || groupsWithWork < 2 => 0,
+        _ => tiles128 >= Accelerator.NumMultiprocessors && sharedSide >= IlgpuKernels.Gemm128Tile
+            ? IlgpuKernels.Gemm128Tile
+            : IlgpuKernels.Gemm64Tile,
     };
 
     /// <inheritdoc />
@@ -53,16 +64,17 @@ public sealed partial class IlgpuBackend
     {
         const string op = "GroupedGemm";
         GroupedGemmLoops.Check(groupSizes, b.Length);
-        int used = 0, tilesN = TileCount(n);
-        long tiles = 0;
+        int used = 0, tilesN = TileCount(n, IlgpuKernels.Gemm128Tile);
+        long tiles128 = 0;
         foreach (int s in groupSizes)
         {
             if (s == 0) continue;
             used++;
-            tiles += (long)TileCount(s) * tilesN;
+            tiles128 += (long)TileCount(s, IlgpuKernels.Gemm128Tile) * tilesN;
         }
         if (n == 0 || used == 0) return;
-        if (!UsesGroupedGemm(used, tiles, n))
+        int tile = GroupedGemmTile(used, tiles128, n);
+        if (tile == 0)
         {
             GroupedGemmLoops.Rows(this, groupSizes, n, k, alpha, a, b, transB, beta, c);
             return;
@@ -73,7 +85,7 @@ public sealed partial class IlgpuBackend
         bool direct = used <= GroupOperands.Count;
         using var stagedB = direct ? null : Rent(DType.Float32, used * perB, op);
         var views = new List<ArrayView<float>>();
-        var table = new int[tiles * IlgpuKernels.GroupedTileInts];
+        var table = new int[TileCount(groupSizes, n, tile) * IlgpuKernels.GroupedTileInts];
         int at = 0, slot = 0, row = 0;
         for (int g = 0; g < groupSizes.Length; row += groupSizes[g], g++)
         {
@@ -83,12 +95,12 @@ public sealed partial class IlgpuBackend
             if (direct)
             {
                 views.Add(F(b[g], op));
-                AddTiles(table, ref at, m, n, k, row * k, 0, row * n, bSlot: slot, cSlot: -1);
+                AddTiles(table, ref at, tile, m, n, k, row * k, 0, row * n, bSlot: slot, cSlot: -1);
             }
             else
             {
                 if (perB > 0) CopyOnDevice(F(b[g], op).SubView(0, perB), stagedB!.F.SubView(slot * perB, perB));
-                AddTiles(table, ref at, m, n, k, row * k, slot * perB, row * n, bSlot: -1, cSlot: -1);
+                AddTiles(table, ref at, tile, m, n, k, row * k, slot * perB, row * n, bSlot: -1, cSlot: -1);
             }
             slot++;
         }
@@ -98,7 +110,7 @@ public sealed partial class IlgpuBackend
             Alpha = (float)alpha, Beta = (float)beta,
         };
         var shared = direct ? views[0] : stagedB!.F;
-        LaunchGrouped(table, F(a, op), shared, F(c, op), GroupOperands.Of(direct ? views : [shared]), p);
+        LaunchGrouped(tile, table, F(a, op), shared, F(c, op), GroupOperands.Of(direct ? views : [shared]), p);
     }
 
     /// <inheritdoc />
@@ -107,9 +119,9 @@ public sealed partial class IlgpuBackend
         const string op = "GroupedGemmKGrouped";
         GroupedGemmLoops.Check(groupSizes, c.Length);
         int outputs = c.Count(x => x is not null);
-        long tiles = (long)outputs * TileCount(m) * TileCount(n);
         if (m == 0 || n == 0 || outputs == 0) return;
-        if (!UsesGroupedGemm(outputs, tiles, Math.Min(m, n)))
+        int tile = GroupedGemmTile(outputs, TilesPerOutput(m, n, IlgpuKernels.Gemm128Tile) * outputs, Math.Min(m, n));
+        if (tile == 0)
         {
             GroupedGemmLoops.KGrouped(this, groupSizes, m, n, alpha, a, b, beta, c);
             return;
@@ -126,7 +138,7 @@ public sealed partial class IlgpuBackend
         bool direct = outputs <= GroupOperands.Count;
         using var stagedC = direct ? null : Rent(DType.Float32, outputs * perC, op);
         var views = new List<ArrayView<float>>();
-        var table = new int[tiles * IlgpuKernels.GroupedTileInts];
+        var table = new int[TilesPerOutput(m, n, tile) * outputs * IlgpuKernels.GroupedTileInts];
         int at = 0;
         for (int slot = 0; slot < order.Length; slot++)
         {
@@ -135,13 +147,13 @@ public sealed partial class IlgpuBackend
             if (direct)
             {
                 views.Add(F(c[g]!, op));
-                AddTiles(table, ref at, m, n, groupSizes[g], rowStart[g] * m, rowStart[g] * n, 0, bSlot: -1, cSlot: slot);
+                AddTiles(table, ref at, tile, m, n, groupSizes[g], rowStart[g] * m, rowStart[g] * n, 0, bSlot: -1, cSlot: slot);
             }
             else
             {
                 // beta ≠ 0 reads C: bring the group's current output into its slot first.
                 if (beta != 0) CopyOnDevice(F(c[g]!, op).SubView(0, perC), stagedC!.F.SubView(slot * perC, perC));
-                AddTiles(table, ref at, m, n, groupSizes[g], rowStart[g] * m, rowStart[g] * n, slot * perC, bSlot: -1, cSlot: -1);
+                AddTiles(table, ref at, tile, m, n, groupSizes[g], rowStart[g] * m, rowStart[g] * n, slot * perC, bSlot: -1, cSlot: -1);
             }
         }
         var p = new GemmArgs
@@ -150,7 +162,7 @@ public sealed partial class IlgpuBackend
             Alpha = (float)alpha, Beta = (float)beta,
         };
         var shared = direct ? views[0] : stagedC!.F;
-        LaunchGrouped(table, F(a, op), F(b, op), shared, GroupOperands.Of(direct ? views : [shared]), p);
+        LaunchGrouped(tile, table, F(a, op), F(b, op), shared, GroupOperands.Of(direct ? views : [shared]), p);
         if (direct) return;
         for (int slot = 0; slot < order.Length; slot++)
             CopyOnDevice(stagedC!.F.SubView(slot * perC, perC), F(c[order[slot]]!, op).SubView(0, perC));
@@ -163,16 +175,23 @@ public sealed partial class IlgpuBackend
         _launches.Add("device copy");
     }
 
-    private static int TileCount(int extent) => (extent + IlgpuKernels.Gemm128Tile - 1) / IlgpuKernels.Gemm128Tile;
+    /// <summary>Tiles of side <paramref name="tile"/> along an extent.</summary>
+    private static int TileCount(int extent, int tile) => (extent + tile - 1) / tile;
+
+    /// <summary>Tiles of the row-grouped form: each group's rows by the shared n.</summary>
+    private static long TileCount(int[] groupSizes, int n, int tile) =>
+        groupSizes.Sum(s => (long)TileCount(s, tile)) * TileCount(n, tile);
+
+    /// <summary>Tiles of one m×n output of the K-grouped form.</summary>
+    private static long TilesPerOutput(int m, int n, int tile) => (long)TileCount(m, tile) * TileCount(n, tile);
 
     /// <summary>
-    /// Appends the tiles of one m×n×k GEMM to the table, in the order Sgemm128 visits them (8 tile rows at a time,
-    /// column by column) so that groups running together share operands in L2.
+    /// Appends the tiles of one m×n×k GEMM to the table, in the order Sgemm128 and Sgemm64 visit them (8 tile rows at
+    /// a time, column by column) so that groups running together share operands in L2.
     /// </summary>
-    private static void AddTiles(int[] table, ref int at, int m, int n, int k, int aBase, int bBase, int cBase, int bSlot, int cSlot)
+    private static void AddTiles(int[] table, ref int at, int tile, int m, int n, int k, int aBase, int bBase, int cBase, int bSlot, int cSlot)
     {
-        const int tile = IlgpuKernels.Gemm128Tile;
-        int tilesM = TileCount(m), tilesN = TileCount(n);
+        int tilesM = TileCount(m, tile), tilesN = TileCount(n, tile);
         for (int first = 0; first < tilesM; first += 8)
         {
             int rows = Math.Min(tilesM - first, 8);
@@ -192,17 +211,22 @@ public sealed partial class IlgpuBackend
         }
     }
 
-    /// <summary>Uploads the tile table and launches one group of 256 threads per tile.</summary>
-    private void LaunchGrouped(int[] table, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GroupOperands operands, GemmArgs p)
+    /// <summary>Uploads the tile table and launches one group of 256 threads per tile, of side <paramref name="tile"/>.</summary>
+    private void LaunchGrouped(int tile, int[] table, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GroupOperands operands, GemmArgs p)
     {
         int tiles = table.Length / IlgpuKernels.GroupedTileInts;
         var (buffer, view) = UploadTable(table);
         try
         {
-            var kernel = Cached(ref _sgemmGrouped, () =>
-                Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupOperands, ArrayView<int>, GemmArgs>(
-                    IlgpuKernels.SgemmGrouped128));
-            kernel(new KernelConfig(new Index1D(tiles), new Index1D(IlgpuKernels.Gemm128Threads)), a, b, c, operands, view, p);
+            var kernel = tile == IlgpuKernels.Gemm128Tile
+                ? Cached(ref _sgemmGrouped, () =>
+                    Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupOperands, ArrayView<int>, GemmArgs>(
+                        IlgpuKernels.SgemmGrouped128))
+                : Cached(ref _sgemmGrouped64, () =>
+                    Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupOperands, ArrayView<int>, GemmArgs>(
+                        IlgpuKernels.SgemmGrouped64));
+            int threads = tile == IlgpuKernels.Gemm128Tile ? IlgpuKernels.Gemm128Threads : IlgpuKernels.Gemm64Threads;
+            kernel(new KernelConfig(new Index1D(tiles), new Index1D(threads)), a, b, c, operands, view, p);
             Interlocked.Increment(ref _groupedGemmLaunches);
         }
         finally

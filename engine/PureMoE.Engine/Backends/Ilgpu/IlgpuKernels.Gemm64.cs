@@ -22,7 +22,8 @@ internal struct Accumulators4x4
 // k, whatever the layout, so its shared-memory stores are constant offsets from one address. As in Sgemm128 the 8
 // steps are written out, rows past M or N are read clamped (their products are never stored) and K's remainder is
 // the prologue's guarded first tile, so the loop has no bounds test. Any M, N, K, transposition, leading dimension
-// and batch stride works.
+// and batch stride works. SgemmGrouped64 runs the same tile code over many GEMMs at once, from the table
+// SgemmGrouped128 reads.
 internal static partial class IlgpuKernels
 {
     /// <summary>Threads per group of <see cref="Sgemm64"/>.</summary>
@@ -41,14 +42,45 @@ internal static partial class IlgpuKernels
     {
         var as4 = SharedMemory.Allocate<Float4x>(2 * G64BK * G64Stride4);
         var bs4 = SharedMemory.Allocate<Float4x>(2 * G64BK * G64Stride4);
-        var asf = as4.Cast<float>();
-        var bsf = bs4.Cast<float>();
 
         int batch = Grid.IdxY;
         var origin = GroupedTileOrigin(Grid.IdxX, p.M, p.TilesN, Gemm64Tile);
-        int row0 = origin.X, col0 = origin.Y;
         int aBase = p.OffA + batch * p.StrideA, bBase = p.OffB + batch * p.StrideB, cBase = p.OffC + batch * p.StrideC;
+        Tile64(a, b, c, p, as4, bs4, origin.X, origin.Y, aBase, bBase, cBase);
+    }
 
+    /// <summary>
+    /// <see cref="SgemmGrouped128"/>'s design with the 64×64 tile: many independent GEMMs in one launch, group
+    /// Grid.IdxX computing the tile its entry of <paramref name="tiles"/> describes (the same table layout,
+    /// <see cref="GroupedTileInts"/> ints per tile). For grouped GEMMs whose 128×128 tiles are too few to give every
+    /// multiprocessor one: a launch per group would queue the groups one after another, each too small to fill the
+    /// device, where this runs them all at once on 4× as many tiles.
+    /// </summary>
+    [IlgpuKernel]
+    public static void SgemmGrouped64(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GroupOperands operands,
+        ArrayView<int> tiles, GemmArgs p)
+    {
+        var as4 = SharedMemory.Allocate<Float4x>(2 * G64BK * G64Stride4);
+        var bs4 = SharedMemory.Allocate<Float4x>(2 * G64BK * G64Stride4);
+        int e = Grid.IdxX * GroupedTileInts;
+        p.M = tiles[e];
+        p.K = tiles[e + 1];
+        int bSlot = tiles[e + 7], cSlot = tiles[e + 8];
+        var bv = bSlot < 0 ? b : operands.Get(bSlot);
+        var cv = cSlot < 0 ? c : operands.Get(cSlot);
+        Tile64(a, bv, cv, p, as4, bs4, tiles[e + 2], tiles[e + 3], tiles[e + 4], tiles[e + 5], tiles[e + 6]);
+    }
+
+    /// <summary>
+    /// One 64×64 tile of C = alpha·op(A)·op(B) + beta·C starting at (row0, col0), for the matrices at element offsets
+    /// aBase, bBase, cBase (the body of both 64×64 kernels; inlined, so each keeps its registers).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tile64(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p,
+        ArrayView<Float4x> as4, ArrayView<Float4x> bs4, int row0, int col0, int aBase, int bBase, int cBase)
+    {
+        var asf = as4.Cast<float>();
+        var bsf = bs4.Cast<float>();
         int t = Group.IdxX, lane = t & 31, warp = t >> 5;
         int tx = ((warp & 1) << 3) | (lane & 7), ty = ((warp >> 1) << 2) | (lane >> 3);
 
