@@ -147,6 +147,18 @@ public sealed class Device : IEquatable<Device>
         Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.LaunchesByKernel : new Dictionary<string, long>();
 
     /// <summary>
+    /// Kernels compiled for this device so far: each is compiled once per device, on its first use, so a training
+    /// run compiles most of them in its first step. Always 0 for host devices.
+    /// </summary>
+    public int KernelsCompiled => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.KernelsCompiled : 0;
+
+    /// <summary>
+    /// Time spent compiling the <see cref="KernelsCompiled"/> (ILGPU's compiler, and on CUDA the driver's assembly
+    /// of the PTX): why a first step on a GPU takes seconds. Zero for host devices.
+    /// </summary>
+    public TimeSpan KernelCompileTime => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.KernelCompileTime : TimeSpan.Zero;
+
+    /// <summary>
     /// Null where uploads to this device are queued without waiting (always, for host devices); otherwise why this
     /// machine refused the page-locked memory that needs, and every upload is a synchronous copy (correct, slower).
     /// </summary>

@@ -31,6 +31,12 @@ public sealed record StepReport(int Step, int Steps, double Loss, double Learnin
 
     /// <summary><see cref="Launches"/> by kernel (<see cref="Device.LaunchesByKernel"/>); empty on the CPU.</summary>
     public IReadOnlyDictionary<string, long> LaunchesByKernel { get; init; } = new Dictionary<string, long>();
+
+    /// <summary>Kernels compiled during the step, on their first use (<see cref="Device.KernelsCompiled"/>; 0 on the CPU).</summary>
+    public int KernelsCompiled { get; init; }
+
+    /// <summary>Seconds of the step spent compiling them (<see cref="Device.KernelCompileTime"/>).</summary>
+    public double CompileSeconds { get; init; }
 }
 
 /// <summary>`puremoe train`: trains a small Mixtral-architecture MoE language model on byte-level text.</summary>
@@ -297,6 +303,8 @@ public static class TrainCommand
             long stepStart = Stopwatch.GetTimestamp();
             long readsBefore = device.HostReads, launchesBefore = device.Launches;
             var byKernelBefore = device.LaunchesByKernel;
+            int compiledBefore = device.KernelsCompiled;
+            var compileTimeBefore = device.KernelCompileTime;
             using (DeviceScope.Begin(reuseHostMemory: true))
             {
                 model.ZeroGrad();
@@ -328,6 +336,8 @@ public static class TrainCommand
                 HostReads = device.HostReads - readsBefore,
                 Launches = device.Launches - launchesBefore,
                 LaunchesByKernel = Difference(device.LaunchesByKernel, byKernelBefore),
+                KernelsCompiled = device.KernelsCompiled - compiledBefore,
+                CompileSeconds = (device.KernelCompileTime - compileTimeBefore).TotalSeconds,
             };
             history.Add(report);
             onStep?.Invoke(report);
@@ -352,6 +362,9 @@ public static class TrainCommand
                           $"): loss {losses[0]:F4} -> {losses[^1]:F4}, valid {valid[0].Loss:F4} -> {valid[^1].Loss:F4}");
         if (history.Count > 0 && history[^1].LaunchesByKernel.Count > 0)
             log.WriteLine($"last step's launches by kernel: {TopKernels(history[^1].LaunchesByKernel)}");
+        if (device.KernelsCompiled > 0)
+            log.WriteLine($"kernels: {device.KernelsCompiled} compiled for {device} in {device.KernelCompileTime.TotalSeconds:F1} s, " +
+                          "each once, on its first use (most in the first step)");
         if (device.UploadStagingUnavailable is { } why) log.WriteLine($"note: {why}");
         if (o.CheckpointDir is not null) lastCheckpoint = TrainCheckpoint.SaveStep(o.CheckpointDir, o.Keep, model, optimizer, State(o.Steps), lastStats);
         if (o.OutDir is not null)
@@ -363,8 +376,14 @@ public static class TrainCommand
     }
 
     // Device → host reads of the step on an ILGPU device (each one a synchronisation), and the work it queued.
-    private static string Reads(StepReport report) =>
-        report.HostReads > 0 ? $"  {report.HostReads} host reads, {report.Launches:N0} launches/step" : "";
+    // and the kernels it compiled (on their first use: a first step on a GPU is mostly compiling).
+    private static string Reads(StepReport report)
+    {
+        var parts = new List<string>();
+        if (report.HostReads > 0) parts.Add($"{report.HostReads} host reads, {report.Launches:N0} launches/step");
+        if (report.KernelsCompiled > 0) parts.Add($"{report.KernelsCompiled} kernels compiled ({report.CompileSeconds:F1} s)");
+        return parts.Count > 0 ? "  " + string.Join(", ", parts) : "";
+    }
 
     // Counts that grew between two snapshots of Device.LaunchesByKernel.
     private static Dictionary<string, long> Difference(IReadOnlyDictionary<string, long> after, IReadOnlyDictionary<string, long> before) =>

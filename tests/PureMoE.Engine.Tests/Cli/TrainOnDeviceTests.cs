@@ -109,6 +109,9 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
         foreach (var kernel in new[] { "foreachAdamW", "foreachScale", "foreachSumOfSquares" })
             Assert.InRange(last.LaunchesByKernel.GetValueOrDefault(kernel), 1, perSixteen);
         Assert.False(last.LaunchesByKernel.ContainsKey("adamW"));
+        // Kernels are compiled once per device, on first use: a steady step compiles none.
+        Assert.Equal(0, last.KernelsCompiled);
+        Assert.True(Device.Parse(device).KernelsCompiled > 0);
 
         // Same routing statistics, regularisers included (read with the loss).
         var (cs, gs) = (cpu.History[^1].Stats, gpu.History[^1].Stats);
@@ -196,6 +199,7 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
         Assert.True(gpuCode == 0, gpuErr);
         Assert.Contains("on ilgpu-cpu", gpuOut);
         Assert.Matches("last step's launches by kernel: .*sgemm [0-9]+", gpuOut);
+        Assert.Matches("kernels: [1-9][0-9]* compiled for ilgpu-cpu in [0-9.]+ s", gpuOut);
         var (cpuLosses, gpuLosses) = (Losses(cpuDir), Losses(gpuDir));
         Assert.Equal(2, gpuLosses.Length);
         for (int i = 0; i < 2; i++) Assert.Equal(cpuLosses[i], gpuLosses[i], 1e-4 * cpuLosses[i]);

@@ -1,4 +1,5 @@
 using ILGPU;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using ILGPU.Runtime;
 
@@ -47,6 +48,8 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
 
     private long _hostReads, _hostReadBytes;
     private readonly LaunchCounter _launches = new();
+    private long _compileTicks;
+    private int _kernelsCompiled;
 
     /// <summary>
     /// Device → host reads so far (calls of <see cref="Download"/>: ToArray, Item, To(Device.Cpu), ...). Each one
@@ -66,6 +69,15 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     /// "device copy": where the launches come from. A snapshot.
     /// </summary>
     public IReadOnlyDictionary<string, long> LaunchesByKernel => _launches.ByName;
+
+    /// <summary>Kernels compiled and loaded so far (each once per accelerator, on its first use).</summary>
+    public int KernelsCompiled => Volatile.Read(ref _kernelsCompiled);
+
+    /// <summary>
+    /// Time spent compiling and loading the <see cref="KernelsCompiled"/>: ILGPU's compilation of the kernel's .NET
+    /// code (to PTX on CUDA) and the driver's load of the result (on CUDA it assembles the PTX for the GPU).
+    /// </summary>
+    public TimeSpan KernelCompileTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _compileTicks));
 
     /// <summary>Bytes copied by the <see cref="HostReads"/> so far.</summary>
     public long HostReadBytes => Interlocked.Read(ref _hostReadBytes);
@@ -96,7 +108,8 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
 
     /// <summary>
     /// Compiles a kernel on first use (under a lock) and keeps it, counted (<see cref="Launches"/>, and per kernel
-    /// under <paramref name="name"/>: by default the cache field's name), in <paramref name="field"/>.
+    /// under <paramref name="name"/>: by default the cache field's name), in <paramref name="field"/>. The compile is
+    /// timed (<see cref="KernelCompileTime"/>): on a GPU it is most of a first training step.
     /// </summary>
     private T Cached<T>(ref T? field, Func<T> load, [CallerArgumentExpression(nameof(field))] string name = "") where T : Delegate
     {
@@ -104,7 +117,14 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
         if (k is not null) return k;
         lock (_compileLock)
         {
-            field ??= _launches.Wrap(load(), name.TrimStart('_'));
+            if (field is null)
+            {
+                long start = Stopwatch.GetTimestamp();
+                var loaded = load();
+                Interlocked.Add(ref _compileTicks, Stopwatch.GetTimestamp() - start);
+                Interlocked.Increment(ref _kernelsCompiled);
+                field = _launches.Wrap(loaded, name.TrimStart('_'));
+            }
             return field;
         }
     }
