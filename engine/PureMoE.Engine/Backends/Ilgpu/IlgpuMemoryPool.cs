@@ -34,6 +34,10 @@ public sealed class IlgpuMemoryPool : IDisposable
     /// <summary>Number of device allocations made so far (misses); a steady training step should stop adding to it.</summary>
     public long Allocations { get; private set; }
 
+    /// <summary>Allocates device memory (tests replace it to make the device run out).</summary>
+    internal Func<Accelerator, long, MemoryBuffer1D<byte, Stride1D.Dense>> AllocateBuffer { get; set; } =
+        static (accelerator, bytes) => accelerator.Allocate1D<byte>(bytes);
+
     /// <summary>The size class of a request of <paramref name="bytes"/> bytes.</summary>
     public static long SizeClass(long bytes)
     {
@@ -60,13 +64,24 @@ public sealed class IlgpuMemoryPool : IDisposable
         MemoryBuffer1D<byte, Stride1D.Dense> buffer;
         try
         {
-            buffer = Accelerator.Allocate1D<byte>(size);
+            buffer = AllocateBuffer(Accelerator, size);
         }
         catch (Exception e) when (e is OutOfMemoryException or AcceleratorException)
         {
             // Give the cached buffers back to the device and try once more.
+            long cached = CachedBytes;
             Trim();
-            buffer = Accelerator.Allocate1D<byte>(size);
+            try
+            {
+                buffer = AllocateBuffer(Accelerator, size);
+            }
+            catch (Exception again) when (again is OutOfMemoryException or AcceleratorException)
+            {
+                throw new OutOfMemoryException(
+                    $"{Accelerator.Name}: out of device memory allocating {Mib(size)} ({Mib(bytes)} asked): tensors hold " +
+                    $"{Mib(LeasedBytes)} of it, and the {Mib(cached)} the pool had cached were freed first. Make the batch, " +
+                    $"the context or the model smaller, or dispose tensors sooner (DeviceScope). {again.Message}", again);
+            }
         }
         lock (_lock)
         {
@@ -81,6 +96,8 @@ public sealed class IlgpuMemoryPool : IDisposable
         LeasedBytes += size;
         return b;
     }
+
+    private static string Mib(long bytes) => $"{bytes / 1048576.0:F1} MiB";
 
     /// <summary>Puts a leased buffer back on its free list.</summary>
     internal void Return(MemoryBuffer1D<byte, Stride1D.Dense> buffer)
