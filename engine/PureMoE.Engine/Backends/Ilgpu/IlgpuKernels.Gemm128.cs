@@ -47,6 +47,13 @@ public struct GroupOperands
     }
 }
 
+/// <summary>One tile of a grouped GEMM as its table entry describes it: the B and C views, where the tile starts, and its GEMM's offsets.</summary>
+internal struct GroupedTile
+{
+    public ArrayView<float> B, C;
+    public int Row0, Col0, ABase, BBase, CBase;
+}
+
 /// <summary>The 8×8 register block of a <see cref="IlgpuKernels.Sgemm128"/> thread: C{row}{column}.</summary>
 internal struct Accumulators8x8
 {
@@ -144,13 +151,27 @@ internal static partial class IlgpuKernels
     {
         var as4 = SharedMemory.Allocate<Float4x>(2 * G128BK * G128Stride4);
         var bs4 = SharedMemory.Allocate<Float4x>(2 * G128BK * G128Stride4);
+        var t = ReadGroupedTile(tiles, operands, b, c, ref p);
+        Tile128(a, t.B, t.C, p, as4, bs4, t.Row0, t.Col0, t.ABase, t.BBase, t.CBase);
+    }
+
+    /// <summary>
+    /// This group's tile of a grouped GEMM, from its entry of <paramref name="tiles"/>: its GEMM's M and K go into
+    /// <paramref name="p"/>; its B and C views are chosen here, once, before the K loop (both grouped kernels).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static GroupedTile ReadGroupedTile(ArrayView<int> tiles, GroupOperands operands, ArrayView<float> b, ArrayView<float> c, ref GemmArgs p)
+    {
         int e = Grid.IdxX * GroupedTileInts;
         p.M = tiles[e];
         p.K = tiles[e + 1];
         int bSlot = tiles[e + 7], cSlot = tiles[e + 8];
-        var bv = bSlot < 0 ? b : operands.Get(bSlot);
-        var cv = cSlot < 0 ? c : operands.Get(cSlot);
-        Tile128(a, bv, cv, p, as4, bs4, tiles[e + 2], tiles[e + 3], tiles[e + 4], tiles[e + 5], tiles[e + 6]);
+        return new GroupedTile
+        {
+            B = bSlot < 0 ? b : operands.Get(bSlot),
+            C = cSlot < 0 ? c : operands.Get(cSlot),
+            Row0 = tiles[e + 2], Col0 = tiles[e + 3], ABase = tiles[e + 4], BBase = tiles[e + 5], CBase = tiles[e + 6],
+        };
     }
 
     /// <summary>

@@ -62,13 +62,8 @@ internal static partial class IlgpuKernels
     {
         var as4 = SharedMemory.Allocate<Float4x>(2 * G64BK * G64Stride4);
         var bs4 = SharedMemory.Allocate<Float4x>(2 * G64BK * G64Stride4);
-        int e = Grid.IdxX * GroupedTileInts;
-        p.M = tiles[e];
-        p.K = tiles[e + 1];
-        int bSlot = tiles[e + 7], cSlot = tiles[e + 8];
-        var bv = bSlot < 0 ? b : operands.Get(bSlot);
-        var cv = cSlot < 0 ? c : operands.Get(cSlot);
-        Tile64(a, bv, cv, p, as4, bs4, tiles[e + 2], tiles[e + 3], tiles[e + 4], tiles[e + 5], tiles[e + 6]);
+        var t = ReadGroupedTile(tiles, operands, b, c, ref p);
+        Tile64(a, t.B, t.C, p, as4, bs4, t.Row0, t.Col0, t.ABase, t.BBase, t.CBase);
     }
 
     /// <summary>
