@@ -323,6 +323,34 @@ public interface IBackend
     }
 
     /// <summary>
+    /// Gradient clipping's two scalars from the squared global norm s = sumSquares[0], each written to a one-element
+    /// buffer of this device (so a GPU need not read anything back): norm[0] = √s and
+    /// coefficient[0] = min(1, maxNorm / (norm + 1e-6)), in the buffers' precision, NaN when s is NaN. The default
+    /// reads s (host backends: no wait) and fills both; GPU backends compute them in one launch.
+    /// </summary>
+    void ClipCoefficient(Storage sumSquares, double maxNorm, Storage norm, Storage coefficient)
+    {
+        double n, c;
+        if (sumSquares.DType == DType.Float32)
+        {
+            var s = new float[1];
+            Download(sumSquares, 0, s, 1);
+            float nf = MathF.Sqrt(s[0]), cf = (float)maxNorm / (nf + 1e-6f);
+            (n, c) = (nf, cf > 1f ? 1f : cf);
+        }
+        else
+        {
+            var s = new double[1];
+            Download(sumSquares, 0, s, 1);
+            n = Math.Sqrt(s[0]);
+            c = maxNorm / (n + 1e-6);
+            if (c > 1) c = 1;
+        }
+        Fill(norm, 0, 1, n);
+        Fill(coefficient, 0, 1, c);
+    }
+
+    /// <summary>
     /// Every tensor multiplied in place by scale[0] (a one-element buffer on this device, so a GPU need not read it
     /// back): x[i] ← x[i]·scale[0], the same product as <see cref="Binary"/>'s Mul. The default runs one Binary Mul
     /// per tensor; GPU backends scale several tensors per launch.

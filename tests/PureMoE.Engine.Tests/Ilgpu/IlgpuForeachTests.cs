@@ -160,6 +160,29 @@ public abstract class IlgpuForeachTests : IlgpuTestBase
     }
 
     [Theory]
+    [InlineData(4f, 1.0)]              // norm 2 above max 1: about 0.5
+    [InlineData(0f, 1.0)]              // norm 0: the coefficient is capped at exactly 1
+    [InlineData(2.5e-3f, 0.05)]        // norm just at max: 1, or just below it
+    [InlineData(1e30f, 1.0)]           // a huge norm: a tiny coefficient
+    [InlineData(float.PositiveInfinity, 1.0)]
+    [InlineData(float.NaN, 1.0)]       // NaN stays NaN (the gradients then show it)
+    public void ClipCoefficientIsTheHostFormulaBitForBit(float sumSquares, double maxNorm)
+    {
+        IBackend host = K.Cpu;
+        var (hostNorm, hostCoef) = (K.S(new[] { float.NaN }), K.S(new[] { float.NaN }));
+        host.ClipCoefficient(K.S(new[] { sumSquares }), maxNorm, hostNorm, hostCoef);
+        var (norm, coef) = (Up(new[] { float.NaN }), Up(new[] { float.NaN }));
+        long before = B.Launches;
+        B.ClipCoefficient(Up(new[] { sumSquares }), maxNorm, norm, coef);
+        Assert.Equal(1, B.Launches - before);
+        K.SameBits(K.F(hostNorm), DownF(norm), "norm");
+        K.SameBits(K.F(hostCoef), DownF(coef), "coefficient");
+        float c = DownF(coef)[0];
+        if (float.IsNaN(sumSquares)) Assert.True(float.IsNaN(c));
+        else Assert.InRange(c, 0f, 1f);
+    }
+
+    [Theory]
     [InlineData(0.3f, 1.0)]    // norm above max: every gradient scaled
     [InlineData(0.01f, 100.0)] // norm below max: gradients unchanged, bit for bit
     public void ClipGradNormOnDeviceMatchesTheCpu(float scale, double maxNorm)

@@ -7,6 +7,7 @@ public sealed partial class IlgpuBackend
 {
     private Action<KernelConfig, ArrayView<int>, GroupOperands, ArrayView<float>, int>? _foreachSumOfSquares;
     private Action<KernelConfig, ArrayView<int>, GroupOperands, ArrayView<float>>? _foreachScale;
+    private Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, float>? _clipCoefficient;
     private Action<KernelConfig, ArrayView<int>, GroupOperands, GroupOperands, GroupOperands, GroupOperands, AdamWArgs>? _foreachAdamW;
 
     /// <summary>Elements per chunk of a foreach launch: each of a group's threads takes 16 of them.</summary>
@@ -87,6 +88,14 @@ public sealed partial class IlgpuBackend
             first += launch.Chunks;
         }
         Reduce(ReduceOp.Sum, partials, 0, result, 1, partialCount, 1);
+    }
+
+    /// <inheritdoc />
+    public void ClipCoefficient(Storage sumSquares, double maxNorm, Storage norm, Storage coefficient)
+    {
+        const string op = "ClipCoefficient";
+        Cached(ref _clipCoefficient, () => Auto<ArrayView<float>, ArrayView<float>, ArrayView<float>, float>(IlgpuKernels.ClipCoefficient))(
+            1, F(sumSquares, op), F(norm, op), F(coefficient, op), (float)maxNorm);
     }
 
     /// <inheritdoc />

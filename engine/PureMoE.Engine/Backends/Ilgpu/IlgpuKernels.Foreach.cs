@@ -1,4 +1,5 @@
 using ILGPU;
+using ILGPU.Algorithms;
 
 namespace PureMoE.Backends.Ilgpu;
 
@@ -30,6 +31,18 @@ internal static partial class IlgpuKernels
         }
         float sum = GroupReduce<SumReduce>(acc, shared);
         if (Group.IdxX == 0) partials[first + Grid.IdxX] = sum;
+    }
+
+    /// <summary>
+    /// Gradient clipping's scalars (one thread): norm = √s and coefficient = min(1, maxNorm / (norm + 1e-6)), NaN
+    /// when s is NaN, in float32 as the host backends compute them.
+    /// </summary>
+    [IlgpuKernel]
+    public static void ClipCoefficient(Index1D i, ArrayView<float> sumSquares, ArrayView<float> norm, ArrayView<float> coefficient, float maxNorm)
+    {
+        float n = XMath.Sqrt(sumSquares[0]), c = maxNorm / (n + 1e-6f);
+        norm[0] = n;
+        coefficient[0] = c > 1f ? 1f : c;
     }
 
     /// <summary>x ← x·scale[0] over each chunk.</summary>
