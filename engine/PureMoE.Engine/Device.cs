@@ -147,6 +147,30 @@ public sealed class Device : IEquatable<Device>
         Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.LaunchesByKernel : new Dictionary<string, long>();
 
     /// <summary>
+    /// Device memory held by this device's tensors and buffers now, in bytes (as torch.cuda.memory_allocated; sizes
+    /// rounded up to the pool's size classes). Always 0 for host devices, whose tensors are managed arrays.
+    /// </summary>
+    public long MemoryInUse => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.Pool.LeasedBytes : 0;
+
+    /// <summary>
+    /// The most <see cref="MemoryInUse"/> has been since the device was first used or <see cref="ResetPeakMemory"/>
+    /// (as torch.cuda.max_memory_allocated): what a training step needs at its fullest. 0 for host devices.
+    /// </summary>
+    public long PeakMemoryInUse => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.Pool.PeakLeasedBytes : 0;
+
+    /// <summary>
+    /// Device memory taken from the driver: in use, plus what the caching pool keeps for reuse (as
+    /// torch.cuda.memory_reserved). 0 for host devices.
+    /// </summary>
+    public long MemoryReserved => Backend is Backends.Ilgpu.IlgpuBackend ilgpu ? ilgpu.Pool.LeasedBytes + ilgpu.Pool.CachedBytes : 0;
+
+    /// <summary>Starts <see cref="PeakMemoryInUse"/> again from what is in use now (nothing for host devices).</summary>
+    public void ResetPeakMemory()
+    {
+        if (Backend is Backends.Ilgpu.IlgpuBackend ilgpu) ilgpu.Pool.ResetPeak();
+    }
+
+    /// <summary>
     /// Kernels compiled for this device so far: each is compiled once per device, on its first use, so a training
     /// run compiles most of them in its first step. Always 0 for host devices.
     /// </summary>

@@ -362,6 +362,9 @@ public static class TrainCommand
                           $"): loss {losses[0]:F4} -> {losses[^1]:F4}, valid {valid[0].Loss:F4} -> {valid[^1].Loss:F4}");
         if (history.Count > 0 && history[^1].LaunchesByKernel.Count > 0)
             log.WriteLine($"last step's launches by kernel: {TopKernels(history[^1].LaunchesByKernel)}");
+        if (device.IsIlgpu)
+            log.WriteLine($"device memory: peak {device.PeakMemoryInUse / 1048576.0:F1} MiB in use (parameters, optimizer state, " +
+                          $"a step's activations and gradients), {device.MemoryReserved / 1048576.0:F1} MiB taken from {device}");
         if (device.KernelsCompiled > 0)
             log.WriteLine($"kernels: {device.KernelsCompiled} compiled for {device} in {device.KernelCompileTime.TotalSeconds:F1} s, " +
                           "each once, on its first use (most in the first step)");

@@ -200,6 +200,9 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("on ilgpu-cpu", gpuOut);
         Assert.Matches("last step's launches by kernel: .*sgemm [0-9]+", gpuOut);
         Assert.Matches("kernels: [1-9][0-9]* compiled for ilgpu-cpu in [0-9.]+ s", gpuOut);
+        var memory = System.Text.RegularExpressions.Regex.Match(gpuOut, @"device memory: peak ([0-9.]+) MiB in use .*, ([0-9.]+) MiB taken from ilgpu-cpu");
+        Assert.True(memory.Success, gpuOut);
+        Assert.True(double.Parse(memory.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) > 0, memory.Value);
         var (cpuLosses, gpuLosses) = (Losses(cpuDir), Losses(gpuDir));
         Assert.Equal(2, gpuLosses.Length);
         for (int i = 0; i < 2; i++) Assert.Equal(cpuLosses[i], gpuLosses[i], 1e-4 * cpuLosses[i]);

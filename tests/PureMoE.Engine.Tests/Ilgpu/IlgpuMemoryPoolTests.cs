@@ -49,4 +49,29 @@ public sealed class IlgpuMemoryPoolTests
             pool.AllocateBuffer = original;
         }
     }
+
+    [Fact]
+    public void DeviceMemoryCountsInUseThePeakAndWhatThePoolKeeps()
+    {
+        var device = Device.IlgpuCpuAt(9);
+        var backend = (IlgpuBackend)device.Backend;
+        device.ResetPeakMemory();
+        long inUse = device.MemoryInUse, reserved = device.MemoryReserved;
+        var a = backend.AllocateUninitialized(DType.Float32, 1 << 18);      // 1 MiB
+        var b = backend.AllocateUninitialized(DType.Float32, 1 << 19);      // 2 MiB
+        Assert.Equal(inUse + (3 << 20), device.MemoryInUse);
+        a.Dispose();
+        b.Dispose();
+        Assert.Equal(inUse, device.MemoryInUse);
+        Assert.Equal(inUse + (3 << 20), device.PeakMemoryInUse);             // the peak stays
+        Assert.True(device.MemoryReserved >= reserved + (3 << 20));          // the pool keeps the buffers for reuse
+        long kept = device.MemoryReserved;
+        using (backend.AllocateUninitialized(DType.Float32, 1 << 19)) Assert.Equal(kept, device.MemoryReserved); // reused, not allocated
+        device.ResetPeakMemory();
+        Assert.Equal(device.MemoryInUse, device.PeakMemoryInUse);
+        // Host devices hold no device memory.
+        Assert.Equal(0, Device.Cpu.MemoryInUse);
+        Assert.Equal(0, Device.Cpu.PeakMemoryInUse);
+        Assert.Equal(0, Device.Cpu.MemoryReserved);
+    }
 }

@@ -31,6 +31,15 @@ public sealed class IlgpuMemoryPool : IDisposable
     /// <summary>Bytes in buffers currently leased to storages.</summary>
     public long LeasedBytes { get; private set; }
 
+    /// <summary>The most <see cref="LeasedBytes"/> has been since the pool was made or <see cref="ResetPeak"/>.</summary>
+    public long PeakLeasedBytes { get; private set; }
+
+    /// <summary>Starts <see cref="PeakLeasedBytes"/> again from what is leased now.</summary>
+    public void ResetPeak()
+    {
+        lock (_lock) PeakLeasedBytes = LeasedBytes;
+    }
+
     /// <summary>Number of device allocations made so far (misses); a steady training step should stop adding to it.</summary>
     public long Allocations { get; private set; }
 
@@ -94,6 +103,7 @@ public sealed class IlgpuMemoryPool : IDisposable
     {
         _leased.Add(b);
         LeasedBytes += size;
+        if (LeasedBytes > PeakLeasedBytes) PeakLeasedBytes = LeasedBytes;
         return b;
     }
 
