@@ -112,7 +112,7 @@ train() { # train DEVICE ARGS...: the training job, its "done in" line into the 
   local d=$1 log=$work/train-$1.log; shift
   step "puremoe train --device $d ${*:-(the default job)}" 150 \
     bash -c 'CI=true dotnet "$1" train --device "$2" --out "$3" "${@:5}" >"$4" 2>&1' _ "$cli" "$d" "$work/train-$d" "$log" "$@"
-  [ -f "$log" ] && { cat "$log" >>"$bench"; grep -E '^(done in|error|last step|kernels:)' "$log" | sed 's/^/  /' | tee -a "$summary" >&3; }
+  [ -f "$log" ] && { cat "$log" >>"$bench"; grep -E '^(done in|error|last step|kernels:|device memory)' "$log" | sed 's/^/  /' | tee -a "$summary" >&3; }
 }
 
 # The emulator (about 0.1 GFLOP/s) gets tiny shapes: the same steps, to check the script.
