@@ -81,10 +81,10 @@ public sealed partial class Tensor
             throw new ArgumentException($"CausalAttention: q, k, v are {q.DType.Name()}, {k.DType.Name()}, {v.DType.Name()}; they must match");
         int group = h / hkv;
         // Grouped heads share K and V: fold the group into the query rows, [B, Hkv, group·S, D], so no K/V copies.
-        // The 1/√D scale goes on the queries, not the scores: [.., S, D] is D/Sk the size of [.., S, Sk].
-        var qg = q.Reshape(b, hkv, group * s, d).MulScalar(1.0 / Math.Sqrt(d));
+        // The 1/√D scale is the alpha of the products that take Q or give dQ: it costs no pass over any tensor.
+        var qg = q.Reshape(b, hkv, group * s, d);
         int block = blockRows > 0 ? blockRows : AttentionBlockRows(s);
-        return CausalAttentionFolded(qg, k, v, s, block).Reshape(b, h, s, d);
+        return CausalAttentionFolded(qg, k, v, s, block, 1.0 / Math.Sqrt(d)).Reshape(b, h, s, d);
     }
 
     /// <summary>
@@ -95,15 +95,16 @@ public sealed partial class Tensor
     /// </summary>
     internal static int AttentionBlockRows(int queries) => queries < 256 ? queries : Math.Max(128, (queries + 3) / 4);
 
-    // softmax(Q·Kᵀ)·V with the causal mask, on folded heads: qg [B, Hkv, R = group·S, D] (scaled), k and v
-    // [B, Hkv, Sk, D]. Row r is query position o + (r mod S), o = Sk − S, and sees keys j ≤ o + (r mod S).
+    // softmax(scale·Q·Kᵀ)·V with the causal mask, on folded heads: qg [B, Hkv, R = group·S, D], k and v
+    // [B, Hkv, Sk, D]. Row r is query position o + (r mod S), o = Sk − S, and sees keys j ≤ o + (r mod S). The
+    // scale is the alpha of the products through Q: scores, dQ = scale·dS·K and dK = scale·dSᵀ·Q.
     //
     // Block-causal: the rows go in blocks of `block` queries; a block whose last query sits at position p only
     // needs keys [0, p], so its products stop there. Scores and dP right of a block's keys are never computed or
     // read: the causal softmax and its backward read only the unmasked columns and write 0 to the masked ones,
     // so P and dS are whole. The key-side products (dK = dSᵀ·Q, dV = Pᵀ·dO) go by key blocks: only queries at or
     // after a block's first key can see it, so each reads the rows from there on, one product per head group.
-    private static Tensor CausalAttentionFolded(Tensor qg, Tensor k, Tensor v, int s, int block)
+    private static Tensor CausalAttentionFolded(Tensor qg, Tensor k, Tensor v, int s, int block, double scale)
     {
         int b = qg.Shape[0], hkv = qg.Shape[1], rows = qg.Shape[2], d = qg.Shape[3], sk = k.Shape[2];
         int bh = b * hkv, o = sk - s;
@@ -111,23 +112,23 @@ public sealed partial class Tensor
         Tensor q = qg.Dense(), kd = k.Dense(), vd = v.Dense();
         var rowBlocks = CausalRowBlocks(rows, s, sk, block);
 
-        // C[r0.., :n] = op(A)[r0.., ..]·op(B) per row block, batched over the B·Hkv heads.
-        void PerRowBlock(bool transB, Tensor a, int lda, Tensor bm, Tensor c, int ldc, bool keysAreN)
+        // C[r0.., :n] = alpha·op(A)[r0.., ..]·op(B) per row block, batched over the B·Hkv heads.
+        void PerRowBlock(double alpha, bool transB, Tensor a, int lda, Tensor bm, Tensor c, int ldc, bool keysAreN)
         {
             foreach (var (r0, m, n) in rowBlocks)
             {
                 int cols = keysAreN ? n : d, inner = keysAreN ? d : n;
-                backend.Gemm(false, transB, m, cols, inner, 1.0, a.Storage, r0 * lda, lda, rows * lda,
+                backend.Gemm(false, transB, m, cols, inner, alpha, a.Storage, r0 * lda, lda, rows * lda,
                     bm.Storage, 0, d, sk * d, 0.0, c.Storage, r0 * ldc, ldc, rows * ldc, bh);
             }
         }
 
         var scores = Empty(new Shape(bh, rows, sk), dtype, device);
-        PerRowBlock(transB: true, q, d, kd, scores, sk, keysAreN: true);                 // scores = Q·Kᵀ
+        PerRowBlock(scale, transB: true, q, d, kd, scores, sk, keysAreN: true);          // scores = scale·Q·Kᵀ
         var p = Empty(scores.Shape, dtype, device);
         backend.Softmax(scores.Storage, p.Storage, bh * rows, sk, log: false, causalQuery: s);
         var y = Empty(qg.Shape, dtype, device);
-        PerRowBlock(transB: false, p, sk, vd, y, d, keysAreN: false);                     // Y = P·V
+        PerRowBlock(1.0, transB: false, p, sk, vd, y, d, keysAreN: false);                // Y = P·V
 
         return Record("CausalAttention", y, [qg, k, v], g =>
         {
@@ -136,22 +137,22 @@ public sealed partial class Tensor
             if (qg.RequiresGrad || k.RequiresGrad)
             {
                 var dp = Empty(p.Shape, dtype, device);
-                PerRowBlock(transB: true, dy, d, vd, dp, sk, keysAreN: true);             // dP = dY·Vᵀ
+                PerRowBlock(1.0, transB: true, dy, d, vd, dp, sk, keysAreN: true);        // dP = dY·Vᵀ
                 var ds = Empty(p.Shape, dtype, device);
                 backend.SoftmaxBackward(p.Storage, dp.Storage, ds.Storage, bh * rows, sk, log: false, causalQuery: s);
                 if (qg.RequiresGrad)
                 {
                     dq = Empty(qg.Shape, dtype, device);
-                    PerRowBlock(transB: false, ds, sk, kd, dq, d, keysAreN: false);       // dQ = dS·K
+                    PerRowBlock(scale, transB: false, ds, sk, kd, dq, d, keysAreN: false); // dQ = scale·dS·K
                 }
-                if (k.RequiresGrad) dk = KeyBlockProducts(ds, q, k.Shape);                // dK = dSᵀ·Q
+                if (k.RequiresGrad) dk = KeyBlockProducts(scale, ds, q, k.Shape);         // dK = scale·dSᵀ·Q
             }
-            if (v.RequiresGrad) dv = KeyBlockProducts(p, dy, v.Shape);                    // dV = Pᵀ·dY
+            if (v.RequiresGrad) dv = KeyBlockProducts(1.0, p, dy, v.Shape);               // dV = Pᵀ·dY
             return [dq?.AsFreshGradient(), dk?.AsFreshGradient(), dv?.AsFreshGradient()];
         });
 
-        // Σ over the rows that can see each key: C[j0.., :] = Σ_groups A[rows from the first that sees j0.., j0..]ᵀ·B[same rows].
-        Tensor KeyBlockProducts(Tensor a, Tensor bm, Shape shape)
+        // Σ over the rows that can see each key: C[j0.., :] = alpha·Σ_groups A[rows from the first that sees j0.., j0..]ᵀ·B[same rows].
+        Tensor KeyBlockProducts(double alpha, Tensor a, Tensor bm, Shape shape)
         {
             var c = Empty(shape, dtype, device);
             int group = rows / Math.Max(s, 1);
@@ -161,7 +162,7 @@ public sealed partial class Tensor
                 for (int gi = 0; gi < group; gi++)
                 {
                     int r0 = gi * s + first;
-                    backend.Gemm(true, false, mk, d, count, 1.0, a.Storage, r0 * sk + j0, sk, rows * sk,
+                    backend.Gemm(true, false, mk, d, count, alpha, a.Storage, r0 * sk + j0, sk, rows * sk,
                         bm.Storage, r0 * d, d, rows * d, gi == 0 ? 0.0 : 1.0, c.Storage, j0 * d, d, sk * d, bh);
                 }
             }
