@@ -82,6 +82,26 @@ public enum ReduceOp
 public readonly record struct Strided(Storage Storage, int Offset, int[] Strides);
 
 /// <summary>
+/// Where the rows of a RoPE input or output [outer, seq, dim] lie in its buffer, outer being batch × heads: row
+/// (o, p) of batch o / Heads, head o mod Heads, position p starts at element
+/// (o / Heads)·BatchStride + (o mod Heads)·HeadStride + p·SeqStride, and its dim elements are contiguous. So attention
+/// can rotate the heads of a projection's [B, S, H, D] output into [B, H, S, D] (and the backward back) without a
+/// separate transposing copy.
+/// </summary>
+/// <param name="Heads">Heads per batch entry (1 for a plain [outer, seq, dim] buffer).</param>
+/// <param name="BatchStride">Elements between batch entries.</param>
+/// <param name="HeadStride">Elements between heads of one batch entry.</param>
+/// <param name="SeqStride">Elements between positions.</param>
+public readonly record struct RopeLayout(int Heads, int BatchStride, int HeadStride, int SeqStride)
+{
+    /// <summary>The contiguous layout of [outer, seq, dim].</summary>
+    public static RopeLayout Dense(int seq, int dim) => new(1, seq * dim, 0, dim);
+
+    /// <summary>First element of row (o, p).</summary>
+    public int Row(int o, int p) => o / Heads * BatchStride + o % Heads * HeadStride + p * SeqStride;
+}
+
+/// <summary>
 /// The primitive kernels every device implements. Everything in the engine (ops, autograd, nn, optimizers) is
 /// written in terms of these. Unless a parameter says otherwise, buffers are contiguous and row-major; outputs are
 /// written, never accumulated into, except by the *Add kernels. The reference backend implements each with plain
@@ -196,9 +216,9 @@ public interface IBackend
     /// <summary>
     /// Rotary position embedding, rotate-half convention (as in Hugging Face Llama/Mixtral), on x [outer, seq, dim]
     /// with cos/sin tables [seq, dim/2]: y₁ = x₁cos − x₂sin, y₂ = x₂cos + x₁sin for the halves x₁, x₂.
-    /// inverse rotates by −θ (the backward).
+    /// inverse rotates by −θ (the backward). x and y lie in their buffers as their layouts say (they must not overlap).
     /// </summary>
-    void Rope(Storage x, Storage cos, Storage sin, Storage y, int outer, int seq, int dim, bool inverse);
+    void Rope(Storage x, RopeLayout xLayout, Storage cos, Storage sin, Storage y, RopeLayout yLayout, int outer, int seq, int dim, bool inverse);
 
     /// <summary>
     /// SwiGLU's elementwise part: y[i] = silu(gate[i]) · up[i] for n elements (contiguous, offset 0). The default

@@ -1,3 +1,5 @@
+using PureMoE.Backends;
+
 namespace PureMoE;
 
 // Rotary position embedding and causal self-attention with grouped-query heads: block-causal batched GEMMs around
@@ -22,14 +24,40 @@ public sealed partial class Tensor
         int outer = seq * dim == 0 ? 0 : Numel / (seq * dim);
         var c = cos.Dense();
         var s = sin.Dense();
+        var dense = RopeLayout.Dense(seq, dim);
+        // A [B, H, S, D] view of a projection's [B, S, H, D] output (as attention makes) is read where it lies;
+        // other views are made dense first. The output is dense [.., S, D].
+        var (xs, xLayout) = IsContiguous && Offset == 0 ? (this, dense) : HeadsView() is { } heads ? (this, heads) : (Dense(), dense);
         var y = Empty(Shape, DType, Device);
-        Backend.Rope(Dense().Storage, c.Storage, s.Storage, y.Storage, outer, seq, dim, inverse: false);
+        Backend.Rope(xs.Storage, xLayout, c.Storage, s.Storage, y.Storage, dense, outer, seq, dim, inverse: false);
+        var viewLayout = HeadsView();
         return Record("Rope", y, [this], g =>
         {
+            var gd = g.Dense();
+            if (viewLayout is { } layout)
+            {
+                // The gradient in the input's own layout, [B, S, H, D] seen as [B, H, S, D]: the projection it flows
+                // back to then gets it without a transposing copy.
+                var buffer = Empty(new Shape(Shape[0], Shape[2], Shape[1], dim), g.DType, g.Device);
+                g.Backend.Rope(gd.Storage, dense, c.Storage, s.Storage, buffer.Storage, layout, outer, seq, dim, inverse: true);
+                return [buffer.Transpose(1, 2)];
+            }
             var dx = Empty(g.Shape, g.DType, g.Device);
-            g.Backend.Rope(g.Dense().Storage, c.Storage, s.Storage, dx.Storage, outer, seq, dim, inverse: true);
+            g.Backend.Rope(gd.Storage, dense, c.Storage, s.Storage, dx.Storage, dense, outer, seq, dim, inverse: true);
             return [dx];
         });
+    }
+
+    /// <summary>
+    /// The layout of this tensor when it is [B, H, S, D] seen through Transpose(1, 2) of a whole contiguous
+    /// [B, S, H, D] buffer (the heads of a projection's output); null otherwise.
+    /// </summary>
+    private RopeLayout? HeadsView()
+    {
+        if (Rank != 4 || Offset != 0 || Numel == 0) return null;
+        int h = Shape[1], seq = Shape[2], d = Shape[3];
+        bool transposed = Strides[3] == 1 && Strides[1] == d && Strides[2] == h * d && Strides[0] == seq * h * d;
+        return transposed && Storage.Length == Numel ? new RopeLayout(h, seq * h * d, d, h * d) : null;
     }
 
     /// <summary>

@@ -247,10 +247,43 @@ public class CpuKernelRowTests
     {
         var x = K.Rand(outer * seq * dim, 1);
         var cos = K.Rand(seq * dim / 2, 2, -1, 1); var sin = K.Rand(seq * dim / 2, 3, -1, 1);
-        var ye = K.S(new float[x.Length]); var ya = K.S(new float[x.Length]);
-        K.Ref.Rope(K.S(x), K.S(cos), K.S(sin), ye, outer, seq, dim, inverse);
-        K.Cpu.Rope(K.S(x), K.S(cos), K.S(sin), ya, outer, seq, dim, inverse);
-        K.SameBits(K.F(ye), K.F(ya), "rope");
+        var dense = RopeLayout.Dense(seq, dim);
+        // outer = batch × heads with 2 heads where it divides: the heads of a [B, S, H, D] buffer, read or written.
+        int heads = outer % 2 == 0 ? 2 : 1;
+        var headsLayout = new RopeLayout(heads, seq * heads * dim, dim, heads * dim);
+        foreach (var (xl, yl) in new[] { (dense, dense), (headsLayout, dense), (dense, headsLayout) })
+        {
+            var ye = K.S(new float[x.Length]); var ya = K.S(new float[x.Length]);
+            K.Ref.Rope(K.S(x), xl, K.S(cos), K.S(sin), ye, yl, outer, seq, dim, inverse);
+            K.Cpu.Rope(K.S(x), xl, K.S(cos), K.S(sin), ya, yl, outer, seq, dim, inverse);
+            K.SameBits(K.F(ye), K.F(ya), $"rope {xl} -> {yl}");
+        }
+    }
+
+    [Fact]
+    public void RopeLayoutsAddressTheHeadsOfABatchSequenceHeadsBuffer()
+    {
+        // x [B=2, S=3, H=2, D=4] read as [B, H, S, D]: row (b·H + h, s) starts at ((b·S + s)·H + h)·D.
+        var layout = new RopeLayout(2, 3 * 2 * 4, 4, 2 * 4);
+        for (int b = 0; b < 2; b++)
+            for (int h = 0; h < 2; h++)
+                for (int s = 0; s < 3; s++)
+                    Assert.Equal(((b * 3 + s) * 2 + h) * 4, layout.Row(b * 2 + h, s));
+        var dense = RopeLayout.Dense(3, 4);
+        Assert.Equal((5 * 3 + 2) * 4, dense.Row(5, 2));
+        // The reference with that layout equals the dense rotation of the transposed copy.
+        var x = K.Rand(2 * 3 * 2 * 4, 7);
+        var cos = K.Rand(3 * 2, 8, -1, 1); var sin = K.Rand(3 * 2, 9, -1, 1);
+        var transposed = new float[x.Length];
+        for (int b = 0; b < 2; b++)
+            for (int h = 0; h < 2; h++)
+                for (int s = 0; s < 3; s++)
+                    for (int d = 0; d < 4; d++)
+                        transposed[((b * 2 + h) * 3 + s) * 4 + d] = x[((b * 3 + s) * 2 + h) * 4 + d];
+        var viaLayout = K.S(new float[x.Length]); var viaCopy = K.S(new float[x.Length]);
+        K.Ref.Rope(K.S(x), layout, K.S(cos), K.S(sin), viaLayout, dense, 4, 3, 4, false);
+        K.Ref.Rope(K.S(transposed), dense, K.S(cos), K.S(sin), viaCopy, dense, 4, 3, 4, false);
+        K.SameBits(K.F(viaCopy), K.F(viaLayout), "heads layout");
     }
 
     // ------------------------------------------------------------------ strided copy

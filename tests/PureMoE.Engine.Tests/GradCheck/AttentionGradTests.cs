@@ -187,6 +187,37 @@ public class AttentionGradTests
         GradChecker.Check($"Rope {c}", t => (c.Transposed ? t[0].T : t[0]).Rope(cos, sin), c.Seed, x);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void RopeOfTheHeadsOfAProjectionReadsAndWritesThemWhereTheyLie(bool reference)
+    {
+        // Attention rotates q = proj(x).Reshape(B, S, H, D).Transpose(1, 2): the kernel reads that view in place, and
+        // the backward writes the gradient in the [B, S, H, D] layout (handed back as the transposed view), so neither
+        // direction copies. Same values and gradients as rotating a dense copy.
+        var device = reference ? Device.CpuReference : Device.Cpu;
+        var rng = new Rng(11);
+        var x = GradChecker.Randn(new Shape(2, 5, 3, 6), rng, device: device);   // [B, S, H, D]
+        var (cos, sin) = Tensor.RopeTables(5, 6, 10000, start: 2, DType.Float64, device);
+        GradChecker.Check("Rope of a heads view", t => t[0].Transpose(1, 2).Rope(cos, sin), 11, x);
+
+        var seed = GradChecker.Randn(new Shape(2, 3, 5, 6), rng, device: device);
+        Tensor Run(bool viaCopy, out Tensor dx)
+        {
+            var leaf = x.Detach();
+            leaf.RequiresGrad = true;
+            var heads = leaf.Transpose(1, 2);
+            var y = (viaCopy ? heads.Clone() : heads).Rope(cos, sin);
+            y.Backward(seed);
+            dx = leaf.Grad!;
+            return y;
+        }
+        var direct = Run(viaCopy: false, out var dxDirect);
+        var copied = Run(viaCopy: true, out var dxCopied);
+        Assert.Equal(copied.ToDoubleArray(), direct.ToDoubleArray());
+        Assert.Equal(dxCopied.ToDoubleArray(), dxDirect.ToDoubleArray());
+    }
+
     [Property(Arbitrary = [typeof(AttentionArbitraries)], MaxTest = Runs.Some)]
     public void RopeMatchesTheFormula(RopeCase c)
     {

@@ -397,14 +397,19 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
         var x = K.Rand(outer * seq * dim, outer + seq + dim);
         var cos = K.Rand(seq * dim / 2, 1, -1, 1);
         var sin = K.Rand(seq * dim / 2, 2, -1, 1);
+        var dense = RopeLayout.Dense(seq, dim);
+        // outer = batch × heads with 3 heads where it divides: the heads of a [B, S, H, D] buffer, read or written.
+        int heads = outer % 3 == 0 ? 3 : 1;
+        var headsLayout = new RopeLayout(heads, seq * heads * dim, dim, heads * dim);
         foreach (bool inverse in new[] { false, true })
-        {
-            var ye = K.S(new float[x.Length]);
-            Ref.Rope(K.S(x), K.S(cos), K.S(sin), ye, outer, seq, dim, inverse);
-            var ya = B.Allocate(DType.Float32, x.Length);
-            B.Rope(Up(x), Up(cos), Up(sin), ya, outer, seq, dim, inverse);
-            K.Close(K.F(ye), DownF(ya), 1e-6 * Slack, 1e-7 * Slack, $"rope inverse={inverse}");
-        }
+            foreach (var (xl, yl) in new[] { (dense, dense), (headsLayout, dense), (dense, headsLayout) })
+            {
+                var ye = K.S(new float[x.Length]);
+                Ref.Rope(K.S(x), xl, K.S(cos), K.S(sin), ye, yl, outer, seq, dim, inverse);
+                var ya = B.Allocate(DType.Float32, x.Length);
+                B.Rope(Up(x), xl, Up(cos), Up(sin), ya, yl, outer, seq, dim, inverse);
+                K.Close(K.F(ye), DownF(ya), 1e-6 * Slack, 1e-7 * Slack, $"rope inverse={inverse} {xl} -> {yl}");
+            }
     }
 
     [Theory]

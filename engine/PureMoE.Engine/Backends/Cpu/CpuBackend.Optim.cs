@@ -44,11 +44,11 @@ public partial class CpuBackend
     }
 
     /// <inheritdoc />
-    public override void Rope(Storage x, Storage cos, Storage sin, Storage y, int outer, int seq, int dim, bool inverse)
+    public override void Rope(Storage x, RopeLayout xLayout, Storage cos, Storage sin, Storage y, RopeLayout yLayout, int outer, int seq, int dim, bool inverse)
     {
         if (x.DType != DType.Float32 || !Simd.Enabled || outer <= 0 || seq <= 0 || dim < 2)
         {
-            base.Rope(x, cos, sin, y, outer, seq, dim, inverse);
+            base.Rope(x, xLayout, cos, sin, y, yLayout, outer, seq, dim, inverse);
             return;
         }
         float[] xs = A<float>(x), cs = A<float>(cos), ss = A<float>(sin), ys = A<float>(y);
@@ -57,24 +57,24 @@ public partial class CpuBackend
         {
             for (int t = start; t < end; t++)
             {
-                int sPos = t % seq, row = t * dim, tab = sPos * half;
+                int sPos = t % seq, xr = xLayout.Row(t / seq, sPos), yr = yLayout.Row(t / seq, sPos), tab = sPos * half;
                 int j = 0;
                 for (; j <= half - 8; j += 8)
                 {
                     var c = Vector256.Create(cs.AsSpan(tab + j));
                     var sn = Vector256.Create(ss.AsSpan(tab + j));
                     if (inverse) sn = -sn;
-                    var x1 = Vector256.Create(xs.AsSpan(row + j));
-                    var x2 = Vector256.Create(xs.AsSpan(row + half + j));
-                    (x1 * c - x2 * sn).CopyTo(ys.AsSpan(row + j));
-                    (x2 * c + x1 * sn).CopyTo(ys.AsSpan(row + half + j));
+                    var x1 = Vector256.Create(xs.AsSpan(xr + j));
+                    var x2 = Vector256.Create(xs.AsSpan(xr + half + j));
+                    (x1 * c - x2 * sn).CopyTo(ys.AsSpan(yr + j));
+                    (x2 * c + x1 * sn).CopyTo(ys.AsSpan(yr + half + j));
                 }
                 for (; j < half; j++)
                 {
                     float c = cs[tab + j], sn = inverse ? -ss[tab + j] : ss[tab + j];
-                    float x1 = xs[row + j], x2 = xs[row + half + j];
-                    ys[row + j] = x1 * c - x2 * sn;
-                    ys[row + half + j] = x2 * c + x1 * sn;
+                    float x1 = xs[xr + j], x2 = xs[xr + half + j];
+                    ys[yr + j] = x1 * c - x2 * sn;
+                    ys[yr + half + j] = x2 * c + x1 * sn;
                 }
             }
         });

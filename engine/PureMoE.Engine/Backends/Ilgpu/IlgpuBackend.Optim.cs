@@ -4,7 +4,7 @@ using ILGPU.Runtime;
 
 namespace PureMoE.Backends.Ilgpu;
 
-/// <summary>Shape of the RoPE kernel.</summary>
+/// <summary>Shape and layouts of the RoPE kernel (see <see cref="RopeLayout"/>).</summary>
 public struct RopeArgs
 {
     /// <summary>Sequence length.</summary>
@@ -13,6 +13,10 @@ public struct RopeArgs
     public int Dim;
     /// <summary>1 to rotate by −θ (the backward).</summary>
     public int Inverse;
+    /// <summary>The input's layout: heads per batch entry, batch, head and position strides.</summary>
+    public int XHeads, XBatch, XHead, XSeq;
+    /// <summary>The output's layout, likewise.</summary>
+    public int YHeads, YBatch, YHead, YSeq;
 }
 
 /// <summary>Scalars of one AdamW step, in float32 as the reference computes them.</summary>
@@ -37,12 +41,13 @@ internal static partial class IlgpuKernels
     public static void Rope(Index1D e, ArrayView<float> x, ArrayView<float> cos, ArrayView<float> sin, ArrayView<float> y, RopeArgs p)
     {
         int half = p.Dim / 2;
-        int j = e % half, t = e / half, s = t % p.Seq;
-        int row = t * p.Dim;
+        int j = e % half, t = e / half, s = t % p.Seq, o = t / p.Seq;
+        int xr = o / p.XHeads * p.XBatch + o % p.XHeads * p.XHead + s * p.XSeq;
+        int yr = o / p.YHeads * p.YBatch + o % p.YHeads * p.YHead + s * p.YSeq;
         float c = cos[s * half + j], sn = p.Inverse != 0 ? -sin[s * half + j] : sin[s * half + j];
-        float x1 = x[row + j], x2 = x[row + half + j];
-        y[row + j] = x1 * c - x2 * sn;
-        y[row + half + j] = x2 * c + x1 * sn;
+        float x1 = x[xr + j], x2 = x[xr + half + j];
+        y[yr + j] = x1 * c - x2 * sn;
+        y[yr + half + j] = x2 * c + x1 * sn;
     }
 
     /// <summary>AdamW (PyTorch's form, decoupled decay): one thread per parameter.</summary>
@@ -69,12 +74,17 @@ public sealed partial class IlgpuBackend
     private Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWArgs>? _adamW;
 
     /// <inheritdoc />
-    public void Rope(Storage x, Storage cos, Storage sin, Storage y, int outer, int seq, int dim, bool inverse)
+    public void Rope(Storage x, RopeLayout xLayout, Storage cos, Storage sin, Storage y, RopeLayout yLayout, int outer, int seq, int dim, bool inverse)
     {
         int total = outer * seq * (dim / 2);
         if (total == 0) return;
         var k = Cached(ref _rope, () => Auto<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs>(IlgpuKernels.Rope));
-        k(total, F(x, "Rope"), F(cos, "Rope"), F(sin, "Rope"), F(y, "Rope"), new RopeArgs { Seq = seq, Dim = dim, Inverse = inverse ? 1 : 0 });
+        k(total, F(x, "Rope"), F(cos, "Rope"), F(sin, "Rope"), F(y, "Rope"), new RopeArgs
+        {
+            Seq = seq, Dim = dim, Inverse = inverse ? 1 : 0,
+            XHeads = xLayout.Heads, XBatch = xLayout.BatchStride, XHead = xLayout.HeadStride, XSeq = xLayout.SeqStride,
+            YHeads = yLayout.Heads, YBatch = yLayout.BatchStride, YHead = yLayout.HeadStride, YSeq = yLayout.SeqStride,
+        });
     }
 
     /// <inheritdoc />

@@ -268,26 +268,26 @@ public partial class ReferenceBackend
     }
 
     /// <inheritdoc />
-    public virtual void Rope(Storage x, Storage cos, Storage sin, Storage y, int outer, int seq, int dim, bool inverse)
+    public virtual void Rope(Storage x, RopeLayout xLayout, Storage cos, Storage sin, Storage y, RopeLayout yLayout, int outer, int seq, int dim, bool inverse)
     {
-        if (x.DType == DType.Float32) RopeT(A<float>(x), A<float>(cos), A<float>(sin), A<float>(y), outer, seq, dim, inverse);
-        else RopeT(A<double>(x), A<double>(cos), A<double>(sin), A<double>(y), outer, seq, dim, inverse);
+        if (x.DType == DType.Float32) RopeT(A<float>(x), xLayout, A<float>(cos), A<float>(sin), A<float>(y), yLayout, outer, seq, dim, inverse);
+        else RopeT(A<double>(x), xLayout, A<double>(cos), A<double>(sin), A<double>(y), yLayout, outer, seq, dim, inverse);
     }
 
-    private static void RopeT<T>(T[] x, T[] cos, T[] sin, T[] y, int outer, int seq, int dim, bool inverse)
+    private static void RopeT<T>(T[] x, RopeLayout xLayout, T[] cos, T[] sin, T[] y, RopeLayout yLayout, int outer, int seq, int dim, bool inverse)
         where T : IFloatingPointIeee754<T>
     {
         int half = dim / 2;
         for (int o = 0; o < outer; o++)
             for (int s = 0; s < seq; s++)
             {
-                int row = (o * seq + s) * dim;
+                int xr = xLayout.Row(o, s), yr = yLayout.Row(o, s);
                 for (int j = 0; j < half; j++)
                 {
                     T c = cos[s * half + j], sn = inverse ? -sin[s * half + j] : sin[s * half + j];
-                    T x1 = x[row + j], x2 = x[row + half + j];
-                    y[row + j] = x1 * c - x2 * sn;
-                    y[row + half + j] = x2 * c + x1 * sn;
+                    T x1 = x[xr + j], x2 = x[xr + half + j];
+                    y[yr + j] = x1 * c - x2 * sn;
+                    y[yr + half + j] = x2 * c + x1 * sn;
                 }
             }
     }
