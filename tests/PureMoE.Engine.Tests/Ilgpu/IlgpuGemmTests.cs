@@ -62,6 +62,9 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
     [InlineData(65, 33, 17, 1)]
     [InlineData(130, 129, 20, 1)]
     [InlineData(63, 65, 3, 3)]
+    [InlineData(65, 33, 32, 1)]   // K a multiple of the 16-deep staged tile: no remainder
+    [InlineData(17, 66, 8, 2)]    // K = 8: the remainder tile's second half lies wholly past K
+    [InlineData(64, 64, 48, 1)]
     public void MediumKernelMatchesReference(int m, int n, int k, int batch) =>
         WithKernel(GemmKernelChoice.Medium, () => Check(m, n, k, batch, betas: [0.0, 0.5]));
 

@@ -153,11 +153,12 @@ public sealed partial class IlgpuBackend
     internal GemmKernelChoice GemmKernel { get; set; }
 
     /// <summary>
-    /// True when the accelerator can run <see cref="IlgpuKernels.Sgemm128"/> (256 threads, 17 KB of shared memory per
-    /// group), and so <see cref="IlgpuKernels.Sgemm64"/> too (256 threads, 8.7 KB).
+    /// True when the accelerator can run <see cref="IlgpuKernels.Sgemm128"/> and <see cref="IlgpuKernels.Sgemm64"/> and
+    /// their grouped forms (256 threads, 16.9 and 17.4 KB of shared memory per group).
     /// </summary>
     internal bool SupportsLargeGemm =>
-        Accelerator.MaxNumThreadsPerGroup >= IlgpuKernels.Gemm128Threads && Accelerator.MaxSharedMemoryPerGroup >= 2 * 2 * 8 * 132 * sizeof(float);
+        Accelerator.MaxNumThreadsPerGroup >= IlgpuKernels.Gemm128Threads &&
+        Accelerator.MaxSharedMemoryPerGroup >= Math.Max(IlgpuKernels.Gemm128SharedBytes, IlgpuKernels.Gemm64SharedBytes);
 
     /// <summary>
     /// The kernel a GEMM of this shape runs. Auto takes the 128×128 kernel when both sides span a tile and its tiles

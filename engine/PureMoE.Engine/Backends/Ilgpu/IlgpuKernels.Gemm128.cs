@@ -100,6 +100,9 @@ internal static partial class IlgpuKernels
     /// <summary>Tile size of <see cref="Sgemm128"/> along M and N.</summary>
     public const int Gemm128Tile = 128;
 
+    /// <summary>Shared memory of a <see cref="Sgemm128"/> group: two buffers of a 128×8 tile of each operand (16.9 KB).</summary>
+    public const int Gemm128SharedBytes = 2 * 2 * G128BK * G128Stride * sizeof(float);
+
     private const int G128BK = 8;
     private const int G128Stride = 132;             // floats per k row of a staged tile (128 + 4 padding)
     private const int G128Stride4 = G128Stride / 4; // the same in Float4x

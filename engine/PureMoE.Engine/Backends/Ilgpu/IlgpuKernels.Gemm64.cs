@@ -17,11 +17,13 @@ internal struct Accumulators4x4
 // of 256 threads computes a 64×64 tile of C; each thread holds a 4×4 register block, rows ty·4 + {0..3} and columns
 // tx·4 + {0..3} (tx, ty in 0..15, laid out 8 columns × 4 rows per 32 consecutive ids as in Sgemm128), so each step
 // of k reads one 16-byte vector of A and one of B from shared memory for 16 multiply-adds (the group-size tiled
-// kernel reads 8 scalars). The K loop stages BK = 8 columns of A and rows of B, both k-major with rows padded to 68
-// floats, double-buffered with one barrier per tile; each thread stages 2 elements 32 rows apart per operand at one
-// k, whatever the layout, so its shared-memory stores are constant offsets from one address. As in Sgemm128 the 8
-// steps are written out, rows past M or N are read clamped (their products are never stored) and K's remainder is
-// the prologue's guarded first tile, so the loop has no bounds test. Any M, N, K, transposition, leading dimension
+// kernel reads 8 scalars). The K loop stages BK = 16 columns of A and rows of B, both k-major with rows padded to 68
+// floats, double-buffered with one barrier per tile; each thread stages 4 elements per operand, 2 rows 32 apart at 2
+// k 8 apart, whatever the layout, so its shared-memory stores are constant offsets from one address. With a quarter
+// of Sgemm128's multiply-adds per k, a tile of 16 k (not 8) spreads the loop's fixed cost (the barrier, addresses,
+// the branch) over 256 multiply-adds per thread; the staged values in flight (8 registers) keep the kernel near 64
+// registers. As in Sgemm128 the 16 steps are written out, rows past M or N are read clamped (their products are
+// never stored) and K's remainder is the prologue's guarded first tile, so the loop has no bounds test. Any M, N, K, transposition, leading dimension
 // and batch stride works. SgemmGrouped64 runs the same tile code over many GEMMs at once, from the table
 // SgemmGrouped128 reads.
 internal static partial class IlgpuKernels
@@ -32,7 +34,10 @@ internal static partial class IlgpuKernels
     /// <summary>Tile size of <see cref="Sgemm64"/> along M and N.</summary>
     public const int Gemm64Tile = 64;
 
-    private const int G64BK = 8;
+    /// <summary>Shared memory of a <see cref="Sgemm64"/> group: two buffers of a 64×16 tile of each operand (17.4 KB).</summary>
+    public const int Gemm64SharedBytes = 2 * 2 * G64BK * G64Stride * sizeof(float);
+
+    private const int G64BK = 16;
     private const int G64Stride = 68;             // floats per k row of a staged tile (64 + 4 padding)
     private const int G64Stride4 = G64Stride / 4; // the same in Float4x
     private const int G64Buffer = G64BK * G64Stride;
@@ -79,7 +84,8 @@ internal static partial class IlgpuKernels
         int t = Group.IdxX, lane = t & 31, warp = t >> 5;
         int tx = ((warp & 1) << 3) | (lane & 7), ty = ((warp >> 1) << 2) | (lane >> 3);
 
-        // This thread's 2 elements of each 64×8 staged tile: rows (of A; columns of B) rc and rc + 32 at one k.
+        // This thread's 4 elements of each 64×16 staged tile: rows (of A; columns of B) rc and rc + 32, at k = kk and
+        // kk + 8 (the 64×8 staging of Sgemm128's design, twice).
         bool kMajorA = p.TransA == 0, kMajorB = p.TransB != 0;
         int aRc = kMajorA ? t >> 3 : t & 31, aKk = kMajorA ? t & 7 : t >> 5;
         int bRc = kMajorB ? t >> 3 : t & 31, bKk = kMajorB ? t & 7 : t >> 5;
@@ -89,19 +95,24 @@ internal static partial class IlgpuKernels
         int ib0 = StagedRowIndex(bBase, col0 + bRc, p.N, kMajorB ? p.Ldb : 1);
         int ib1 = StagedRowIndex(bBase, col0 + bRc + 32, p.N, kMajorB ? p.Ldb : 1);
 
-        // The first tile holds K's remainder: k from kFirst ≤ 0, where k < 0 (and k ≥ K, for K < 8) reads as zero.
+        // The first tile holds K's remainder: k from kFirst ≤ 0, where k < 0 (and k ≥ K, for K < 16) reads as zero.
         int kFirst = p.K % G64BK == 0 ? 0 : p.K % G64BK - G64BK, tiles = (p.K + G64BK - 1) / G64BK;
         int ka = kFirst + aKk, kb = kFirst + bKk;
-        bool aIn = ka >= 0 && ka < p.K, bIn = kb >= 0 && kb < p.K;
+        int aHalf = 8 * aKUnit, bHalf = 8 * bKUnit;   // index step from k to k + 8
+        bool aIn0 = ka >= 0 && ka < p.K, aIn1 = ka + 8 >= 0 && ka + 8 < p.K;
+        bool bIn0 = kb >= 0 && kb < p.K, bIn1 = kb + 8 >= 0 && kb + 8 < p.K;
         int oa = ka * aKUnit, ob = kb * bKUnit;
-        float pa0 = Fetch(a, aIn, ia0 + oa), pa1 = Fetch(a, aIn, ia1 + oa);
-        float pb0 = Fetch(b, bIn, ib0 + ob), pb1 = Fetch(b, bIn, ib1 + ob);
+        float pa0 = Fetch(a, aIn0, ia0 + oa), pa1 = Fetch(a, aIn0, ia1 + oa);
+        float pa2 = Fetch(a, aIn1, ia0 + oa + aHalf), pa3 = Fetch(a, aIn1, ia1 + oa + aHalf);
+        float pb0 = Fetch(b, bIn0, ib0 + ob), pb1 = Fetch(b, bIn0, ib1 + ob);
+        float pb2 = Fetch(b, bIn1, ib0 + ob + bHalf), pb3 = Fetch(b, bIn1, ib1 + ob + bHalf);
 
+        // Slots kk·68 + rc (+32 for the second row, +8·68 for k + 8): constant offsets from one address.
         int aSlot = aKk * G64Stride + aRc, bSlot = bKk * G64Stride + bRc;
         var sa = asf.SubView(aSlot);
         var sb = bsf.SubView(bSlot);
-        sa[0] = pa0; sa[32] = pa1;
-        sb[0] = pb0; sb[32] = pb1;
+        sa[0] = pa0; sa[32] = pa1; sa[8 * G64Stride] = pa2; sa[8 * G64Stride + 32] = pa3;
+        sb[0] = pb0; sb[32] = pb1; sb[8 * G64Stride] = pb2; sb[8 * G64Stride + 32] = pb3;
         Group.Barrier();
 
         var acc = default(Accumulators4x4);
@@ -114,8 +125,8 @@ internal static partial class IlgpuKernels
             {
                 oa = (ka + (k + 1) * G64BK) * aKUnit;
                 ob = (kb + (k + 1) * G64BK) * bKUnit;
-                pa0 = a[ia0 + oa]; pa1 = a[ia1 + oa];
-                pb0 = b[ib0 + ob]; pb1 = b[ib1 + ob];
+                pa0 = a[ia0 + oa]; pa1 = a[ia1 + oa]; pa2 = a[ia0 + oa + aHalf]; pa3 = a[ia1 + oa + aHalf];
+                pb0 = b[ib0 + ob]; pb1 = b[ib1 + ob]; pb2 = b[ib0 + ob + bHalf]; pb3 = b[ib1 + ob + bHalf];
             }
 
             var at = as4.SubView(cur * G64BK * G64Stride4 + ty);
@@ -128,14 +139,22 @@ internal static partial class IlgpuKernels
             OuterProduct4x4(ref acc, at[5 * G64Stride4], bt[5 * G64Stride4]);
             OuterProduct4x4(ref acc, at[6 * G64Stride4], bt[6 * G64Stride4]);
             OuterProduct4x4(ref acc, at[7 * G64Stride4], bt[7 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[8 * G64Stride4], bt[8 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[9 * G64Stride4], bt[9 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[10 * G64Stride4], bt[10 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[11 * G64Stride4], bt[11 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[12 * G64Stride4], bt[12 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[13 * G64Stride4], bt[13 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[14 * G64Stride4], bt[14 * G64Stride4]);
+            OuterProduct4x4(ref acc, at[15 * G64Stride4], bt[15 * G64Stride4]);
 
             if (next)
             {
                 // The other buffer was last read before the previous iteration's barrier: safe to overwrite.
                 sa = asf.SubView((cur ^ 1) * G64Buffer + aSlot);
                 sb = bsf.SubView((cur ^ 1) * G64Buffer + bSlot);
-                sa[0] = pa0; sa[32] = pa1;
-                sb[0] = pb0; sb[32] = pb1;
+                sa[0] = pa0; sa[32] = pa1; sa[8 * G64Stride] = pa2; sa[8 * G64Stride + 32] = pa3;
+                sb[0] = pb0; sb[32] = pb1; sb[8 * G64Stride] = pb2; sb[8 * G64Stride + 32] = pb3;
             }
 
             Group.Barrier();
