@@ -99,6 +99,11 @@ public static class MoeQuick
 
         var times = new double[repeats];
         var forwardTimes = new double[repeats];
+        // The warm-up compiled every kernel the step uses (on a GPU the first step is mostly that); the timed steps'
+        // peak device memory is what one step needs at its fullest, with the layer's weights.
+        int kernelsCompiled = device.KernelsCompiled;
+        double compileSeconds = device.KernelCompileTime.TotalSeconds;
+        device.ResetPeakMemory();
         long launchesBefore = ilgpu?.GroupedGemmLaunches ?? 0;
         long readsBefore = device.HostReads, uploadsBefore = ilgpu?.Uploads.Uploads ?? 0, waitsBefore = ilgpu?.Uploads.Waits ?? 0;
         long queuedBefore = device.Launches;
@@ -183,6 +188,7 @@ public static class MoeQuick
             sb.Append(CultureInfo.InvariantCulture, $"{{\"bench\":\"moe\",\"impl\":\"puremoe\",\"router\":\"{routerKind}\",\"tokens\":{tokens},\"d\":{d},\"ff\":{ff},\"experts\":{experts},\"k\":{k},");
             sb.Append(CultureInfo.InvariantCulture, $"\"tokens_per_s\":{tokensPerS:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times.Min():F3},\"forward_ms\":{forwardMs:F3},\"repeats\":{repeats},\"threads\":{threads},\"device\":\"{device}\",\"accelerator\":\"{where}\",");
             sb.Append(CultureInfo.InvariantCulture, $"\"kernel\":\"{kernelName}\",\"grouped\":\"{groupedName}\",\"grouped_launches_per_step\":{groupedPerStep:F1},\"launches_per_step\":{launchesPerStep:F1},\"host_reads_per_step\":{readsPerStep:F1},\"uploads_per_step\":{uploadsPerStep:F1},\"upload_waits\":{uploadWaits},\"upload_staging\":\"{staging}\",");
+            sb.Append(CultureInfo.InvariantCulture, $"\"kernels_compiled\":{kernelsCompiled},\"compile_s\":{compileSeconds:F2},\"peak_memory_mib\":{device.PeakMemoryInUse / 1048576.0:F1},");
             sb.Append("\"launches_by_kernel\":{");
             sb.AppendJoin(',', byKernel.Select(e => string.Create(CultureInfo.InvariantCulture, $"\"{e.Name}\":{e.PerStep:F1}")));
             sb.Append("},\"breakdown_ms\":{");
@@ -203,6 +209,8 @@ public static class MoeQuick
         else
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind}: median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads, device {device} [{where}], kernel {kernelName}, grouped {groupedName} ({groupedPerStep:F1} grouped GEMM launches per step), {launchesPerStep:F0} launches, {readsPerStep:F1} host reads and {uploadsPerStep:F1} uploads per step ({uploadWaits} waited)");
+            if (device.IsIlgpu)
+                sb.AppendLine(CultureInfo.InvariantCulture, $"  {kernelsCompiled} kernels compiled in {compileSeconds:F2} s (in the warm-up); peak device memory in a step {device.PeakMemoryInUse / 1048576.0:F1} MiB");
             if (byKernel.Count > 0)
                 sb.AppendLine("  launches per step by kernel: " + string.Join(", ", byKernel.Select(e => string.Create(CultureInfo.InvariantCulture, $"{e.Name} {e.PerStep:F1}"))));
             for (int p = 0; p < PhaseNames.Length; p++)
