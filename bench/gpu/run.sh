@@ -258,15 +258,18 @@ for r in rows:
     print(f"{shape:<22} {r['gflops']:>13.1f} {t['gflops'] if t else float('nan'):>14.1f} {ratio:>6}  {r['kernel']} err {r.get('max_rel_err')}")
 moe = [r for r in rows if r["bench"] == "moe"]
 if moe:
-    print(f"\n{'moe':<10} {'tokens/s':>10} {'median ms':>10} {'fwd ms':>8}  {'kernel/grouped (grouped; all launches)':<40} device")
+    def shape(r): return f"{r['tokens']}x{r['d']}x{r['ff']} E{r['experts']}"
+    print(f"\n{'moe':<10} {'T x d x ff E':<18} {'tokens/s':>10} {'median ms':>10} {'fwd ms':>8}  {'kernel/grouped (grouped; all launches)':<40} {'compile s':>9} {'peak MiB':>8}  device")
     for r in moe:
         choice = f"{r['kernel']}/{r['grouped']} ({r['grouped_launches_per_step']}; {r.get('launches_per_step', '?')})" if "kernel" in r else "-"
-        print(f"{r['impl']:<10} {r['tokens_per_s']:>10.0f} {r['median_ms']:>10.2f} {r['forward_ms']:>8.2f}  {choice:<40} {r.get('accelerator', r.get('device'))}")
-    # Ours with the default choices (auto/auto) against PyTorch.
-    ours = next((r for r in moe if r["impl"] == "puremoe" and r.get("kernel", "auto") == "auto" and r.get("grouped", "auto") == "auto"), None)
-    torch_moe = next((r for r in moe if r["impl"] == "torch"), None)
-    if ours and torch_moe:
-        print(f"ours (auto) / torch tokens/s: {ours['tokens_per_s'] / torch_moe['tokens_per_s']:.2f}")
+        print(f"{r['impl']:<10} {shape(r):<18} {r['tokens_per_s']:>10.0f} {r['median_ms']:>10.2f} {r['forward_ms']:>8.2f}  {choice:<40} "
+              f"{r.get('compile_s', '-'):>9} {r.get('peak_memory_mib', '-'):>8}  {r.get('accelerator', r.get('device'))}")
+    # Ours with the default choices (auto/auto) against PyTorch, shape by shape.
+    for s in dict.fromkeys(shape(r) for r in moe):
+        ours = next((r for r in moe if shape(r) == s and r["impl"] == "puremoe" and r.get("kernel", "auto") == "auto" and r.get("grouped", "auto") == "auto"), None)
+        torch_moe = next((r for r in moe if shape(r) == s and r["impl"] == "torch"), None)
+        if ours and torch_moe:
+            print(f"ours (auto) / torch tokens/s at {s}: {ours['tokens_per_s'] / torch_moe['tokens_per_s']:.2f}")
 PYEOF
 fi
 say ""
