@@ -24,7 +24,7 @@ internal static class GemmDeviceQuick
     };
 
     /// <summary>Runs the measurement and prints the result.</summary>
-    /// <param name="args">--n N [--m M] [--k K] [--ta] [--tb] [--repeats R] [--warmup W] [--json] [--kernel auto|tiled|medium|large] [--checks C].</param>
+    /// <param name="args">--n N [--m M] [--k K] [--ta] [--tb] [--repeats R] [--warmup W] [--json] [--kernel auto|tiled|medium|large] [--split-k auto|S] (K in S slices; 1: never) [--checks C].</param>
     /// <param name="device">An ILGPU device.</param>
     public static int Run(QuickArgs args, Device device)
     {
@@ -37,16 +37,23 @@ internal static class GemmDeviceQuick
         bool json = args.Flag("json");
         bool transA = args.Flag("ta"), transB = args.Flag("tb");
         string kernelName = args.Text("kernel", "auto");
+        string splitName = args.Text("split-k", "auto");
         args.ThrowIfUnused();
 
         var backend = (IlgpuBackend)device.Backend;
         ChooseKernel(backend, kernelName);
-        string kernel = backend.GemmKernelFor(m, n, 1) switch
-        {
-            GemmKernelChoice.Large => "Sgemm128 (128x128 tile, 8x8 per thread, 256 threads)",
-            GemmKernelChoice.Medium => "Sgemm64 (64x64 tile, 4x4 per thread, 256 threads)",
-            _ => $"Sgemm tiled ({4 * backend.GemmThreads.TY}x{4 * backend.GemmThreads.TX} tile, 4x4 per thread, {backend.GroupSize} threads)",
-        };
+        backend.ForcedSplitK = splitName == "auto" ? null
+            : int.TryParse(splitName, out int s) && s >= 1 ? s
+            : throw new ArgumentException($"--split-k {splitName}: expected auto or a number of slices ≥ 1 (1: never split)");
+        int slices = backend.SplitKSlices(m, n, k, 1);
+        string kernel = slices > 1
+            ? $"Sgemm64 split-K ({slices} slices of K, then splitKSum)"
+            : backend.GemmKernelFor(m, n, 1) switch
+            {
+                GemmKernelChoice.Large => "Sgemm128 (128x128 tile, 8x8 per thread, 256 threads)",
+                GemmKernelChoice.Medium => "Sgemm64 (64x64 tile, 4x4 per thread, 256 threads)",
+                _ => $"Sgemm tiled ({4 * backend.GemmThreads.TY}x{4 * backend.GemmThreads.TX} tile, 4x4 per thread, {backend.GroupSize} threads)",
+            };
 
         var rng = new Random(42);
         float[] a = RandomMatrix(rng, m * k);
@@ -67,6 +74,7 @@ internal static class GemmDeviceQuick
             ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"gemm\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"n\":{n},\"m\":{m},\"k\":{k},\"transA\":{(transA ? "true" : "false")},\"transB\":{(transB ? "true" : "false")},\"gflops\":{gflops:F2},\"median_ms\":{medianMs:F3},\"min_ms\":{minMs:F3},\"repeats\":{repeats},\"kernel\":\"{kernel}\",\"max_rel_err\":{(double.IsNaN(maxRel) ? "null" : maxRel.ToString("E2", CultureInfo.InvariantCulture))},\"checked\":{checks}}}")
             : string.Create(CultureInfo.InvariantCulture, $"gemm{(transA ? " Aᵀ" : "")}{(transB ? " Bᵀ" : "")} {m}x{k} * {k}x{n} on {device} [{where}]: median {medianMs:F3} ms (min {minMs:F3}), {gflops:F1} GFLOP/s, kernel {kernel}, max rel err {maxRel:E2} over {checks} sampled elements");
         Console.WriteLine(line);
+        backend.ForcedSplitK = null;
         return maxRel <= 1e-3 ? 0 : 1;
     }
 

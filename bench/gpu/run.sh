@@ -168,6 +168,9 @@ if [ $gpu -eq 1 ]; then
   gemm --n 4096 --ta; peer_gemm --n 4096 --ta
   gemm --n 4096 --tb; peer_gemm --n 4096 --tb
   gemm --n 4095 --m 4097 --k 4093
+  # A small output over a long K (a router gate's weight gradient at moe-small): Auto splits K; 1 = one pass.
+  gemm --m 8 --n 512 --k 4096; gemm --m 8 --n 512 --k 4096 --split-k 1; peer_gemm --m 8 --n 512 --k 4096
+  gemm --m 512 --n 512 --k 16384; gemm --m 512 --n 512 --k 16384 --split-k 1; peer_gemm --m 512 --n 512 --k 16384
 else
   gemm --n 64 --ta --tb --repeats 3 --warmup 1
 fi

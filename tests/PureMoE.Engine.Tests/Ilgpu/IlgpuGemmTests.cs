@@ -148,6 +148,44 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
         });
     }
 
+    [Theory]
+    [InlineData(17, 33, 100, 3)]  // slices of 48, 48 and 4 (whole 16-deep tiles; the last takes the rest)
+    [InlineData(64, 64, 48, 2)]   // 32 and 16
+    [InlineData(5, 7, 33, 4)]     // 16, 16 and 1: fewer slices than asked
+    [InlineData(9, 3, 12, 2)]     // K under one tile: one slice, the plain path
+    public void SplitKMatchesReference(int m, int n, int k, int slices)
+    {
+        // K cut into slices, each a product into its own partial, then the partials added in order and scaled:
+        // every transposition, beta 0 (C not read) and beta ≠ 0, padded leading dimensions and offsets.
+        var b = G;
+        Assert.True(b.SupportsLargeGemm, "the 256-thread kernels are not supported here");
+        b.ForcedSplitK = slices;
+        try
+        {
+            long before = b.LaunchesByKernel.GetValueOrDefault("splitKSum");
+            Check(m, n, k, 1, betas: [0.0, 0.5]);
+            long sums = b.LaunchesByKernel.GetValueOrDefault("splitKSum") - before;
+            Assert.Equal(k > 16 ? 8 : 0, sums); // one sum per product (4 transpositions × 2 betas) when K was split
+        }
+        finally
+        {
+            b.ForcedSplitK = null;
+        }
+    }
+
+    [Fact]
+    public void AutoSplitsOnlyALongKOverTooFewTiles()
+    {
+        // An H100-sized device (132 SMs): a router gate's weight gradient [8, 512] over 4096 tokens has 8 tiles of
+        // 64×64, so K goes in 8 slices of 512 (4096 / 512 caps it below 132 / 8 = 16).
+        Assert.Equal(8, IlgpuBackend.SplitKSlicesFor(8, 512, 4096, 1, 132));
+        Assert.Equal(16, IlgpuBackend.SplitKSlicesFor(8, 512, 65536, 1, 132));   // then the SMs cap it
+        Assert.Equal(1, IlgpuBackend.SplitKSlicesFor(8, 512, 1024, 1, 132));     // K too short to pay for the sum
+        Assert.Equal(1, IlgpuBackend.SplitKSlicesFor(512, 1024, 4096, 1, 132));  // 128 tiles: the SMs are busy
+        Assert.Equal(1, IlgpuBackend.SplitKSlicesFor(8, 512, 4096, 2, 132));     // batches keep one launch
+        Assert.Equal(1, IlgpuBackend.SplitKSlicesFor(8, 512, 4096, 1, 1));       // the emulator's one SM
+    }
+
     private void WithKernel(GemmKernelChoice choice, Action body)
     {
         var b = G;

@@ -193,6 +193,12 @@ public sealed partial class IlgpuBackend
             TransA = transA ? 1 : 0, TransB = transB ? 1 : 0,
             Alpha = (float)alpha, Beta = (float)beta,
         };
+        // A small output over a long K: K in slices, each on its own tiles (IlgpuBackend.SplitK.cs).
+        if (SplitKSlices(m, n, k, batch) is > 1 and var slices)
+        {
+            GemmSplitK(p, slices, a, b, c);
+            return;
+        }
         var choice = GemmKernelFor(m, n, batch);
         var (tx, ty) = GemmThreads;
         var (bm, bn, threads) = choice switch
