@@ -21,7 +21,13 @@ public sealed partial class Tensor
         var indices = Empty(new Shape(shape), DType.Int64, Device);
         if (rows > 0 && k > 0) Backend.TopK(Dense().Storage, values.Storage, indices.Storage, rows, n, k);
         Tensor x = this;
-        values = Record("TopK", values, [x], g => [ZerosLike(x).ScatterAdd(-1, indices, g)]);
+        values = Record("TopK", values, [x], g =>
+        {
+            // Each value's gradient goes back to where it came from: scattered into zeros (fresh, so no copy of them).
+            var dx = ZerosLike(x);
+            if (rows > 0 && k > 0) Backend.ScatterAdd(dx.Storage, indices.Storage, g.Dense().Storage, rows, n, k, 1);
+            return [dx.AsFreshGradient()];
+        });
         return (values, indices);
     }
 
