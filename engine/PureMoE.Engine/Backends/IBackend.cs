@@ -88,12 +88,15 @@ public readonly record struct Strided(Storage Storage, int Offset, int[] Strides
 /// can rotate the heads of a projection's [B, S, H, D] output into [B, H, S, D] (and the backward back) without a
 /// separate transposing copy.
 /// </summary>
-/// <param name="Heads">Heads per batch entry (1 for a plain [outer, seq, dim] buffer).</param>
+/// <param name="Heads">Heads per batch entry, at least 1 (1 for a plain [outer, seq, dim] buffer).</param>
 /// <param name="BatchStride">Elements between batch entries.</param>
 /// <param name="HeadStride">Elements between heads of one batch entry.</param>
 /// <param name="SeqStride">Elements between positions.</param>
 public readonly record struct RopeLayout(int Heads, int BatchStride, int HeadStride, int SeqStride)
 {
+    /// <summary>Heads per batch entry (at least 1).</summary>
+    public int Heads { get; init; } = Heads >= 1 ? Heads : throw new ArgumentOutOfRangeException(nameof(Heads), Heads, "RopeLayout: at least one head per batch entry");
+
     /// <summary>The contiguous layout of [outer, seq, dim].</summary>
     public static RopeLayout Dense(int seq, int dim) => new(1, seq * dim, 0, dim);
 
