@@ -37,11 +37,11 @@ public sealed class MixtralForCausalLM : Module
     public Linear? LmHead { get; }
 
     /// <summary>int64 ids [B, S] → logits [B, S, vocab]. With a cache, only the new positions are computed.</summary>
-    public Tensor Forward(Tensor inputIds, KvCache? cache = null)
-    {
-        var h = Model.Forward(inputIds, cache);
-        return LmHead is Linear head ? head.Forward(h) : h.MatMul(Model.EmbedTokens.Weight.T);
-    }
+    public Tensor Forward(Tensor inputIds, KvCache? cache = null) => Project(Model.Forward(inputIds, cache));
+
+    /// <summary>Hidden states [.., d] → logits [.., vocab]: lm_head, or the embedding matrix when tied.</summary>
+    private Tensor Project(Tensor hidden) =>
+        LmHead is Linear head ? head.Forward(hidden) : hidden.MatMul(Model.EmbedTokens.Weight.T);
 
     /// <summary>
     /// Mean next-token cross-entropy of a batch of sequences [B, S]: the logits at positions 0 … S−2 predict the
@@ -51,7 +51,10 @@ public sealed class MixtralForCausalLM : Module
     {
         int s = inputIds.Size(1);
         if (s < 2) throw new ArgumentException($"Loss: sequences need at least 2 tokens, got {inputIds.Shape}");
-        return NextTokenLoss(Forward(inputIds), inputIds);
+        // The last position predicts nothing: leaving it out of the hidden states (d wide) rather than the logits
+        // (vocab wide) spares computing its logits, and copying and padding the rest (vocab/d times the data).
+        var logits = Project(Model.Forward(inputIds).Narrow(1, 0, s - 1));
+        return logits.CrossEntropy(inputIds.Narrow(1, 1, s - 1));
     }
 
     /// <summary>Mean next-token cross-entropy of logits [B, S, V] for ids [B, S]: position i predicts id i+1.</summary>
