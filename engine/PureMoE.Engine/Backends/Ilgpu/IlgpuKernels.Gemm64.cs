@@ -51,7 +51,8 @@ internal static partial class IlgpuKernels
         int batch = Grid.IdxY;
         var origin = GroupedTileOrigin(Grid.IdxX, p.M, p.TilesN, Gemm64Tile);
         int aBase = p.OffA + batch * p.StrideA, bBase = p.OffB + batch * p.StrideB, cBase = p.OffC + batch * p.StrideC;
-        Tile64(a, b, c, p, as4, bs4, origin.X, origin.Y, aBase, bBase, cBase);
+        var acc = Accumulate64(a, b, p, as4, bs4, origin.X, origin.Y, aBase, bBase);
+        Store64(c, p, cBase, origin.X, origin.Y, acc);
     }
 
     /// <summary>
@@ -67,17 +68,25 @@ internal static partial class IlgpuKernels
     {
         var as4 = SharedMemory.Allocate<Float4x>(2 * G64BK * G64Stride4);
         var bs4 = SharedMemory.Allocate<Float4x>(2 * G64BK * G64Stride4);
-        var t = ReadGroupedTile(tiles, operands, b, c, ref p);
-        Tile64(a, t.B, t.C, p, as4, bs4, t.Row0, t.Col0, t.ABase, t.BBase, t.CBase);
+        int e = Grid.IdxX * GroupedTileInts;
+        p.M = tiles[e];
+        p.K = tiles[e + 1];
+        int bSlot = tiles[e + 7];
+        var acc = Accumulate64(a, bSlot < 0 ? b : operands.Get(bSlot), p, as4, bs4, tiles[e + 2], tiles[e + 3], tiles[e + 4], tiles[e + 5]);
+        // Where the tile goes is read again after the K loop: none of it is held in registers through the loop.
+        p.M = tiles[e];
+        int cSlot = tiles[e + 8];
+        Store64(cSlot < 0 ? c : operands.Get(cSlot), p, tiles[e + 6], tiles[e + 2], tiles[e + 3], acc);
     }
 
     /// <summary>
-    /// One 64×64 tile of C = alpha·op(A)·op(B) + beta·C starting at (row0, col0), for the matrices at element offsets
-    /// aBase, bBase, cBase (the body of both 64×64 kernels; inlined, so each keeps its registers).
+    /// The products of one 64×64 tile of op(A)·op(B) starting at (row0, col0), for the matrices at element offsets
+    /// aBase and bBase: this thread's 4×4 block (the body of both 64×64 kernels; inlined, so each keeps its
+    /// registers). <see cref="Store64"/> writes it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Tile64(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p,
-        ArrayView<Float4x> as4, ArrayView<Float4x> bs4, int row0, int col0, int aBase, int bBase, int cBase)
+    private static Accumulators4x4 Accumulate64(ArrayView<float> a, ArrayView<float> b, GemmArgs p,
+        ArrayView<Float4x> as4, ArrayView<Float4x> bs4, int row0, int col0, int aBase, int bBase)
     {
         var asf = as4.Cast<float>();
         var bsf = bs4.Cast<float>();
@@ -161,6 +170,15 @@ internal static partial class IlgpuKernels
             cur ^= 1;
         }
 
+        return acc;
+    }
+
+    /// <summary>C = alpha·(this thread's block of the tile at (row0, col0)) + beta·C, for C at element offset cBase.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store64(ArrayView<float> c, GemmArgs p, int cBase, int row0, int col0, Accumulators4x4 acc)
+    {
+        int t = Group.IdxX, lane = t & 31, warp = t >> 5;
+        int tx = ((warp & 1) << 3) | (lane & 7), ty = ((warp >> 1) << 2) | (lane >> 3);
         int r0 = row0 + 4 * ty, c0 = col0 + 4 * tx;
         StoreRow4(c, p, cBase, r0, c0, acc.C00, acc.C01, acc.C02, acc.C03);
         StoreRow4(c, p, cBase, r0 + 1, c0, acc.C10, acc.C11, acc.C12, acc.C13);
