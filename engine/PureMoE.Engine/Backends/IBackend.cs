@@ -217,6 +217,19 @@ public interface IBackend
     void ArgSort(Storage x, Storage indices, int rows, int n, bool descending);
 
     /// <summary>
+    /// Cross-entropy of each row of logits x [rows, n] against int64 targets [rows]: loss[r] = log Σⱼ e^{x[r, j]} −
+    /// x[r, t_r] and counted[r] = 1, or both 0 where t_r = ignoreIndex; logSumExp[r] keeps log Σⱼ e^{x[r, j]} for the
+    /// backward. A target outside [0, n) that is not ignored reads its logit as 0 (GPU index kernels check nothing).
+    /// </summary>
+    void CrossEntropyRows(Storage x, Storage targets, long ignoreIndex, Storage loss, Storage counted, Storage logSumExp, int rows, int n);
+
+    /// <summary>
+    /// The backward of <see cref="CrossEntropyRows"/> for the gradient g [rows] of each row's loss:
+    /// dx[r, j] = g[r]·(e^{x[r, j] − logSumExp[r]} − [j = t_r]), and 0 in ignored rows.
+    /// </summary>
+    void CrossEntropyRowsBackward(Storage x, Storage targets, long ignoreIndex, Storage logSumExp, Storage g, Storage dx, int rows, int n);
+
+    /// <summary>
     /// Rotary position embedding, rotate-half convention (as in Hugging Face Llama/Mixtral), on x [outer, seq, dim]
     /// with cos/sin tables [seq, dim/2]: y₁ = x₁cos − x₂sin, y₂ = x₂cos + x₁sin for the halves x₁, x₂.
     /// inverse rotates by −θ (the backward). x and y lie in their buffers as their layouts say (they must not overlap).

@@ -36,22 +36,29 @@ public sealed partial class Tensor
         return picked.Sum().MulScalar(-1.0 / Math.Max(count, 1));
     }
 
-    // The same loss with the mask and the count formed on the device: reading the targets back would be a
-    // device→host read (a synchronisation) in every forward. Targets are not range-checked here (that too would
-    // be a read); an out-of-range target gathers 0, as the index kernels of ILGPU devices do.
+    // The same loss computed on the device, without reading anything back (a read would be a synchronisation in
+    // every forward): one kernel gives each row's loss log Σ e^x − x[target], whether the row counts, and log Σ e^x
+    // for the backward, which is one elementwise kernel (softmax − one-hot, times the row's gradient). Then the mean
+    // over the rows that count. Targets are not range-checked here (that too would be a read); an out-of-range
+    // target reads its logit as 0, as the index kernels of ILGPU devices do.
     private Tensor CrossEntropyOnDevice(Tensor targets, long ignoreIndex, int[] expected)
     {
-        var column = targets.Reshape([.. expected, 1]);
-        Tensor maskT, idx, denominator;
-        using (NoGrad())
+        int c = Shape[-1], rows = c == 0 ? 0 : Numel / c;
+        var x = Dense();
+        var t = targets.Dense();
+        var rowLoss = Empty(new Shape(rows), DType, Device);
+        var counted = Empty(new Shape(rows), DType, Device);
+        var logSumExp = Empty(new Shape(rows), DType, Device);
+        Backend.CrossEntropyRows(x.Storage, t.Storage, ignoreIndex, rowLoss.Storage, counted.Storage, logSumExp.Storage, rows, c);
+        var shape = Shape;
+        rowLoss = Record("CrossEntropy", rowLoss, [this], g =>
         {
-            // Ids travel as float32 for the comparison: exact below 2²⁴, far beyond any vocabulary.
-            var ignored = column.To(DType).Eq(Scalar(ignoreIndex, DType, Device));
-            maskT = ignored.Neg().AddScalar(1.0);
-            idx = Where(ignored, Zeros(column.Shape, DType.Int64, Device), column);
-            denominator = maskT.Sum().Maximum(Scalar(1, DType, Device));
-        }
-        var picked = LogSoftmax(-1).Gather(-1, idx).Mul(maskT);
-        return picked.Sum().Div(denominator).Neg();
+            var dx = Empty(shape, g.DType, g.Device);
+            g.Backend.CrossEntropyRowsBackward(x.Storage, t.Storage, ignoreIndex, logSumExp.Storage, g.Dense().Storage, dx.Storage, rows, c);
+            return [dx.AsFreshGradient()];
+        });
+        Tensor denominator;
+        using (NoGrad()) denominator = counted.Sum().Maximum(Scalar(1, DType, Device));
+        return rowLoss.Sum().Div(denominator);
     }
 }

@@ -31,6 +31,10 @@ public class MoeKernelTests
         public void ScatterAdd(Storage dst, Storage idx, Storage src, int outer, int axisLen, int count, int inner) => r.ScatterAdd(dst, idx, src, outer, axisLen, count, inner);
         public void TopK(Storage x, Storage values, Storage indices, int rows, int n, int k) => r.TopK(x, values, indices, rows, n, k);
         public void ArgSort(Storage x, Storage indices, int rows, int n, bool descending) => r.ArgSort(x, indices, rows, n, descending);
+        public void CrossEntropyRows(Storage x, Storage targets, long ignoreIndex, Storage loss, Storage counted, Storage logSumExp, int rows, int n) =>
+            r.CrossEntropyRows(x, targets, ignoreIndex, loss, counted, logSumExp, rows, n);
+        public void CrossEntropyRowsBackward(Storage x, Storage targets, long ignoreIndex, Storage logSumExp, Storage g, Storage dx, int rows, int n) =>
+            r.CrossEntropyRowsBackward(x, targets, ignoreIndex, logSumExp, g, dx, rows, n);
         public void Rope(Storage x, RopeLayout xLayout, Storage cos, Storage sin, Storage y, RopeLayout yLayout, int outer, int seq, int dim, bool inverse) =>
             r.Rope(x, xLayout, cos, sin, y, yLayout, outer, seq, dim, inverse);
         public void AdamW(Storage param, Storage grad, Storage m, Storage v, int n, double lr, double beta1, double beta2, double eps,

@@ -389,6 +389,32 @@ public abstract class IlgpuKernelTests : IlgpuTestBase
     }
 
     [Theory]
+    [InlineData(1, 1)]
+    [InlineData(5, 7)]
+    [InlineData(9, 300)]     // rows longer than a group
+    public void CrossEntropyRowsMatchReference(int rows, int n)
+    {
+        var x = K.Rand(rows * n, rows + n, -4, 4);
+        // Every third row ignored (−100), and one target out of range (its logit reads as 0).
+        var targets = Enumerable.Range(0, rows).Select(r => r % 3 == 1 ? -100L : r == rows - 1 && rows > 2 ? n + 5 : (long)(r * 7 % n)).ToArray();
+        var g = K.Rand(rows, 3);
+        var (le, ce, se) = (K.S(new float[rows]), K.S(new float[rows]), K.S(new float[rows]));
+        Ref.CrossEntropyRows(K.S(x), new CpuStorage(targets), -100, le, ce, se, rows, n);
+        var (la, ca, sa) = (B.Allocate(DType.Float32, rows), B.Allocate(DType.Float32, rows), B.Allocate(DType.Float32, rows));
+        var (xd, td) = (Up(x), B.Upload(targets));
+        B.CrossEntropyRows(xd, td, -100, la, ca, sa, rows, n);
+        K.Close(K.F(le), DownF(la), 1e-5 * Slack, 1e-6 * Slack, "loss");
+        Assert.Equal(K.F(ce), DownF(ca));
+        K.Close(K.F(se), DownF(sa), 1e-5 * Slack, 1e-6 * Slack, "log Σ e^x");
+
+        var dxe = K.S(new float[rows * n]);
+        Ref.CrossEntropyRowsBackward(K.S(x), new CpuStorage(targets), -100, se, K.S(g), dxe, rows, n);
+        var dxa = B.Allocate(DType.Float32, rows * n);
+        B.CrossEntropyRowsBackward(xd, td, -100, sa, Up(g), dxa, rows, n);
+        K.Close(K.F(dxe), DownF(dxa), 1e-5 * Slack, 1e-6 * Slack, "dx");
+    }
+
+    [Theory]
     [InlineData(1, 1, 2)]
     [InlineData(3, 17, 6)]
     [InlineData(2, 5, 66)]

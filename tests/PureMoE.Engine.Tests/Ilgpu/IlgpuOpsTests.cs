@@ -130,6 +130,26 @@ public abstract class IlgpuOpsTests : IlgpuTestBase
     }
 
     [Fact]
+    public void CrossEntropyWithIgnoredTargetsMatchesCpu()
+    {
+        // The device computes the mask and the count itself (no read of the targets); rows with −100 leave the mean.
+        var logits = K.Rand(6 * 40, 9, -3, 3);
+        long[] targets = [3, -100, 39, 0, -100, 17];
+        (float Loss, float[] Grad) Run(Device d)
+        {
+            var l = Leaf(Tensor.FromHost(logits, [2, 3, 40], d));
+            var ce = l.CrossEntropy(Tensor.FromHost(targets, [2, 3], d));
+            ce.Backward();
+            return ((float)ce.Item(), l.Grad!.ToFloatArray());
+        }
+        var (lc, gc) = Run(Device.Cpu);
+        var (ld, gd) = Run(Dev);
+        K.Close([lc], [ld], 1e-5 * Slack, 1e-6, "loss");
+        K.Close(gc, gd, 1e-5 * Slack, 1e-6 * Slack, "dlogits");
+        Assert.All(gd.Skip(40).Take(40), v => Assert.Equal(0f, v));   // an ignored row gets no gradient
+    }
+
+    [Fact]
     public void ToMovesBetweenHostAndDeviceAndBack()
     {
         var x = Tensor.FromArray(K.Rand(12, 9), 3, 4);
