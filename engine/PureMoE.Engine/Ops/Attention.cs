@@ -27,10 +27,10 @@ public sealed partial class Tensor
         var dense = RopeLayout.Dense(seq, dim);
         // A [B, H, S, D] view of a projection's [B, S, H, D] output (as attention makes) is read where it lies;
         // other views are made dense first. The output is dense [.., S, D].
-        var (xs, xLayout) = IsContiguous && Offset == 0 ? (this, dense) : HeadsView() is { } heads ? (this, heads) : (Dense(), dense);
+        var viewLayout = HeadsView();
+        var (xs, xLayout) = viewLayout is { } heads ? (this, heads) : (Dense(), dense);
         var y = Empty(Shape, DType, Device);
         Backend.Rope(xs.Storage, xLayout, c.Storage, s.Storage, y.Storage, dense, outer, seq, dim, inverse: false);
-        var viewLayout = HeadsView();
         return Record("Rope", y, [this], g =>
         {
             var gd = g.Dense();

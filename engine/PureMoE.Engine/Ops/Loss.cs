@@ -16,7 +16,7 @@ public sealed partial class Tensor
         var expected = Shape.ToArray()[..^1];
         if (!targets.Shape.Dims.SequenceEqual(expected))
             throw new ArgumentException($"CrossEntropy: logits {Shape} need targets of shape {new Shape(expected)}, got {targets.Shape}");
-        if (!targets.Device.IsHost) return CrossEntropyOnDevice(targets, ignoreIndex, expected);
+        if (!targets.Device.IsHost) return CrossEntropyOnDevice(targets, ignoreIndex);
         // Which rows count, and safe indices for the ignored ones (gathered, then masked out).
         long[] t = targets.ToArray<long>();
         var mask = new double[t.Length];
@@ -41,7 +41,7 @@ public sealed partial class Tensor
     // for the backward, which is one elementwise kernel (softmax − one-hot, times the row's gradient). Then the mean
     // over the rows that count. Targets are not range-checked here (that too would be a read); an out-of-range
     // target reads its logit as 0, as the index kernels of ILGPU devices do.
-    private Tensor CrossEntropyOnDevice(Tensor targets, long ignoreIndex, int[] expected)
+    private Tensor CrossEntropyOnDevice(Tensor targets, long ignoreIndex)
     {
         int c = Shape[-1], rows = c == 0 ? 0 : Numel / c;
         var x = Dense();
