@@ -1,3 +1,5 @@
+using System.Numerics;
+
 namespace PureMoE;
 
 /// <summary>
@@ -55,6 +57,52 @@ public sealed class Rng
         double r = Math.Sqrt(-2.0 * Math.Log(u1));
         _spareGaussian = r * Math.Sin(2 * Math.PI * u2);
         return r * Math.Cos(2 * Math.PI * u2);
+    }
+
+    /// <summary>
+    /// Fills <paramref name="destination"/> with NextGaussian()·<paramref name="std"/>, converted to T: the same stream
+    /// and the same bits as calling <see cref="NextGaussian"/> once per element, computed in bulk. The uniform draws
+    /// go in order, a chunk at a time; the Box–Muller transforms (a log, a square root, a sine and a cosine per pair,
+    /// most of the cost) depend only on their pair's draws, so they run in parallel.
+    /// </summary>
+    internal void FillGaussian<T>(T[] destination, double std) where T : struct, IFloatingPointIeee754<T>
+    {
+        int i = 0, n = destination.Length;
+        if (n > 0 && _spareGaussian is double spare)
+        {
+            destination[i++] = T.CreateTruncating(spare * std);
+            _spareGaussian = null;
+        }
+        const int ChunkPairs = 1 << 16, BlockPairs = 1 << 12;
+        int chunk = Math.Min(ChunkPairs, (n - i + 1) / 2);
+        double[] u1 = new double[chunk], u2 = new double[chunk];
+        while (i < n)
+        {
+            int pairs = Math.Min(ChunkPairs, (n - i + 1) / 2), start = i;
+            for (int p = 0; p < pairs; p++)
+            {
+                double a;
+                do a = NextDouble(); while (a <= double.Epsilon);
+                u1[p] = a;
+                u2[p] = NextDouble();
+            }
+            // Pair p gives element start + 2p (the cosine) and start + 2p + 1 (the sine); past the end, the sine is
+            // the spare that the next draw returns, as in NextGaussian.
+            void Transform(int from, int to)
+            {
+                for (int p = from; p < to; p++)
+                {
+                    double r = Math.Sqrt(-2.0 * Math.Log(u1[p])), angle = 2 * Math.PI * u2[p];
+                    int e = start + 2 * p;
+                    destination[e] = T.CreateTruncating(r * Math.Cos(angle) * std);
+                    if (e + 1 < n) destination[e + 1] = T.CreateTruncating(r * Math.Sin(angle) * std);
+                    else _spareGaussian = r * Math.Sin(angle);
+                }
+            }
+            if (pairs <= BlockPairs) Transform(0, pairs);
+            else Parallel.For(0, (pairs + BlockPairs - 1) / BlockPairs, b => Transform(b * BlockPairs, Math.Min(pairs, (b + 1) * BlockPairs)));
+            i = Math.Min(n, start + 2 * pairs);
+        }
     }
 
     /// <summary>A new generator whose stream is independent of this one's continuation (for sub-components).</summary>

@@ -79,24 +79,32 @@ public sealed partial class Tensor
         return dtype == DType.Int64 ? t : t.To(dtype);
     }
 
-    /// <summary>Normal(0, std²) samples from a seeded generator (deterministic).</summary>
+    /// <summary>
+    /// Normal(0, std²) samples from a seeded generator (deterministic). Inside <see cref="Nn.RandomInit.Skip"/> the
+    /// contents are unspecified and nothing is drawn.
+    /// </summary>
     public static Tensor Randn(Shape shape, Rng rng, double std = 1.0, DType dtype = DType.Float32, Device? device = null)
     {
+        if (Nn.RandomInit.IsSkipped) return Empty(shape, dtype, Or(device));
         int n = shape.Numel;
         if (dtype == DType.Float64)
         {
-            var d = new double[n];
-            for (int i = 0; i < n; i++) d[i] = rng.NextGaussian() * std;
+            var d = GC.AllocateUninitializedArray<double>(n);
+            rng.FillGaussian(d, std);   // = rng.NextGaussian() * std for each element in turn
             return FromHost(d, shape.ToArray(), device);
         }
-        var f = new float[n];
-        for (int i = 0; i < n; i++) f[i] = (float)(rng.NextGaussian() * std);
+        var f = GC.AllocateUninitializedArray<float>(n);
+        rng.FillGaussian(f, std);       // = (float)(rng.NextGaussian() * std) for each element in turn
         return FromHost(f, shape.ToArray(), device);
     }
 
-    /// <summary>Uniform samples in [low, high) from a seeded generator (deterministic).</summary>
+    /// <summary>
+    /// Uniform samples in [low, high) from a seeded generator (deterministic). Inside
+    /// <see cref="Nn.RandomInit.Skip"/> the contents are unspecified and nothing is drawn.
+    /// </summary>
     public static Tensor Uniform(Shape shape, Rng rng, double low = 0, double high = 1, DType dtype = DType.Float32, Device? device = null)
     {
+        if (Nn.RandomInit.IsSkipped) return Empty(shape, dtype, Or(device));
         int n = shape.Numel;
         if (dtype == DType.Float64)
         {

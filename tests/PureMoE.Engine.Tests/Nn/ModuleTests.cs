@@ -163,4 +163,27 @@ public class ModuleTests
         model.ZeroGrad();
         Assert.All(model.Parameters(), p => Assert.Null(p.Grad));
     }
+
+    [Fact]
+    public void RandomInitSkipDrawsNothingAndNests()
+    {
+        var rng = new Rng(3);
+        Tensor skipped;
+        using (RandomInit.Skip())
+        {
+            using (RandomInit.Skip()) Assert.True(RandomInit.IsSkipped);
+            Assert.True(RandomInit.IsSkipped);   // the inner scope's end leaves the outer one open
+            skipped = new Linear(4, 3, rng, initStd: 0.02).Weight;   // Normal
+            var uniform = Tensor.Uniform(new Shape(2), rng);
+            Assert.Equal(new Shape(3, 4), skipped.Shape);
+            Assert.Equal(new Shape(2), uniform.Shape);
+        }
+        Assert.False(RandomInit.IsSkipped);
+        // Nothing was drawn: the generator continues exactly as a fresh one with the same seed.
+        Assert.Equal(new Rng(3).NextUInt64(), rng.NextUInt64());
+        // Outside the scope weights are drawn again, the same as without any scope.
+        Assert.Equal(new Linear(4, 3, new Rng(5), initStd: 0.02).Weight.ToArray<float>(),
+            new Linear(4, 3, new Rng(5), initStd: 0.02).Weight.ToArray<float>());
+        Assert.DoesNotContain(new Linear(4, 3, new Rng(5), initStd: 0.02).Weight.ToArray<float>(), float.IsNaN);
+    }
 }
