@@ -42,7 +42,7 @@ public static class TrainCheckpoint
         AtomicDirectory.Write(dir, temp =>
         {
             MoeMixtral.Save(model, temp);
-            TensorIO.Save(Path.Combine(temp, OptimizerFile), optimizer.StateDict());
+            TensorIO.Save(Path.Combine(temp, OptimizerFile), optimizer.StateDict(copy: false)); // written before the next step
             File.WriteAllText(Path.Combine(temp, StatsFile), StatsJson(stats).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             File.WriteAllText(Path.Combine(temp, StateFile), StateJson(state).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         });

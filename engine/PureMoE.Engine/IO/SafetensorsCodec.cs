@@ -76,7 +76,7 @@ internal static class SafetensorsCodec
     public static T[] FromLittleEndianBytes<T>(ReadOnlySpan<byte> bytes) where T : unmanaged
     {
         int size = Unsafe.SizeOf<T>();
-        var result = new T[bytes.Length / size];
+        var result = GC.AllocateUninitializedArray<T>(bytes.Length / size); // every byte is written below
         Span<byte> dest = MemoryMarshal.AsBytes(result.AsSpan());
         bytes[..dest.Length].CopyTo(dest);
         if (!BitConverter.IsLittleEndian)

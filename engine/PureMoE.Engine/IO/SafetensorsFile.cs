@@ -1,6 +1,8 @@
 using System.Buffers.Binary;
 using System.Collections.ObjectModel;
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
+using PureMoE.Backends;
 
 namespace PureMoE.IO;
 
@@ -151,18 +153,67 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public SafetensorsTensor Read(string name)
     {
         SafetensorsTensorInfo info = GetInfo(name);
+        ReadOnlySpan<byte> data = MappedData(info);
+        var bytes = data.Length == 0 ? [] : GC.AllocateUninitializedArray<byte>(data.Length);
+        data.CopyTo(bytes);
+        return new SafetensorsTensor(info.Name, info.DType, info.Shape, bytes, copyShape: false);
+    }
+
+    /// <summary>
+    /// Reads a tensor from the mapping straight into a new host tensor: F32, F64 and I64 with one copy (a
+    /// <see cref="Read"/> followed by <see cref="TensorIO.ToTensor"/> makes two), the other dtypes converted as
+    /// <see cref="TensorIO.ToTensor"/> converts them.
+    /// </summary>
+    internal Tensor ReadTensor(string name)
+    {
+        SafetensorsTensorInfo info = GetInfo(name);
+        ReadOnlySpan<byte> data = MappedData(info);
+        return info.DType switch
+        {
+            SafetensorsDType.F32 => Tensor.FromHost(SafetensorsCodec.FromLittleEndianBytes<float>(data), info.Shape, null),
+            SafetensorsDType.F64 => Tensor.FromHost(SafetensorsCodec.FromLittleEndianBytes<double>(data), info.Shape, null),
+            SafetensorsDType.I64 => Tensor.FromHost(SafetensorsCodec.FromLittleEndianBytes<long>(data), info.Shape, null),
+            _ => Read(name).ToTensor(),
+        };
+    }
+
+    /// <summary>
+    /// Reads a tensor into <paramref name="target"/> (same shape), in place: a contiguous host tensor of the file's
+    /// dtype takes the bytes straight from the mapping, anything else goes through <see cref="ReadTensor"/> and
+    /// <see cref="Tensor.CopyFrom"/> (converting dtype and device).
+    /// </summary>
+    internal void ReadInto(string name, Tensor target)
+    {
+        SafetensorsTensorInfo info = GetInfo(name);
+        if (BitConverter.IsLittleEndian && target.Device.IsHost && target.IsContiguous && target.Storage is CpuStorage host
+            && info.ElementCount == target.Numel)
+        {
+            Span<byte> destination = (info.DType, host.Data) switch
+            {
+                (SafetensorsDType.F32, float[] f) => MemoryMarshal.AsBytes(f.AsSpan(target.Offset, target.Numel)),
+                (SafetensorsDType.F64, double[] d) => MemoryMarshal.AsBytes(d.AsSpan(target.Offset, target.Numel)),
+                (SafetensorsDType.I64, long[] l) => MemoryMarshal.AsBytes(l.AsSpan(target.Offset, target.Numel)),
+                _ => [],
+            };
+            if (destination.Length == info.ByteLength && destination.Length > 0)
+            {
+                MappedData(info).CopyTo(destination);
+                return;
+            }
+        }
+        target.CopyFrom(ReadTensor(name));
+    }
+
+    // The bytes of a tensor inside the mapping (valid until Dispose).
+    private ReadOnlySpan<byte> MappedData(SafetensorsTensorInfo info)
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (info.ByteLength > Array.MaxLength)
         {
             throw new NotSupportedException(
-                $"Tensor '{name}' in '{FilePath}' is {info.ByteLength} bytes, more than a single .NET array can hold.");
+                $"Tensor '{info.Name}' in '{FilePath}' is {info.ByteLength} bytes, more than a single .NET array can hold.");
         }
-        var bytes = info.ByteLength == 0 ? [] : GC.AllocateUninitializedArray<byte>((int)info.ByteLength);
-        if (bytes.Length > 0)
-        {
-            new ReadOnlySpan<byte>(_base + _dataStart + info.DataBegin, bytes.Length).CopyTo(bytes);
-        }
-        return new SafetensorsTensor(info.Name, info.DType, info.Shape, bytes, copyShape: false);
+        return info.ByteLength == 0 ? [] : new ReadOnlySpan<byte>(_base + _dataStart + info.DataBegin, (int)info.ByteLength);
     }
 
     /// <summary>Reads a tensor and converts it to floats (see <see cref="SafetensorsTensor.ToFloat32"/>).</summary>

@@ -34,10 +34,23 @@ public static class SafetensorsWriter
     internal static void WriteCore(string path, IEnumerable<SafetensorsTensor> tensors,
         IReadOnlyDictionary<string, string>? metadata, Action<string>? beforeCommit)
     {
+        ArgumentNullException.ThrowIfNull(tensors);
+        WriteEntries(path, tensors.Select(t => t is null
+            ? throw new ArgumentException("The tensor sequence contains a null entry.", nameof(tensors))
+            : new SafetensorsEntry(t.Name, t.DType, t.Shape, t.Data.Length, stream => stream.Write(t.Data.Span))), metadata, beforeCommit);
+    }
+
+    /// <summary>
+    /// <see cref="Write"/> for entries whose data is produced while the file is written, one entry at a time, so the
+    /// caller never holds a byte copy of everything (a model's tensors are written from their own memory).
+    /// </summary>
+    internal static void WriteEntries(string path, IEnumerable<SafetensorsEntry> tensors,
+        IReadOnlyDictionary<string, string>? metadata, Action<string>? beforeCommit = null)
+    {
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentNullException.ThrowIfNull(tensors);
 
-        (SafetensorsTensor[] ordered, byte[] header, long dataLength) = Prepare(tensors, metadata);
+        (SafetensorsEntry[] ordered, byte[] header, long dataLength) = Prepare(tensors, metadata);
 
         string fullPath = Path.GetFullPath(path);
         string directory = Path.GetDirectoryName(fullPath) ?? throw new ArgumentException($"Path '{path}' has no directory.", nameof(path));
@@ -50,9 +63,14 @@ public static class SafetensorsWriter
                 BinaryPrimitives.WriteUInt64LittleEndian(lengthBytes, (ulong)header.Length);
                 stream.Write(lengthBytes);
                 stream.Write(header);
-                foreach (SafetensorsTensor t in ordered)
+                foreach (SafetensorsEntry t in ordered)
                 {
-                    stream.Write(t.Data.Span);
+                    long start = stream.Position;
+                    t.WriteData(stream);
+                    if (stream.Position - start != t.ByteLength)
+                    {
+                        throw new IOException($"Internal error writing '{fullPath}': tensor '{t.Name}' wrote {stream.Position - start} bytes, expected {t.ByteLength}.");
+                    }
                 }
                 long expected = 8L + header.Length + dataLength;
                 if (stream.Position != expected)
@@ -72,12 +90,12 @@ public static class SafetensorsWriter
     }
 
     /// <summary>Validates and orders the tensors and builds the padded header bytes.</summary>
-    internal static (SafetensorsTensor[] Ordered, byte[] Header, long DataLength) Prepare(
-        IEnumerable<SafetensorsTensor> tensors, IReadOnlyDictionary<string, string>? metadata)
+    internal static (SafetensorsEntry[] Ordered, byte[] Header, long DataLength) Prepare(
+        IEnumerable<SafetensorsEntry> tensors, IReadOnlyDictionary<string, string>? metadata)
     {
-        var items = new List<(SafetensorsTensor Tensor, byte[] NameUtf8)>();
+        var items = new List<(SafetensorsEntry Tensor, byte[] NameUtf8)>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (SafetensorsTensor? t in tensors)
+        foreach (SafetensorsEntry? t in tensors)
         {
             if (t is null)
             {
@@ -92,10 +110,10 @@ public static class SafetensorsWriter
                 throw new ArgumentException($"Duplicate tensor name '{t.Name}'.", nameof(tensors));
             }
             long expected = SafetensorsCodec.CheckedByteLength(t.Shape, t.DType, nameof(tensors));
-            if (expected != t.Data.Length)
+            if (expected != t.ByteLength)
             {
                 throw new ArgumentException(
-                    $"Tensor '{t.Name}': data length {t.Data.Length} does not match shape [{string.Join(",", t.Shape)}] × {t.DType.ToJsonName()} size ({expected} bytes).",
+                    $"Tensor '{t.Name}': data length {t.ByteLength} does not match shape [{string.Join(",", t.Shape)}] × {t.DType.ToJsonName()} size ({expected} bytes).",
                     nameof(tensors));
             }
             items.Add((t, EncodeName(t.Name, "tensor name")));
@@ -138,10 +156,10 @@ public static class SafetensorsWriter
         }
 
         long offset = 0;
-        var ordered = new SafetensorsTensor[items.Count];
+        var ordered = new SafetensorsEntry[items.Count];
         for (int i = 0; i < items.Count; i++)
         {
-            SafetensorsTensor t = items[i].Tensor;
+            SafetensorsEntry t = items[i].Tensor;
             ordered[i] = t;
             if (!first)
             {
@@ -151,7 +169,7 @@ public static class SafetensorsWriter
             AppendString(json, t.Name).Append(":{\"dtype\":");
             AppendString(json, t.DType.ToJsonName()).Append(",\"shape\":[");
             json.AppendJoin(',', t.Shape.Select(d => d.ToString(CultureInfo.InvariantCulture)));
-            long end = offset + t.Data.Length;
+            long end = offset + t.ByteLength;
             json.Append("],\"data_offsets\":[")
                 .Append(offset.ToString(CultureInfo.InvariantCulture)).Append(',')
                 .Append(end.ToString(CultureInfo.InvariantCulture)).Append("]}");
@@ -223,3 +241,9 @@ public static class SafetensorsWriter
         }
     }
 }
+
+/// <summary>
+/// One tensor for <see cref="SafetensorsWriter.WriteEntries"/>: its header fields and a callback that writes exactly
+/// <paramref name="ByteLength"/> bytes of little-endian data.
+/// </summary>
+internal sealed record SafetensorsEntry(string Name, SafetensorsDType DType, int[] Shape, long ByteLength, Action<Stream> WriteData);

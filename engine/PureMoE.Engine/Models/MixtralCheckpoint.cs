@@ -33,23 +33,35 @@ public static class MixtralCheckpoint
         string configPath = Path.Combine(dir, "config.json");
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath}: missing (a Mixtral-format model directory needs config.json)", configPath);
         var config = MixtralConfig.Load(configPath);
-        var tensors = LoadWeights(dir);
-        // The architecture comes from the config; every weight then comes from the file (strict: all present, no extras).
-        var model = new MixtralForCausalLM(config, new Rng(0), dtype, device, moeFactory);
-        var converted = tensors.Where(kv => !kv.Key.StartsWith(RouterStatePrefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv =>
-        {
-            var t = kv.Value.DType == dtype ? kv.Value : kv.Value.To(dtype);
-            return device is null ? t : t.To(device);
-        });
+        // The files' headers give every name and shape; the data is read one tensor at a time, straight into its
+        // parameter (a host float32 one from the mapped file, no copy between), so loading never holds the model twice.
+        var files = OpenWeightFiles(dir);
         try
         {
-            model.LoadStateDict(converted);
+            var where = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+            foreach (var file in files)
+                foreach (string name in file.Names)
+                    if (!name.StartsWith(RouterStatePrefix, StringComparison.Ordinal)) where[name] = file;
+            var shapes = where.ToDictionary(kv => kv.Key, kv => new Shape(kv.Value.GetInfo(kv.Key).Shape), StringComparer.Ordinal);
+            // The architecture comes from the config; every weight then comes from the file (strict: all present,
+            // no extras), so the model is built without drawing random weights it would only overwrite.
+            MixtralForCausalLM model;
+            using (Nn.RandomInit.Skip())
+                model = new MixtralForCausalLM(config, new Rng(0), dtype, device, moeFactory);
+            try
+            {
+                model.LoadStateDict(shapes, (name, parameter) => where[name].ReadInto(name, parameter));
+            }
+            catch (ArgumentException e)
+            {
+                throw new InvalidDataException($"{dir}: weights do not fit config.json: {e.Message}", e);
+            }
+            return model;
         }
-        catch (ArgumentException e)
+        finally
         {
-            throw new InvalidDataException($"{dir}: weights do not fit config.json: {e.Message}", e);
+            foreach (var file in files) file.Dispose();
         }
-        return model;
     }
 
     /// <summary>
@@ -58,18 +70,39 @@ public static class MixtralCheckpoint
     /// </summary>
     public static Dictionary<string, Tensor> LoadWeights(string dir, Func<string, bool>? filter = null)
     {
-        string single = Path.Combine(dir, WeightsFile), index = Path.Combine(dir, IndexFile);
-        IEnumerable<string> files = File.Exists(single) ? [single]
-            : File.Exists(index) ? ShardFiles(index).Select(f => Path.Combine(dir, f))
-            : throw new FileNotFoundException($"{dir}: neither {WeightsFile} nor {IndexFile} found", single);
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (string path in files)
+        var files = OpenWeightFiles(dir);
+        try
         {
-            using var file = SafetensorsFile.Open(path);
-            foreach (string name in file.Names)
-                if (filter is null || filter(name)) result[name] = file.Read(name).ToTensor();
+            foreach (var file in files)
+                foreach (string name in file.Names)
+                    if (filter is null || filter(name)) result[name] = file.ReadTensor(name);
+        }
+        finally
+        {
+            foreach (var file in files) file.Dispose();
         }
         return result;
+    }
+
+    // model.safetensors, or every shard its index names, opened and validated (headers only).
+    private static List<SafetensorsFile> OpenWeightFiles(string dir)
+    {
+        string single = Path.Combine(dir, WeightsFile), index = Path.Combine(dir, IndexFile);
+        IEnumerable<string> paths = File.Exists(single) ? [single]
+            : File.Exists(index) ? ShardFiles(index).Select(f => Path.Combine(dir, f))
+            : throw new FileNotFoundException($"{dir}: neither {WeightsFile} nor {IndexFile} found", single);
+        var files = new List<SafetensorsFile>();
+        try
+        {
+            foreach (string path in paths) files.Add(SafetensorsFile.Open(path));
+        }
+        catch
+        {
+            foreach (var file in files) file.Dispose();
+            throw;
+        }
+        return files;
     }
 
     private static IEnumerable<string> ShardFiles(string indexPath)
@@ -94,9 +127,10 @@ public static class MixtralCheckpoint
         AtomicDirectory.Write(dir, temp =>
         {
             model.Config.Save(Path.Combine(temp, "config.json"));
-            var tensors = model.StateDict().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.DType == DType.Float32 ? kv.Value : kv.Value.To(DType.Float32)));
-            if (extraTensors is not null) tensors = tensors.Concat(extraTensors);
-            TensorIO.Save(Path.Combine(temp, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            // Each weight is written from its own memory (converted to float32 one at a time if it is not).
+            var entries = model.StateDict().Select(kv => TensorIO.Entry(kv.Key, kv.Value, DType.Float32));
+            if (extraTensors is not null) entries = entries.Concat(extraTensors.Select(kv => TensorIO.Entry(kv.Key, kv.Value)));
+            SafetensorsWriter.WriteEntries(Path.Combine(temp, WeightsFile), entries, new Dictionary<string, string> { ["format"] = "pt" });
         });
     }
 }

@@ -6,7 +6,7 @@ namespace PureMoE.Models;
 /// <summary>
 /// A Mixtral language model (Hugging Face MixtralForCausalLM): the decoder stack "model" and the output
 /// projection "lm_head" [vocab, d]. Parameter names are exactly Hugging Face's, so its safetensors checkpoints
-/// load with <see cref="Module.LoadStateDict"/>.
+/// load with <see cref="Module.LoadStateDict(IReadOnlyDictionary{string, Tensor}, bool)"/>.
 /// </summary>
 public sealed class MixtralForCausalLM : Module
 {

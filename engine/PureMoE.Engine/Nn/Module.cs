@@ -102,7 +102,17 @@ public abstract class Module
     /// as needed). With <paramref name="strict"/>, missing keys and unexpected keys are errors; shape mismatches
     /// are always errors. All problems are reported together, and nothing is modified if there is any.
     /// </summary>
-    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> stateDict, bool strict = true)
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> stateDict, bool strict = true) =>
+        LoadStateDict(stateDict.ToDictionary(kv => kv.Key, kv => kv.Value.Shape, StringComparer.Ordinal),
+            (name, parameter) => parameter.CopyFrom(stateDict[name]), strict);
+
+    /// <summary>
+    /// <see cref="LoadStateDict(IReadOnlyDictionary{string, Tensor}, bool)"/> from a source that knows every tensor's
+    /// shape before reading it (a checkpoint's header): all checks run on <paramref name="shapes"/>, then
+    /// <paramref name="load"/> fills each parameter in place from the source, one at a time, so nothing beside the
+    /// model need hold all the values.
+    /// </summary>
+    internal void LoadStateDict(IReadOnlyDictionary<string, Shape> shapes, Action<string, Tensor> load, bool strict = true)
     {
         var own = NamedParameters().ToList();
         var ownNames = own.Select(p => p.Name).ToHashSet();
@@ -110,10 +120,10 @@ public abstract class Module
         var mismatched = new List<string>();
         foreach (var (name, p) in own)
         {
-            if (!stateDict.TryGetValue(name, out var src)) { missing.Add(name); continue; }
-            if (src.Shape != p.Shape) mismatched.Add($"{name}: checkpoint {src.Shape}, model {p.Shape}");
+            if (!shapes.TryGetValue(name, out var shape)) { missing.Add(name); continue; }
+            if (shape != p.Shape) mismatched.Add($"{name}: checkpoint {shape}, model {p.Shape}");
         }
-        var unexpected = stateDict.Keys.Where(k => !ownNames.Contains(k)).ToList();
+        var unexpected = shapes.Keys.Where(k => !ownNames.Contains(k)).ToList();
 
         var problems = new List<string>();
         if (mismatched.Count > 0) problems.Add("shape mismatch for " + string.Join("; ", mismatched));
@@ -125,7 +135,7 @@ public abstract class Module
         // Every check passed: only now touch the parameters.
         using (GradMode.NoGrad())
             foreach (var (name, p) in own)
-                if (stateDict.TryGetValue(name, out var src)) p.CopyFrom(src);
+                if (shapes.ContainsKey(name)) load(name, p);
     }
 
     /// <summary>Clears the gradient of every parameter.</summary>

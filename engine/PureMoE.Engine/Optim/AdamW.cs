@@ -110,7 +110,14 @@ public sealed class AdamW
     /// The optimizer state for checkpointing: for each parameter that has taken a step, "{key}.step" (int64
     /// scalar), "{key}.exp_avg" and "{key}.exp_avg_sq" (parameter-shaped). The tensors are copies.
     /// </summary>
-    public IReadOnlyDictionary<string, Tensor> StateDict()
+    public IReadOnlyDictionary<string, Tensor> StateDict() => StateDict(copy: true);
+
+    /// <summary>
+    /// <see cref="StateDict()"/>; with <paramref name="copy"/> false the moments are the optimizer's own tensors, not
+    /// copies (twice the model's size saved in memory when a checkpoint is written): read them before the next
+    /// <see cref="Step"/> changes them, and do not write to them.
+    /// </summary>
+    public IReadOnlyDictionary<string, Tensor> StateDict(bool copy)
     {
         var dict = new OrderedDictionary<string, Tensor>();
         using var _ = GradMode.NoGrad();
@@ -118,14 +125,14 @@ public sealed class AdamW
         {
             if (_state[i] is not ParamState st) continue;
             dict.Add(_keys[i] + ".step", Tensor.FromArray([st.Step], []));
-            dict.Add(_keys[i] + ".exp_avg", st.ExpAvg.Clone());
-            dict.Add(_keys[i] + ".exp_avg_sq", st.ExpAvgSq.Clone());
+            dict.Add(_keys[i] + ".exp_avg", copy ? st.ExpAvg.Clone() : st.ExpAvg);
+            dict.Add(_keys[i] + ".exp_avg_sq", copy ? st.ExpAvgSq.Clone() : st.ExpAvgSq);
         }
         return dict;
     }
 
     /// <summary>
-    /// Restores state saved by <see cref="StateDict"/>. Unknown keys, incomplete entries and shape mismatches
+    /// Restores state saved by <see cref="StateDict()"/>. Unknown keys, incomplete entries and shape mismatches
     /// are reported together, and nothing is changed if there is any. Parameters absent from the dict get fresh state.
     /// </summary>
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> stateDict)

@@ -99,4 +99,38 @@ public sealed class MixtralCheckpointTests : IDisposable
         var ex = Assert.Throws<SafetensorsFormatException>(() => MixtralCheckpoint.Load(dir));
         Assert.Contains("model.safetensors", ex.Message);
     }
+
+    [Fact]
+    public void LoadBuildsTheModelWithoutDrawingWeightsAndFillsEveryParameter()
+    {
+        // The tests run with uninitialised memory poisoned (NaN): a parameter the load left unwritten would show.
+        var model = NewModel(7);
+        string dir = Path.Combine(_dir, "noinit");
+        MixtralCheckpoint.Save(model, dir);
+        var loaded = MixtralCheckpoint.Load(dir);
+        AssertSameWeights(model, loaded);
+        Assert.All(loaded.Parameters(), p => Assert.DoesNotContain(p.ToArray<float>(), float.IsNaN));
+        Assert.False(PureMoE.Nn.RandomInit.IsSkipped);   // the scope ended with the load
+    }
+
+    [Fact]
+    public void Float64ModelSavesAsFloat32AndLoadsBackIntoEitherDType()
+    {
+        var model = new MixtralForCausalLM(EvalCommandTests.SmallConfig(), new Rng(8), DType.Float64);
+        string dir = Path.Combine(_dir, "f64");
+        MixtralCheckpoint.Save(model, dir);
+        using (var f = SafetensorsFile.Open(Path.Combine(dir, "model.safetensors")))
+            Assert.All(f.Names, n => Assert.Equal(SafetensorsDType.F32, f.GetInfo(n).DType));
+        var as32 = MixtralCheckpoint.Load(dir);
+        var as64 = MixtralCheckpoint.Load(dir, DType.Float64);
+        var s32 = as32.StateDict();
+        var s64 = as64.StateDict();
+        foreach (var (name, t) in model.StateDict())
+        {
+            float[] expected = t.ToFloatArray();
+            Assert.Equal(expected, s32[name].ToArray<float>());
+            Assert.Equal(DType.Float64, s64[name].DType);
+            Assert.Equal(expected.Select(x => (double)x).ToArray(), s64[name].ToArray<double>());
+        }
+    }
 }

@@ -147,4 +147,22 @@ public class AdamWTests
         Assert.Contains("unexpected key v.step", ex.Message);
         Assert.Empty(opt.StateDict());
     }
+
+    [Fact]
+    public void StateDictWithoutCopyIsTheLiveStateAndTheDefaultIsASnapshot()
+    {
+        var w = Tensor.FromArray(new float[] { 1, 2 }, 2);
+        w.RequiresGrad = true;
+        var opt = new AdamW([w], lr: 0.1);
+        w.Grad = Tensor.FromArray(new float[] { 0.5f, -1 }, 2);
+        opt.Step();
+        var snapshot = opt.StateDict();
+        var live = opt.StateDict(copy: false);
+        float[] before = snapshot["0.exp_avg"].ToArray<float>();
+        Assert.Equal(before, live["0.exp_avg"].ToArray<float>());
+        opt.Step();
+        Assert.Equal(before, snapshot["0.exp_avg"].ToArray<float>());
+        Assert.NotEqual(before, live["0.exp_avg"].ToArray<float>());
+        Assert.Equal(opt.StateDict()["0.exp_avg_sq"].ToArray<float>(), live["0.exp_avg_sq"].ToArray<float>());
+    }
 }
