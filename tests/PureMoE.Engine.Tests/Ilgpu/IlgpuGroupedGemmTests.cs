@@ -11,6 +11,16 @@ public sealed class IlgpuCpuGroupedGemmTests : IlgpuGroupedGemmTests
 {
     /// <inheritdoc />
     protected override DeviceKind Kind => DeviceKind.IlgpuCpu;
+
+    [Fact]
+    public void MoreGroupsThanOneLaunchReadAreStagedOnlyWhileTheBufferFitsAnInt()
+    {
+        Assert.True(IlgpuBackend.CanStage(GroupOperands.Count, 4096L * 14336));      // read where they are: any size
+        Assert.True(IlgpuBackend.CanStage(18, 64L * 128));
+        Assert.True(IlgpuBackend.CanStage(36, 4096L * 14336));                       // 2,113,929,216 elements
+        Assert.False(IlgpuBackend.CanStage(37, 4096L * 14336));                      // past 2³¹ − 1: one GEMM per group
+        Assert.False(IlgpuBackend.CanStage(256, 7168L * 2048));
+    }
 }
 
 /// <summary>The same tests on CUDA device 0; skipped where there is none.</summary>

@@ -59,6 +59,13 @@ public sealed partial class IlgpuBackend
             : IlgpuKernels.Gemm64Tile,
     };
 
+    /// <summary>
+    /// Whether <paramref name="groups"/> matrices of <paramref name="perGroup"/> elements can go to one launch: up to
+    /// <see cref="GroupOperands.Count"/> are read where they are; more are staged side by side in one buffer, which
+    /// cannot pass 2³¹ elements (e.g. 64 experts of 4096 × 14336). Otherwise the grouped GEMM runs one GEMM per group.
+    /// </summary>
+    internal static bool CanStage(int groups, long perGroup) => groups <= GroupOperands.Count || groups * perGroup <= int.MaxValue;
+
     /// <inheritdoc />
     public void GroupedGemm(int[] groupSizes, int n, int k, double alpha, Storage a, Storage[] b, bool transB, double beta, Storage c)
     {
@@ -74,7 +81,7 @@ public sealed partial class IlgpuBackend
         }
         if (n == 0 || used == 0) return;
         int tile = GroupedGemmTile(used, tiles128, n);
-        if (tile == 0)
+        if (tile == 0 || !CanStage(used, (long)n * k))
         {
             GroupedGemmLoops.Rows(this, groupSizes, n, k, alpha, a, b, transB, beta, c);
             return;
@@ -121,7 +128,7 @@ public sealed partial class IlgpuBackend
         int outputs = c.Count(x => x is not null);
         if (m == 0 || n == 0 || outputs == 0) return;
         int tile = GroupedGemmTile(outputs, TilesPerOutput(m, n, IlgpuKernels.Gemm128Tile) * outputs, Math.Min(m, n));
-        if (tile == 0)
+        if (tile == 0 || !CanStage(outputs, (long)m * n))
         {
             GroupedGemmLoops.KGrouped(this, groupSizes, m, n, alpha, a, b, beta, c);
             return;
