@@ -127,6 +127,37 @@ public abstract class IlgpuArgSortTests : IlgpuTestBase
         CheckMatchesCpu(Longs(rows * n, seed + 1), rows, n, "int64");
     }
 
+    /// <summary>
+    /// Sorts long enough for the radix sort to span many groups and, on a GPU, several passes of its grid (ILGPU's
+    /// GPU radix sort is other code than the CPU accelerator's): the radix and auto paths only, as rank counting is
+    /// quadratic in the row length. On CUDA the rows are 10× longer (the emulator would take minutes).
+    /// </summary>
+    [Theory]
+    [InlineData(1, 20_003)]
+    [InlineData(3, 7_001)]
+    public void LongRowsSortLikeTheCpu(int rows, int n)
+    {
+        if (Kind == DeviceKind.Cuda) n = 10 * n - 3;
+        foreach (var (x, what) in new (Array, string)[] { (Floats(rows * n, n), "float32"), (Longs(rows * n, n + 1), "int64") })
+        {
+            var dx = Up(x);
+            foreach (bool descending in new[] { false, true })
+            {
+                var expected = CpuArgSort(x, rows, n, descending);
+                foreach (bool? ranks in new bool?[] { false, null })
+                {
+                    var actual = OnPath(ranks, () =>
+                    {
+                        var g = B.Allocate(DType.Int64, rows * n);
+                        B.ArgSort(dx, g, rows, n, descending);
+                        return DownL(g);
+                    });
+                    Assert.True(expected.SequenceEqual(actual), $"{what} rows={rows} n={n} descending={descending} {(ranks is null ? "auto" : "radix")}");
+                }
+            }
+        }
+    }
+
     [Fact]
     public void AllNaNsAndBothZerosAreTies()
     {

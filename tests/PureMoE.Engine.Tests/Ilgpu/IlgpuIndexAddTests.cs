@@ -128,6 +128,15 @@ public abstract class IlgpuIndexAddTests : IlgpuTestBase
     }
 
     [Fact]
+    public void ManyIndicesSortLikeTheCpu()
+    {
+        // Enough indices for ILGPU's GPU radix sort to span many groups and grid passes (on CUDA: 10× more; the
+        // emulator runs the CPU accelerator's own sort, and slowly).
+        int count = Kind == DeviceKind.Cuda ? 300_007 : 30_011;
+        CheckMatchesCpu(1, 4096, count, 2, outOfRange: true, seed: 23);
+    }
+
+    [Fact]
     public void OnlyOutOfRangeIndicesAddNothing()
     {
         int outer = 2, axisLen = 6, inner = 3, count = 40;
