@@ -25,6 +25,8 @@ public class SgemmTests
         { 41, 8, 700 }, { 250, 32, 600 }, { 300, 24, 33 }, { 1000, 32, 64 },
         // Up to four Nr panels (n ≤ 64 on AVX2): a row-major A is read in place too, a transposed one packed.
         { 250, 48, 600 }, { 1000, 64, 70 },
+        // At most four rows of C (SgemmSmallM: B read in place); the last three split their columns across threads.
+        { 2, 300, 513 }, { 4, 5, 3 }, { 1, 4097, 129 }, { 4, 1030, 520 }, { 3, 5000, 64 },
     };
 
     public static TheoryData<bool, bool> TransposeCombos => new() { { false, false }, { false, true }, { true, false }, { true, true } };
@@ -137,6 +139,23 @@ public class SgemmTests
         {
             Assert.Equal(c1, serial.AsSpan(i * m * n, m * n).ToArray());
         }
+    }
+
+    [Theory]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    public void Few_rows_give_the_same_bits_with_columns_split_across_threads_or_not(bool transA, bool transB)
+    {
+        // 3 × 5000 × 200: above the small-M path's parallel threshold, so one product splits its columns across the
+        // threads, while a batch of 4 runs each product whole on one thread.
+        const int m = 3, n = 5000, k = 200;
+        var rng = new Random(13);
+        float[] a = RandomArray(rng, m * k), b = RandomArray(rng, n * k);
+        int lda = transA ? m : k, ldb = transB ? k : n;
+        float[] whole = new float[m * n], batched = new float[4 * m * n];
+        Sgemm.Multiply(transA, transB, m, n, k, 1f, a, 0, lda, b, 0, ldb, 0f, whole, 0, n);
+        Sgemm.MultiplyBatched(transA, transB, m, n, k, 1f, a, 0, lda, 0, b, 0, ldb, 0, 0f, batched, 0, n, m * n, 4);
+        for (int i = 0; i < 4; i++) Assert.Equal(whole, batched.AsSpan(i * m * n, m * n).ToArray());
     }
 
     [Fact]

@@ -126,6 +126,12 @@ public static partial class Sgemm
             return;
         }
 
+        if (g.M <= SmallM)
+        {
+            MultiplySmallM(in g, allowParallel);
+            return;
+        }
+
         // Split C into `threads` slabs along its longer side, in whole tiles so that no tile straddles
         // two threads. Row slabs share one packed panel of B (packed by all threads together, see
         // MultiplyRowSlabsSharingB); column slabs each pack their own part of B and all of A, the smaller operand.
