@@ -126,7 +126,7 @@ public static partial class Sgemm
             return;
         }
 
-        if (g.M <= SmallM)
+        if (g.M <= SmallM && g.TransB)
         {
             MultiplySmallM(in g, allowParallel);
             return;

@@ -1,18 +1,18 @@
 using System.Buffers;
-using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 
 namespace PureMoE.Backends.Cpu;
 
-// Products with a few rows of C: decoding one token (M = the batch), a KV-cached attention step, an expert that got a
-// handful of tokens. The blocked path packs a KC×NC panel of B per product and computes 8-row tiles, so at M = 1 it
-// spent 59 % of a decoding profile packing weights it then read once, and 7/8 of its multiply-adds on padding.
-// Here B is read in place, once: each C[i, j] of a stored Bᵀ (a Linear weight, [N, K]) is a dot product of two
-// contiguous rows, and each row of C over a stored B ([K, N]) is a sum of B's rows scaled by A[i, p], accumulated in
-// p order. Both orders depend only on the shape, and the columns of C split across threads whole, so the bits are
-// the same for any thread count.
+// Products with a few rows of C over a stored Bᵀ: decoding one token (M = the batch) through every Linear weight
+// ([N, K], y = x·Wᵀ) and the attention scores q·Kᵀ of a KV-cached step. The blocked path packs a KC×NC panel of B per
+// product and computes 8-row tiles, so at M = 1 it spent 59 % of a decoding profile packing weights it then read
+// once, and 7/8 of its multiply-adds on padding. Here each C[i, j] is a dot product of two contiguous rows, B read in
+// place, once. The dot's order depends only on K, and the columns of C split across threads whole, so the bits are
+// the same for any thread count. (Over a stored B, [K, N], the blocked path stays: its register tiles beat rows of B
+// scaled and summed in memory even at M = 2, measured.)
 public static partial class Sgemm
 {
-    /// <summary>Rows of C up to which <see cref="MultiplySmallM"/> replaces the blocked path.</summary>
+    /// <summary>Rows of C up to which <see cref="MultiplySmallM"/> replaces the blocked path over a stored Bᵀ.</summary>
     internal const int SmallM = 4;
 
     // From this many multiply-adds (B of 1 MiB at M = 1) the columns of C are split across threads.
@@ -40,8 +40,7 @@ public static partial class Sgemm
             void Columns(int chunk)
             {
                 int j0 = (int)((long)local.N * chunk / chunks), j1 = (int)((long)local.N * (chunk + 1) / chunks);
-                if (local.TransB) DotColumns(in local, rows, rowsOffset, rowStride, j0, j1);
-                else AxpyColumns(in local, rows, rowsOffset, rowStride, j0, j1);
+                DotColumns(in local, rows, rowsOffset, rowStride, j0, j1);
             }
             if (chunks <= 1) Columns(0);
             else Parallel.For(0, chunks, Columns);
@@ -53,6 +52,7 @@ public static partial class Sgemm
     }
 
     // C[i, j] for j in [j0, j1) over a stored Bᵀ: the dot product of A's row i and B's row j.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DotColumns(in Problem g, float[] rows, int rowsOffset, int rowStride, int j0, int j1)
     {
         for (int j = j0; j < j1; j++)
@@ -64,36 +64,6 @@ public static partial class Sgemm
                 ref float c = ref g.C[g.COffset + i * g.Ldc + j];
                 c = Merge(dot, ref c, g.Alpha, g.Beta);
             }
-        }
-    }
-
-    // C[i, j0..j1) over a stored B: Σ_p A[i, p]·B[p, j0..j1), the rows of B taken in order, each read once for all rows of C.
-    private static void AxpyColumns(in Problem g, float[] rows, int rowsOffset, int rowStride, int j0, int j1)
-    {
-        int width = j1 - j0;
-        float[] acc = ArrayPool<float>.Shared.Rent(g.M * width);
-        try
-        {
-            acc.AsSpan(0, g.M * width).Clear();
-            for (int p = 0; p < g.K; p++)
-            {
-                ReadOnlySpan<float> b = g.B.AsSpan(g.BOffset + p * g.Ldb + j0, width);
-                for (int i = 0; i < g.M; i++)
-                {
-                    Span<float> sum = acc.AsSpan(i * width, width);
-                    TensorPrimitives.MultiplyAdd(b, rows[rowsOffset + i * rowStride + p], sum, sum);
-                }
-            }
-            for (int i = 0; i < g.M; i++)
-                for (int j = 0; j < width; j++)
-                {
-                    ref float c = ref g.C[g.COffset + i * g.Ldc + j0 + j];
-                    c = Merge(acc[i * width + j], ref c, g.Alpha, g.Beta);
-                }
-        }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(acc);
         }
     }
 
