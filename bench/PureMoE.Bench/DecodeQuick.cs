@@ -1,0 +1,81 @@
+using System.Diagnostics;
+using System.Globalization;
+using PureMoE.Autograd;
+using PureMoE.Models;
+using PureMoE.Moe.Models;
+
+namespace PureMoE.Bench;
+
+/// <summary>
+/// `quick decode`: greedy decoding with the KV cache, as `puremoe generate` runs it: a Mixtral-architecture MoE LM with
+/// random weights (byte vocabulary 256, Mixtral's router), a prompt of --prompt random bytes, then --tokens steps of
+/// one token each (forward, logits of the last position to the host, argmax). The prefill is timed apart; the result
+/// is the median over --repeats runs of the decoding steps' mean time per token. Default: the 106M-parameter model of
+/// bench/RESULTS.md (d 512, 8 layers, 8 heads / 2 kv, 8 experts of 1024, top-2). The peer is bench/peers/decode_torch.py.
+/// </summary>
+internal static class DecodeQuick
+{
+    /// <summary>Runs the measurement and prints the result.</summary>
+    /// <param name="args">[--hidden D] [--ff F] [--layers L] [--heads H] [--kv-heads K] [--experts E] [--k K] [--prompt P] [--tokens N] [--repeats R] [--json] [--device D].</param>
+    public static int Run(QuickArgs args)
+    {
+        var device = BenchDevice.Parse(args.Text("device", "cpu"));
+        int hidden = args.Int("hidden", 512), ff = args.Int("ff", 1024), layers = args.Int("layers", 8);
+        int heads = args.Int("heads", 8), kvHeads = args.Int("kv-heads", 2), experts = args.Int("experts", 8), k = args.Int("k", 2);
+        int prompt = Math.Max(1, args.Int("prompt", 16)), tokens = Math.Max(1, args.Int("tokens", 64));
+        int repeats = Math.Max(1, args.Int("repeats", 5));
+        bool json = args.Flag("json");
+        args.ThrowIfUnused();
+
+        var config = new MixtralConfig
+        {
+            VocabSize = 256, HiddenSize = hidden, IntermediateSize = ff, NumHiddenLayers = layers,
+            NumAttentionHeads = heads, NumKeyValueHeads = kvHeads, NumLocalExperts = experts, NumExpertsPerTok = k,
+            MaxPositionEmbeddings = prompt + tokens,
+        };
+        var model = MoeMixtral.Create(config, new Rng(1), device: device);
+        model.Eval();
+        long parameters = model.Parameters().Sum(p => (long)p.Numel);
+        var rng = new Rng(2);
+        long[] promptIds = Enumerable.Range(0, prompt).Select(_ => (long)rng.NextInt(256)).ToArray();
+
+        // One run: prefill, then `tokens` greedy steps; returns (prefill ms, mean ms per decoded token).
+        (double Prefill, double PerToken) Once()
+        {
+            using var _ = GradMode.NoGrad();
+            var cache = model.NewCache();
+            var clock = Stopwatch.StartNew();
+            long next = ArgMaxLast(model.Forward(Tensor.FromHost(promptIds, [1, prompt], device), cache));
+            double prefill = clock.Elapsed.TotalMilliseconds;
+            clock.Restart();
+            for (int t = 0; t < tokens; t++)
+                next = ArgMaxLast(model.Forward(Tensor.FromHost(new[] { next }, [1, 1], device), cache));
+            return (prefill, clock.Elapsed.TotalMilliseconds / tokens);
+        }
+
+        Once(); // warm-up: JIT, and the kernels' first compilation on an ILGPU device
+        var runs = Enumerable.Range(0, repeats).Select(_ => Once()).ToArray();
+        double perToken = Median(runs.Select(r => r.PerToken)), prefillMs = Median(runs.Select(r => r.Prefill));
+        string where = BenchDevice.Describe(device);
+        Console.WriteLine(json
+            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"decode\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"parameters\":{parameters},\"hidden\":{hidden},\"ff\":{ff},\"layers\":{layers},\"experts\":{experts},\"k\":{k},\"prompt\":{prompt},\"tokens\":{tokens},\"prefill_ms\":{prefillMs:F2},\"ms_per_token\":{perToken:F3},\"tokens_per_s\":{1000 / perToken:F1},\"repeats\":{repeats}}}")
+            : string.Create(CultureInfo.InvariantCulture, $"decode {parameters:N0} parameters (d {hidden}, {layers} layers, {experts} experts top-{k}) on {device} [{where}]: prompt {prompt} in {prefillMs:F1} ms, then {perToken:F2} ms/token ({1000 / perToken:F1} tokens/s), median of {repeats} runs of {tokens} tokens"));
+        return 0;
+    }
+
+    // The most likely next token after the last position of logits [1, S, V] (the first on ties, as torch.argmax).
+    private static long ArgMaxLast(Tensor logits)
+    {
+        var last = logits.Narrow(1, logits.Size(1) - 1, 1).ToFloatArray();
+        int best = 0;
+        for (int v = 1; v < last.Length; v++)
+            if (last[v] > last[best]) best = v;
+        return best;
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+}
