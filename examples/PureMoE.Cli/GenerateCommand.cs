@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
 using System.Text;
 using PureMoE.Moe.Models;
 
@@ -23,15 +25,26 @@ public static class GenerateCommand
         var cmd = new Command("generate", "Continue a prompt with a trained byte-level model (KV cache)") { model, prompt, tokens, temperature, topP, seed, device };
         cmd.SetAction(r => CliErrors.Run(() =>
         {
-            string text = Run(r.GetValue(model)!, r.GetValue(prompt)!, r.GetValue(tokens), r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(device)!);
-            Console.Out.WriteLine(text);
+            var result = RunTimed(r.GetValue(model)!, r.GetValue(prompt)!, r.GetValue(tokens), r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(device)!);
+            Console.Out.WriteLine(result.Text);
+            // The timings go to stderr, so the text on stdout stays clean for a pipe.
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"generated {result.Tokens} tokens in {result.GenerateSeconds:F2} s ({result.Tokens / Math.Max(result.GenerateSeconds, 1e-9):F1} tokens/s, prompt included); model loaded in {result.LoadSeconds:F2} s"));
         }));
         return cmd;
     }
 
     /// <summary>The prompt followed by its continuation (the command's body; tests call it directly).</summary>
-    public static string Run(string modelDir, string prompt, int tokens, double temperature, double topP, ulong seed, string device = "cpu")
+    public static string Run(string modelDir, string prompt, int tokens, double temperature, double topP, ulong seed, string device = "cpu") =>
+        RunTimed(modelDir, prompt, tokens, temperature, topP, seed, device).Text;
+
+    /// <summary>What <see cref="RunTimed"/> gives: the text, and the seconds spent loading the model and generating.</summary>
+    public sealed record Result(string Text, int Tokens, double LoadSeconds, double GenerateSeconds);
+
+    /// <summary><see cref="Run"/>, timed.</summary>
+    public static Result RunTimed(string modelDir, string prompt, int tokens, double temperature, double topP, ulong seed, string device = "cpu")
     {
+        var clock = Stopwatch.StartNew();
         var on = CliDevice.Resolve(device);
         CliErrors.RequireModelDirectory("--model", modelDir);
         if (tokens < 0) throw new CliException($"--tokens {tokens}: must be ≥ 0");
@@ -45,10 +58,12 @@ public static class GenerateCommand
         if (bytes.Length + tokens > maxPositions)
             throw new CliException($"--tokens {tokens}: prompt ({bytes.Length} bytes) + tokens exceeds the model's {maxPositions} positions");
         model.Eval();
+        double load = clock.Elapsed.TotalSeconds;
+        clock.Restart();
         var ids = Tensor.FromHost(bytes.Select(b => (long)b).ToArray(), [1, bytes.Length], on);
         var output = model.Generate(ids, tokens, temperature, topP, new Rng(seed));
         var all = output.ToLongArray().Select(x => (byte)x).ToArray();
         // Byte-level: a continuation may end inside a UTF-8 sequence; invalid bytes decode as U+FFFD.
-        return Encoding.UTF8.GetString(all);
+        return new Result(Encoding.UTF8.GetString(all), tokens, load, clock.Elapsed.TotalSeconds);
     }
 }

@@ -33,6 +33,12 @@ public sealed class CliCommandsTests : IDisposable
         Assert.Contains(others, o => o != a);
         Assert.Equal(GenerateCommand.Run(dir, "x", 5, 0, 1, 1), GenerateCommand.Run(dir, "x", 5, 0, 1, 2));   // greedy ignores the seed
         Assert.Throws<CliException>(() => GenerateCommand.Run(Path.Combine(_dir, "missing"), "x", 5, 1, 1, 1));
+
+        // The timed form (what the command prints its rate from) gives the same text.
+        var timed = GenerateCommand.RunTimed(dir, "the cat", 24, 1.0, 0.95, 7);
+        Assert.Equal(a, timed.Text);
+        Assert.Equal(24, timed.Tokens);
+        Assert.True(timed.LoadSeconds > 0 && timed.GenerateSeconds > 0);
     }
 
     [Fact]
