@@ -17,7 +17,7 @@
 #   3. tuning: SGEMM at 1024, 2048, 8192, each kernel forced at 4096, transposed operands, a ragged shape; the MoE
 #      layer with each kernel and grouped-GEMM choice
 #   4. bench/check_torch.sh on CUDA (every router's logits and gradients against PyTorch float64)
-#   5. the Moe tests' CUDA ones (Device=Cuda2 too on two GPUs), IndexAdd and ArgSort crossovers, the expert-parallel exchange, ptxas and SASS counts
+#   5. the Moe tests' CUDA ones (Device=Cuda2 too on two GPUs), IndexAdd and ArgSort crossovers, the expert-parallel exchange, greedy decoding against PyTorch, ptxas and SASS counts
 #      of the large SGEMM kernel, `puremoe train --device cpu` for comparison
 # STEPS=REGEX runs only the steps whose names match (e.g. STEPS='gemm|moe'); BUDGET=SECONDS changes the budget.
 # Without nvidia-smi the same steps run on ILGPU's CPU accelerator with tiny shapes (to check this script, here).
@@ -220,10 +220,16 @@ if [ $gpu -eq 1 ]; then
   for path in ranks radix; do json "quick argsort $path 1x4096" 60 "${ours[@]}" argsort --device cuda --rows 1 --n 4096 --$path; done
   # Expert parallelism on the GPUs there are (one on a lent machine: P = 1; P > 1 is skipped with a line saying so).
   json "quick exchange --device cuda" 120 "${ours[@]}" exchange --device cuda --no-c2r
+  # Greedy decoding with the KV cache, the 106M-parameter model: one token per step, so launch-bound on a GPU.
+  json "quick decode --device cuda" 90 "${ours[@]}" decode --device cuda
+  [ $torch_ok -eq 0 ] || json "torch decode --device cuda" 90 "$py" bench/peers/decode_torch.py --device cuda
 else
   json "quick indexadd direct (tiny)" 60 "${ours[@]}" indexadd --device $dev --axis 64 --inner 4 --count 100 --direct --repeats 2
   json "quick indexadd sorted (tiny)" 60 "${ours[@]}" indexadd --device $dev --axis 64 --inner 4 --count 100 --sorted --repeats 2
   json "quick argsort radix (tiny)" 60 "${ours[@]}" argsort --device $dev --rows 2 --n 300 --radix --repeats 2
+  tiny_decode=(--hidden 32 --ff 64 --layers 1 --heads 4 --kv-heads 2 --experts 4 --tokens 4 --repeats 1)
+  json "quick decode (tiny)" 60 "${ours[@]}" decode --device $dev "${tiny_decode[@]}"
+  [ $torch_ok -eq 0 ] || json "torch decode (tiny)" 60 "$py" bench/peers/decode_torch.py --device $tdev "${tiny_decode[@]}"
 fi
 # The large SGEMM kernel's machine code as this machine's ptxas builds it: registers, spills, FFMA, shared loads.
 if [ -s "$ptxdir/Sgemm128.ptx" ]; then
@@ -273,6 +279,11 @@ if moe:
         torch_moe = next((r for r in moe if shape(r) == s and r["impl"] == "torch"), None)
         if ours and torch_moe:
             print(f"ours (auto) / torch tokens/s at {s}: {ours['tokens_per_s'] / torch_moe['tokens_per_s']:.2f}")
+decode = [r for r in rows if r["bench"] == "decode"]
+if decode:
+    print(f"\n{'decode':<10} {'parameters':>12} {'ms/token':>9} {'tokens/s':>9} {'prefill ms':>10}  device")
+    for r in decode:
+        print(f"{r['impl']:<10} {r['parameters']:>12,} {r['ms_per_token']:>9.3f} {r['tokens_per_s']:>9.1f} {r['prefill_ms']:>10.2f}  {r.get('accelerator', r.get('device'))}")
 PYEOF
 fi
 say ""

@@ -96,6 +96,7 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="accepted for the bench scripts; the output is always one JSON line")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
