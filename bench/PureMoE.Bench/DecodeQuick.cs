@@ -54,12 +54,25 @@ internal static class DecodeQuick
         }
 
         Once(); // warm-up: JIT, and the kernels' first compilation on an ILGPU device
+        long launchesBefore = device.Launches, readsBefore = device.HostReads;
+        var byKernelBefore = device.LaunchesByKernel;
         var runs = Enumerable.Range(0, repeats).Select(_ => Once()).ToArray();
         double perToken = Median(runs.Select(r => r.PerToken)), prefillMs = Median(runs.Select(r => r.Prefill));
+        // On an ILGPU device, what one token costs the host (the prefill's share is small at --tokens 64): kernel
+        // launches (a few µs each on a GPU) and reads that wait for the device, and where the launches go.
+        double steps = (double)repeats * (tokens + 1);
+        double launchesPerToken = (device.Launches - launchesBefore) / steps, readsPerToken = (device.HostReads - readsBefore) / steps;
+        string topKernels = string.Join(", ", device.LaunchesByKernel
+            .Select(kv => (Name: kv.Key, PerToken: (kv.Value - byKernelBefore.GetValueOrDefault(kv.Key)) / steps))
+            .Where(e => e.PerToken > 0).OrderByDescending(e => e.PerToken).ThenBy(e => e.Name, StringComparer.Ordinal)
+            .Take(8).Select(e => string.Create(CultureInfo.InvariantCulture, $"{e.Name} {e.PerToken:F1}")));
         string where = BenchDevice.Describe(device);
+        string perTokenCosts = launchesPerToken > 0
+            ? string.Create(CultureInfo.InvariantCulture, $"; per token {launchesPerToken:F1} launches ({topKernels}), {readsPerToken:F1} host reads")
+            : "";
         Console.WriteLine(json
-            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"decode\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"parameters\":{parameters},\"hidden\":{hidden},\"ff\":{ff},\"layers\":{layers},\"experts\":{experts},\"k\":{k},\"prompt\":{prompt},\"tokens\":{tokens},\"prefill_ms\":{prefillMs:F2},\"ms_per_token\":{perToken:F3},\"tokens_per_s\":{1000 / perToken:F1},\"repeats\":{repeats}}}")
-            : string.Create(CultureInfo.InvariantCulture, $"decode {parameters:N0} parameters (d {hidden}, {layers} layers, {experts} experts top-{k}) on {device} [{where}]: prompt {prompt} in {prefillMs:F1} ms, then {perToken:F2} ms/token ({1000 / perToken:F1} tokens/s), median of {repeats} runs of {tokens} tokens"));
+            ? string.Create(CultureInfo.InvariantCulture, $"{{\"bench\":\"decode\",\"impl\":\"puremoe\",\"device\":\"{device}\",\"accelerator\":\"{where}\",\"parameters\":{parameters},\"hidden\":{hidden},\"ff\":{ff},\"layers\":{layers},\"experts\":{experts},\"k\":{k},\"prompt\":{prompt},\"tokens\":{tokens},\"prefill_ms\":{prefillMs:F2},\"ms_per_token\":{perToken:F3},\"tokens_per_s\":{1000 / perToken:F1},\"launches_per_token\":{launchesPerToken:F1},\"host_reads_per_token\":{readsPerToken:F1},\"top_kernels\":\"{topKernels}\",\"repeats\":{repeats}}}")
+            : string.Create(CultureInfo.InvariantCulture, $"decode {parameters:N0} parameters (d {hidden}, {layers} layers, {experts} experts top-{k}) on {device} [{where}]: prompt {prompt} in {prefillMs:F1} ms, then {perToken:F2} ms/token ({1000 / perToken:F1} tokens/s), median of {repeats} runs of {tokens} tokens{perTokenCosts}"));
         return 0;
     }
 
