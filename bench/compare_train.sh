@@ -2,7 +2,8 @@
 # Full training step throughput (forward, loss, backward, clip, AdamW) of the same tiny Mixtral-architecture MoE LM:
 # PureMoE (`puremoe train`) vs PyTorch CPU (bench/peers/train_torch.py), in the same run, both on 2 threads.
 # Usage: bench/compare_train.sh [data file]   (default: the generated corpus written to a temp file;
-#        env STEPS (default 30), ROUNDS (default 2; each side keeps its best), BATCH and SEQ (default 16 × 128))
+#        env STEPS (default 30), ROUNDS (default 2; each side keeps its best), BATCH and SEQ (default 16 × 128),
+#        HIDDEN, FF, LAYERS, HEADS, KV_HEADS, EXPERTS (default the compare model: 128, 256, 4, 4, 2, 8))
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${STEPS:-30}"
@@ -11,7 +12,8 @@ THREADS=2
 PY=/usr/bin/python3   # Debian's interpreter with Debian's python3-torch
 BATCH="${BATCH:-16}"
 SEQ="${SEQ:-128}"     # SEQ=512 BATCH=4: the same tokens per step at a longer context
-MODEL=(--batch "$BATCH" --seq "$SEQ" --hidden 128 --ff 256 --layers 4 --heads 4 --kv-heads 2 --experts 8 --k 2)
+HIDDEN="${HIDDEN:-128}" FF="${FF:-256}" LAYERS="${LAYERS:-4}" HEADS="${HEADS:-4}" KV_HEADS="${KV_HEADS:-2}" EXPERTS="${EXPERTS:-8}"
+MODEL=(--batch "$BATCH" --seq "$SEQ" --hidden "$HIDDEN" --ff "$FF" --layers "$LAYERS" --heads "$HEADS" --kv-heads "$KV_HEADS" --experts "$EXPERTS" --k 2)
 
 if ! "$PY" -c 'import torch' 2>/dev/null; then
     echo "installing PyTorch (CPU) from Debian..." >&2
@@ -36,7 +38,7 @@ with open(sys.argv[1], "w") as f:
 PYEOF
 fi
 
-echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus; data $DATA; $STEPS steps of ${BATCH}x${SEQ} tokens; d 128, 4 layers, 8 experts top-2, ff 256"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus; data $DATA; $STEPS steps of ${BATCH}x${SEQ} tokens; d $HIDDEN, $LAYERS layers, $EXPERTS experts top-2, ff $FF"
 best_ours=0
 best_peer=0
 for ((r = 0; r < ROUNDS; r++)); do
