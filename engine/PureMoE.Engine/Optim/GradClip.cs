@@ -1,5 +1,6 @@
 using PureMoE.Autograd;
 using PureMoE.Backends;
+using PureMoE.Backends.Cpu;
 
 namespace PureMoE.Optim;
 
@@ -17,12 +18,34 @@ public static class GradClip
         using var _ = GradMode.NoGrad();
         // Squares summed in double across tensors: the per-tensor sums come from the backend.
         double sumSquares = 0;
-        foreach (var g in grads) sumSquares += g.Mul(g).Sum().Item();
+        foreach (var g in grads) sumSquares += SquaredSum(g);
         double total = Math.Sqrt(sumSquares);
         double coef = maxNorm / (total + 1e-6);
         if (coef < 1)
-            foreach (var g in grads) g.CopyFrom(g.MulScalar(coef));
+            foreach (var g in grads) ScaleInPlace(g, coef);
         return total;
+    }
+
+    // Σ g², the bits of g.Mul(g).Sum() without a temporary of g's size (two of them per gradient per step were the
+    // largest arrays a CPU training step made: 850 MB for a 106M-parameter model). On the SIMD CPU backend a float32
+    // sum is Simd.Sum, and Simd.Dot(g, g) adds the same rounded products in the same order.
+    private static double SquaredSum(Tensor g)
+    {
+        if (g.Backend is CpuBackend && Simd.Enabled && g.IsContiguous && g.Storage is CpuStorage { Data: float[] data })
+        {
+            var span = data.AsSpan(g.Offset, g.Numel);
+            return Simd.Dot(span, span);
+        }
+        return g.Mul(g).Sum().Item();
+    }
+
+    // g ← g·c in place, by the kernel MulScalar runs (the same bits), where g owns its elements contiguously.
+    private static void ScaleInPlace(Tensor g, double c)
+    {
+        if (g.IsContiguous)
+            g.Backend.Unary(UnaryOp.MulScalar, g.Storage, g.Offset, g.Storage, g.Offset, g.Numel, c);
+        else
+            g.CopyFrom(g.MulScalar(c));
     }
 
     /// <summary>
