@@ -13,7 +13,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tf32 import disable_tf32  # noqa: E402
-from train_torch import RMSNorm, SparseMoe, rope  # noqa: E402
+from train_torch import Model, RMSNorm, SparseMoe, rope  # noqa: E402
 
 disable_tf32(torch)
 
@@ -45,7 +45,7 @@ class CachedAttention(nn.Module):
         return self.o_proj((att.softmax(-1) @ v).transpose(1, 2).reshape(b, s, -1))
 
 
-class Block(nn.Module):
+class CachedBlock(nn.Module):
     def __init__(self, a):
         super().__init__()
         self.input_layernorm, self.post_attention_layernorm = RMSNorm(a.hidden), RMSNorm(a.hidden)
@@ -57,22 +57,11 @@ class Block(nn.Module):
         return x + self.block_sparse_moe(self.post_attention_layernorm(x))
 
 
-class Model(nn.Module):
+class CachedModel(Model):
+    """train_torch's model (same embedding, initialisation and RoPE tables) with CachedBlock layers."""
+
     def __init__(self, a, positions):
-        super().__init__()
-        self.embed = nn.Embedding(256, a.hidden)
-        self.layers = nn.ModuleList(Block(a) for _ in range(a.layers))
-        self.norm = RMSNorm(a.hidden)
-        self.lm_head = nn.Linear(a.hidden, 256, bias=False)
-        for p in self.parameters():
-            if p.dim() == 2:
-                nn.init.normal_(p, std=0.02)
-        hd = a.hidden // a.heads
-        inv = 1.0 / (1e6 ** (torch.arange(0, hd, 2).float() / hd))
-        ang = torch.outer(torch.arange(positions).float(), inv)
-        ang = torch.cat((ang, ang), -1)
-        self.register_buffer("cos", ang.cos(), persistent=False)
-        self.register_buffer("sin", ang.sin(), persistent=False)
+        super().__init__(a, block=CachedBlock, positions=positions)
 
     def forward(self, ids, caches, start):
         x = self.embed(ids)
@@ -101,7 +90,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     dev = torch.device(a.device)
-    model = Model(a, a.prompt + a.tokens).to(dev).eval()
+    model = CachedModel(a, a.prompt + a.tokens).to(dev).eval()
     params = sum(t.numel() for t in model.parameters())
     prompt = torch.randint(0, 256, (1, a.prompt), device=dev)
 

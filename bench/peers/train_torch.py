@@ -104,10 +104,12 @@ class Block(nn.Module):
 
 
 class Model(nn.Module):
-    def __init__(self, a):
+    """block: the decoder layer's class (decode_torch.py passes one with a KV cache); positions: RoPE table length."""
+
+    def __init__(self, a, block=None, positions=None):
         super().__init__()
         self.embed = nn.Embedding(256, a.hidden)
-        self.layers = nn.ModuleList(Block(a) for _ in range(a.layers))
+        self.layers = nn.ModuleList((block or Block)(a) for _ in range(a.layers))
         self.norm = RMSNorm(a.hidden)
         self.lm_head = nn.Linear(a.hidden, 256, bias=False)
         for p in self.parameters():
@@ -115,7 +117,7 @@ class Model(nn.Module):
                 nn.init.normal_(p, std=0.02)
         hd = a.hidden // a.heads
         inv = 1.0 / (1e6 ** (torch.arange(0, hd, 2).float() / hd))
-        ang = torch.outer(torch.arange(a.seq).float(), inv)
+        ang = torch.outer(torch.arange(positions or a.seq).float(), inv)
         ang = torch.cat((ang, ang), -1)
         self.register_buffer("cos", ang.cos(), persistent=False)
         self.register_buffer("sin", ang.sin(), persistent=False)
