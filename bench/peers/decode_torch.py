@@ -13,19 +13,13 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tf32 import disable_tf32  # noqa: E402
-from train_torch import Model, RMSNorm, SparseMoe, rope  # noqa: E402
+from train_torch import Attention, Model, RMSNorm, SparseMoe, rope  # noqa: E402
 
 disable_tf32(torch)
 
 
-class CachedAttention(nn.Module):
-    def __init__(self, d, heads, kv_heads):
-        super().__init__()
-        self.h, self.kv, self.hd = heads, kv_heads, d // heads
-        self.q_proj = nn.Linear(d, heads * self.hd, bias=False)
-        self.k_proj = nn.Linear(d, kv_heads * self.hd, bias=False)
-        self.v_proj = nn.Linear(d, kv_heads * self.hd, bias=False)
-        self.o_proj = nn.Linear(heads * self.hd, d, bias=False)
+class CachedAttention(Attention):
+    """train_torch's attention (same projections) keeping the keys and values of the positions seen so far."""
 
     def forward(self, x, cos, sin, cache):
         b, s, _ = x.shape
