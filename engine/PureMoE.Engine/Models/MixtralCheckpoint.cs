@@ -38,10 +38,7 @@ public static class MixtralCheckpoint
         var files = OpenWeightFiles(dir);
         try
         {
-            var where = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
-            foreach (var file in files)
-                foreach (string name in file.Names)
-                    if (!name.StartsWith(RouterStatePrefix, StringComparison.Ordinal)) where[name] = file;
+            var where = FileOfEachTensor(files, name => !name.StartsWith(RouterStatePrefix, StringComparison.Ordinal));
             var shapes = where.ToDictionary(kv => kv.Key, kv => new Shape(kv.Value.GetInfo(kv.Key).Shape), StringComparer.Ordinal);
             // The architecture comes from the config; every weight then comes from the file (strict: all present,
             // no extras), so the model is built without drawing random weights it would only overwrite.
@@ -74,15 +71,29 @@ public static class MixtralCheckpoint
         var files = OpenWeightFiles(dir);
         try
         {
-            foreach (var file in files)
-                foreach (string name in file.Names)
-                    if (filter is null || filter(name)) result[name] = file.ReadTensor(name);
+            foreach (var (name, file) in FileOfEachTensor(files, filter ?? (_ => true)))
+                result[name] = file.ReadTensor(name);
         }
         finally
         {
             foreach (var file in files) file.Dispose();
         }
         return result;
+    }
+
+    // Which file holds each tensor whose name passes the filter; a name in two shards is an error naming both.
+    private static Dictionary<string, SafetensorsFile> FileOfEachTensor(List<SafetensorsFile> files, Func<string, bool> filter)
+    {
+        var where = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+        foreach (var file in files)
+            foreach (string name in file.Names)
+            {
+                if (!filter(name)) continue;
+                if (where.TryGetValue(name, out var other))
+                    throw new InvalidDataException($"tensor '{name}' is in both {other.FilePath} and {file.FilePath}");
+                where[name] = file;
+            }
+        return where;
     }
 
     // model.safetensors, or every shard its index names, opened and validated (headers only).

@@ -50,6 +50,13 @@ public sealed class MixtralCheckpointTests : IDisposable
             .Concat(second.Select(kv => $"\"{kv.Key}\": \"model-00002-of-00002.safetensors\""));
         File.WriteAllText(Path.Combine(dir, "model.safetensors.index.json"), "{\"metadata\": {}, \"weight_map\": {" + string.Join(",", map) + "}}");
         AssertSameWeights(model, MixtralCheckpoint.Load(dir));
+
+        // A tensor in two shards is an error naming it and both files, not a silent choice of one.
+        TensorIO.Save(Path.Combine(dir, "model-00002-of-00002.safetensors"), second.Append(first[0]));
+        var ex = Assert.Throws<InvalidDataException>(() => MixtralCheckpoint.Load(dir));
+        Assert.Contains(first[0].Key, ex.Message);
+        Assert.Contains("model-00001-of-00002.safetensors", ex.Message);
+        Assert.Contains("model-00002-of-00002.safetensors", ex.Message);
     }
 
     [Fact]
