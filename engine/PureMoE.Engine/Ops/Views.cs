@@ -135,13 +135,22 @@ public sealed partial class Tensor
         }
         var shape = first.Shape.ToArray();
         shape[a] = total;
-        var y = Zeros(new Shape(shape), first.DType, first.Device);   // zeros: the pieces are added in (IndexAdd)
-        var (outer, _, inner) = y.SplitAround(a);
+        var outShape = new Shape(shape);
+        int outer = 1, inner = 1;
+        for (int i = 0; i < a; i++) outer *= shape[i];
+        for (int i = a + 1; i < shape.Length; i++) inner *= shape[i];
+        // Along the first non-unit axis (rows of a matrix, the tokens of several devices) each piece is one
+        // contiguous block of the result: one strided copy each. Otherwise the pieces interleave, and each is added
+        // into zeros at its positions (IndexAdd).
+        bool blocks = outer == 1;
+        var y = blocks ? Empty(outShape, first.DType, first.Device) : Zeros(outShape, first.DType, first.Device);
         int start = 0;
         foreach (var t in tensors)
         {
             int len = t.Shape[a];
-            if (len > 0)
+            if (len > 0 && blocks)
+                first.Backend.CopyStrided(t.AsStrided(t.Shape), t.Shape, y.Storage, start * inner);
+            else if (len > 0)
                 first.Backend.IndexAdd(y.Storage, ArangeFrom(start, len, first.Device).Storage, t.Dense().Storage, outer, total, len, inner);
             start += len;
         }

@@ -60,6 +60,37 @@ public abstract class IlgpuOpsTests : IlgpuTestBase
     }
 
     [Fact]
+    public void ConcatCopiesBlocksAndInterleavesPieces()
+    {
+        // Along axis 0 each piece is one block of the result (a strided copy, so a view at an offset, an empty piece
+        // and a transposed one, and −0 stays −0); along axis 1 the pieces interleave (added into zeros). Int64 too.
+        var x = K.Rand(4 * 6, 1, -1, 1);
+        x[0] = -0f;
+        float A(int i, int j) => x[i * 6 + j];           // a = x as [4, 6]
+        float Bt(int i, int j) => x[j * 4 + i];          // x as [6, 4], transposed to [4, 6]
+        var rows = new List<float>();
+        for (int i = 0; i < 4; i++) for (int j = 0; j < 6; j++) rows.Add(A(i, j));
+        for (int i = 1; i < 3; i++) for (int j = 0; j < 6; j++) rows.Add(A(i, j));
+        for (int i = 0; i < 4; i++) for (int j = 0; j < 6; j++) rows.Add(Bt(i, j));
+        var cols = new List<float>();
+        for (int i = 0; i < 4; i++) { for (int j = 0; j < 6; j++) cols.Add(A(i, j)); for (int j = 2; j < 5; j++) cols.Add(A(i, j)); }
+        long[] ids = [5, -6, 7, 8, 9, 10];
+        foreach (var d in new[] { Device.Cpu, Device.CpuReference, Dev })
+        {
+            var a = Tensor.FromHost(x, [4, 6], d);
+            var bt = Tensor.FromHost(x, [6, 4], d).Transpose(0, 1);
+            var empty = Tensor.Zeros(new Shape(0, 6), DType.Float32, d);
+            var byRows = Tensor.Concat([a, a.Narrow(0, 1, 2), empty, bt], 0).ToFloatArray();
+            Assert.Equal(rows.ToArray(), byRows);
+            Assert.Equal(BitConverter.SingleToInt32Bits(-0f), BitConverter.SingleToInt32Bits(byRows[0]));
+            Assert.Equal(cols.ToArray(), Tensor.Concat([a, a.Narrow(1, 2, 3)], 1).ToFloatArray());
+            var l = Tensor.FromHost(ids, [2, 3], d);
+            Assert.Equal(ids.Concat(ids).ToArray(), Tensor.Concat([l, l], 0).ToLongArray());
+            Assert.Equal(new long[] { 5, -6, 7, 5, -6, 7, 8, 9, 10, 8, 9, 10 }, Tensor.Concat([l, l], 1).ToLongArray());
+        }
+    }
+
+    [Fact]
     public void MatMulSoftmaxRmsNormGraphMatchesCpu()
     {
         var x = K.Rand(5 * 17, 1, -1, 1);
