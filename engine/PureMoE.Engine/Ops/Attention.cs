@@ -137,17 +137,21 @@ public sealed partial class Tensor
         int b = qg.Shape[0], hkv = qg.Shape[1], rows = qg.Shape[2], d = qg.Shape[3], sk = k.Shape[2];
         int bh = b * hkv, o = sk - s;
         var (dtype, device, backend) = (qg.DType, qg.Device, qg.Backend);
-        Tensor q = qg.Dense(), kd = k.Dense(), vd = v.Dense();
+        Tensor q = qg.Dense();
+        // K and V are read where they lie when each head's rows are contiguous and the heads evenly spaced (a KV
+        // cache's [B, Hkv, capacity, D] buffer narrowed to the cached positions); otherwise from a dense copy.
+        var kd = HeadRows(k, bh, sk, d);
+        var vd = HeadRows(v, bh, sk, d);
         var rowBlocks = CausalRowBlocks(rows, s, sk, block);
 
         // C[r0.., :n] = alpha·op(A)[r0.., ..]·op(B) per row block, batched over the B·Hkv heads.
-        void PerRowBlock(double alpha, bool transB, Tensor a, int lda, Tensor bm, Tensor c, int ldc, bool keysAreN)
+        void PerRowBlock(double alpha, bool transB, Tensor a, int lda, HeadRowsView bm, Tensor c, int ldc, bool keysAreN)
         {
             foreach (var (r0, m, n) in rowBlocks)
             {
                 int cols = keysAreN ? n : d, inner = keysAreN ? d : n;
                 backend.Gemm(false, transB, m, cols, inner, alpha, a.Storage, r0 * lda, lda, rows * lda,
-                    bm.Storage, 0, d, sk * d, 0.0, c.Storage, r0 * ldc, ldc, rows * ldc, bh);
+                    bm.Storage, bm.Offset, d, bm.HeadStride, 0.0, c.Storage, r0 * ldc, ldc, rows * ldc, bh);
             }
         }
 
@@ -196,6 +200,25 @@ public sealed partial class Tensor
             }
             return c;
         }
+    }
+
+    // K or V [B, Hkv, Sk, D] as the GEMMs read it: bh heads of Sk rows of D contiguous floats, head i at
+    // Offset + i·HeadStride. A dense tensor has HeadStride Sk·D; a KV cache's view has capacity·D.
+    private readonly record struct HeadRowsView(Backends.Storage Storage, int Offset, int HeadStride);
+
+    private static HeadRowsView HeadRows(Tensor x, int bh, int sk, int d)
+    {
+        var st = x.Strides;
+        bool rowsInPlace = (d == 1 || st[3] == 1) && (sk == 1 || st[2] == d)
+            && (x.Shape[0] == 1 || x.Shape[1] == 1 || st[0] == x.Shape[1] * st[1]);
+        if (!rowsInPlace || bh == 0)
+        {
+            var dense = x.Dense();
+            return new(dense.Storage, 0, sk * d);
+        }
+        // Heads evenly spaced: with one of B, Hkv equal to 1 the other's stride is the spacing.
+        int headStride = x.Shape[1] > 1 ? st[1] : st[0];
+        return new(x.Storage, x.Offset, bh == 1 ? sk * d : headStride);
     }
 
     // The row blocks (first row, rows, keys needed) of the block-causal products: within each head group's S query

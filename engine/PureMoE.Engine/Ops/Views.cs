@@ -110,7 +110,8 @@ public sealed partial class Tensor
         });
     }
 
-    private static Tensor ArangeFrom(int start, int count, Device device)
+    /// <summary>start, start + 1, …, start + count − 1 as int64 on <paramref name="device"/> (one upload).</summary>
+    internal static Tensor ArangeFrom(int start, int count, Device device)
     {
         var data = new long[count];
         for (int i = 0; i < count; i++) data[i] = start + i;
