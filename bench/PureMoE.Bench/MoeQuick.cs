@@ -26,7 +26,7 @@ public static class MoeQuick
     private static readonly string[] PhaseNames = ["gate", "route", "dispatch", "experts", "combine"];
 
     /// <summary>Runs the measurement and prints the result.</summary>
-    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk] [--repeats R] [--warmup W] [--json] [--device D] [--kernel auto|tiled|medium|large] (the ILGPU SGEMM kernel the experts' GEMMs use) [--grouped auto|on|64|off] (all experts in one grouped GEMM launch per product, of 128×128 or 64×64 tiles, or one GEMM per expert).</param>
+    /// <param name="args">[--tokens T] [--d D] [--ff F] [--experts E] [--k K] [--router topk|rectify|relu|c2r] [--repeats R] [--warmup W] [--json] [--device D] [--kernel auto|tiled|medium|large] (the ILGPU SGEMM kernel the experts' GEMMs use) [--grouped auto|on|64|off] (all experts in one grouped GEMM launch per product, of 128×128 or 64×64 tiles, or one GEMM per expert).</param>
     public static int Run(QuickArgs args)
     {
         var device = BenchDevice.Parse(args.Text("device", "cpu"));
@@ -59,12 +59,17 @@ public static class MoeQuick
         {
             throw new ArgumentException($"--kernel {kernelName} --grouped {groupedName}: only ILGPU devices have these choices");
         }
-        if (routerName != "topk")
+        var (router, routerKind) = routerName switch
         {
-            throw new ArgumentException($"--router {routerName}: only topk is supported");
-        }
-
-        var (router, routerKind) = MakeTopK(experts, k);
+            "topk" => MakeTopK(experts, k),
+            "rectify" => ((IRouter)new RectifyRouter(experts, new RectifyOptions { K = k, CapacityFactor = 1.0 }), $"RectifyRouter(K={k},CF=1.0,IR+FR)"),
+            "relu" => (new ReluRouter(experts, new ReluRouterOptions { K = k }), $"ReluRouter(target K={k})"),
+            // C2R needs collaboration lists from a profiled model; cyclic lists (i + 1, i + 2, …) cost the same.
+            "c2r" => (new C2RRouter(experts, new C2ROptions { K = k, Candidates = Math.Min(experts - 1, Math.Max(1, k - 1)) },
+                Enumerable.Range(0, experts).Select(i => Enumerable.Range(1, experts - 1).Select(j => (i + j) % experts).ToArray()).ToArray()),
+                $"C2RRouter(K={k},cyclic lists)"),
+            _ => throw new ArgumentException($"--router {routerName}: expected topk, rectify, relu or c2r"),
+        };
         var rng = new Rng(42);
         var layer = new MoeLayer(d, ff, router, rng, initStd: 0.02, device: device);
         var x = Tensor.Randn(new Shape(tokens, d), rng, device: device);
@@ -130,6 +135,9 @@ public static class MoeQuick
             .Select(kv => (Name: kv.Key, PerStep: (kv.Value - byKernelBefore.GetValueOrDefault(kv.Key)) / (double)repeats))
             .Where(e => e.PerStep > 0).OrderByDescending(e => e.PerStep).ThenBy(e => e.Name, StringComparer.Ordinal).ToList();
         double medianMs = Median(times);
+        // Kept (token, expert) pairs per token in the last timed step: the experts' work, which ReLU routing sets by
+        // its sparsity (more than k at initialisation, before its L1 penalty has acted) and capacity can lower.
+        double expertsPerToken = layer.LastStats?.ActiveExpertsPerToken ?? double.NaN;
         double forwardMs = Median(forwardTimes);
 
         // Instrumented pass: the same work phase by phase (the median of `repeats` per phase).
@@ -185,7 +193,7 @@ public static class MoeQuick
         var sb = new StringBuilder();
         if (json)
         {
-            sb.Append(CultureInfo.InvariantCulture, $"{{\"bench\":\"moe\",\"impl\":\"puremoe\",\"router\":\"{routerKind}\",\"tokens\":{tokens},\"d\":{d},\"ff\":{ff},\"experts\":{experts},\"k\":{k},");
+            sb.Append(CultureInfo.InvariantCulture, $"{{\"bench\":\"moe\",\"impl\":\"puremoe\",\"router\":\"{routerKind}\",\"experts_per_token\":{expertsPerToken:F3},\"tokens\":{tokens},\"d\":{d},\"ff\":{ff},\"experts\":{experts},\"k\":{k},");
             sb.Append(CultureInfo.InvariantCulture, $"\"tokens_per_s\":{tokensPerS:F1},\"median_ms\":{medianMs:F3},\"min_ms\":{times.Min():F3},\"forward_ms\":{forwardMs:F3},\"repeats\":{repeats},\"threads\":{threads},\"device\":\"{device}\",\"accelerator\":\"{where}\",");
             sb.Append(CultureInfo.InvariantCulture, $"\"kernel\":\"{kernelName}\",\"grouped\":\"{groupedName}\",\"grouped_launches_per_step\":{groupedPerStep:F1},\"launches_per_step\":{launchesPerStep:F1},\"host_reads_per_step\":{readsPerStep:F1},\"uploads_per_step\":{uploadsPerStep:F1},\"upload_waits\":{uploadWaits},\"upload_staging\":\"{staging}\",");
             sb.Append(CultureInfo.InvariantCulture, $"\"kernels_compiled\":{kernelsCompiled},\"compile_s\":{compileSeconds:F2},\"peak_memory_mib\":{device.PeakMemoryInUse / 1048576.0:F1},");
@@ -208,7 +216,7 @@ public static class MoeQuick
         }
         else
         {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind}: median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads, device {device} [{where}], kernel {kernelName}, grouped {groupedName} ({groupedPerStep:F1} grouped GEMM launches per step), {launchesPerStep:F0} launches, {readsPerStep:F1} host reads and {uploadsPerStep:F1} uploads per step ({uploadWaits} waited)");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"moe T={tokens} d={d} ff={ff} E={experts} k={k} router={routerKind} ({expertsPerToken:F2} experts per token): median {medianMs:F1} ms fwd+bwd (forward {forwardMs:F1} ms, min {times.Min():F1}), {tokensPerS:F0} tokens/s, {threads} threads, device {device} [{where}], kernel {kernelName}, grouped {groupedName} ({groupedPerStep:F1} grouped GEMM launches per step), {launchesPerStep:F0} launches, {readsPerStep:F1} host reads and {uploadsPerStep:F1} uploads per step ({uploadWaits} waited)");
             if (device.IsIlgpu)
                 sb.AppendLine(CultureInfo.InvariantCulture, $"  {kernelsCompiled} kernels compiled in {compileSeconds:F2} s (in the warm-up); peak device memory in a step {device.PeakMemoryInUse / 1048576.0:F1} MiB");
             if (byKernel.Count > 0)

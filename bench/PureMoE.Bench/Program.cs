@@ -59,7 +59,7 @@ public static class Program
         Console.Error.WriteLine("  PureMoE.Bench quick <command> [options]   commands: " + string.Join(", ", QuickCommands.Keys));
         Console.Error.WriteLine("  PureMoE.Bench quick gemm --n N [--m M --k K] [--ta] [--tb] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("                          device only: [--kernel auto|tiled|medium|large] [--split-k auto|S] [--checks C]");
-        Console.Error.WriteLine("  PureMoE.Bench quick moe [--tokens T --d D --ff F --experts E --k K --router topk] [--json] [--repeats R] [--warmup W] [--device D]");
+        Console.Error.WriteLine("  PureMoE.Bench quick moe [--tokens T --d D --ff F --experts E --k K --router topk|rectify|relu|c2r] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("                          device only: [--kernel auto|tiled|medium|large] [--grouped auto|on|64|off]");
         Console.Error.WriteLine("  PureMoE.Bench quick indexadd [--axis A --count C --inner I --outer O] [--direct|--sorted] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("  PureMoE.Bench quick argsort [--rows R --n N] [--ranks|--radix] [--json] [--repeats R] [--warmup W] [--device D]");
