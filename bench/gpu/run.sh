@@ -220,6 +220,8 @@ if [ $gpu -eq 1 ]; then
   for path in ranks radix; do json "quick argsort $path 1x4096" 60 "${ours[@]}" argsort --device cuda --rows 1 --n 4096 --$path; done
   # Expert parallelism on the GPUs there are (one on a lent machine: P = 1; P > 1 is skipped with a line saying so).
   json "quick exchange --device cuda" 120 "${ours[@]}" exchange --device cuda --no-c2r
+  # The other routers in the moe-small layer (the auto run above is TopK): what each router's decisions cost on a GPU.
+  for r in rectify relu c2r; do moe --router $r; done
   # Greedy decoding with the KV cache, the 106M-parameter model: one token per step, so launch-bound on a GPU.
   json "quick decode --device cuda" 90 "${ours[@]}" decode --device cuda
   [ $torch_ok -eq 0 ] || json "torch decode --device cuda" 90 "$py" bench/peers/decode_torch.py --device cuda
@@ -272,10 +274,11 @@ if moe:
     for r in moe:
         choice = f"{r['kernel']}/{r['grouped']} ({r['grouped_launches_per_step']}; {r.get('launches_per_step', '?')})" if "kernel" in r else "-"
         print(f"{r['impl']:<10} {shape(r):<18} {r['tokens_per_s']:>10.0f} {r['median_ms']:>10.2f} {r['forward_ms']:>8.2f}  {choice:<40} "
-              f"{r.get('compile_s', '-'):>9} {r.get('peak_memory_mib', '-'):>8}  {r.get('accelerator', r.get('device'))}")
+              f"{r.get('compile_s', '-'):>9} {r.get('peak_memory_mib', '-'):>8}  {r.get('accelerator', r.get('device'))}  {r.get('router', '').split('(')[0]}")
     # Ours with the default choices (auto/auto) against PyTorch, shape by shape.
     for s in dict.fromkeys(shape(r) for r in moe):
-        ours = next((r for r in moe if shape(r) == s and r["impl"] == "puremoe" and r.get("kernel", "auto") == "auto" and r.get("grouped", "auto") == "auto"), None)
+        ours = next((r for r in moe if shape(r) == s and r["impl"] == "puremoe" and r.get("kernel", "auto") == "auto" and r.get("grouped", "auto") == "auto"
+                     and r.get("router", "TopK").startswith("TopK")), None)
         torch_moe = next((r for r in moe if shape(r) == s and r["impl"] == "torch"), None)
         if ours and torch_moe:
             print(f"ours (auto) / torch tokens/s at {s}: {ours['tokens_per_s'] / torch_moe['tokens_per_s']:.2f}")
