@@ -46,8 +46,10 @@ public sealed class KvCache
         }
         else
         {
-            _keys[layer] = Append(_keys[layer], past, keys);
-            _values[layer] = Append(_values[layer], past, values);
+            // The new positions' slots, uploaded once for keys and values.
+            var slots = Tensor.ArangeFrom(past, keys.Shape[2], keys.Device);
+            _keys[layer] = Append(_keys[layer], past, keys, slots);
+            _values[layer] = Append(_values[layer], past, values, slots);
         }
         _lengths[layer] = length;
         return (_keys[layer]!.Narrow(2, 0, length), _values[layer]!.Narrow(2, 0, length));
@@ -64,7 +66,7 @@ public sealed class KvCache
     // Writes `added` [B, Hkv, n, D] at positions past.. of a layer's buffer, first moving the buffer to one of twice the
     // capacity (at least 16 positions) when it is full or does not match. Slots past the filled length are zeros, and
     // each is added to once, so the values land exactly.
-    private static Tensor Append(Tensor? buffer, int past, Tensor added)
+    private static Tensor Append(Tensor? buffer, int past, Tensor added, Tensor slots)
     {
         int b = added.Shape[0], heads = added.Shape[1], n = added.Shape[2], d = added.Shape[3];
         int needed = past + n;
@@ -74,20 +76,19 @@ public sealed class KvCache
         {
             int capacity = Math.Max(16, Math.Max(needed, 2 * (buffer?.Shape[2] ?? 0)));
             var grown = Tensor.Zeros(new Shape(b, heads, capacity, d), added.DType, added.Device);
-            if (buffer is not null && past > 0) AddAt(grown, 0, buffer.Narrow(2, 0, past));
+            if (buffer is not null && past > 0) AddAt(grown, Tensor.ArangeFrom(0, past, added.Device), buffer.Narrow(2, 0, past));
             buffer = grown;
         }
-        AddAt(buffer!, past, added);
+        AddAt(buffer!, slots, added);
         return buffer!;
     }
 
-    // buffer[:, :, at + j, :] += piece[:, :, j, :]: one IndexAdd over the B·Hkv heads.
-    private static void AddAt(Tensor buffer, int at, Tensor piece)
+    // buffer[:, :, slots[j], :] += piece[:, :, j, :]: one IndexAdd over the B·Hkv heads.
+    private static void AddAt(Tensor buffer, Tensor slots, Tensor piece)
     {
         int outer = buffer.Shape[0] * buffer.Shape[1], capacity = buffer.Shape[2], n = piece.Shape[2], d = buffer.Shape[3];
         if (outer == 0 || n == 0 || d == 0) return;
-        var index = Tensor.ArangeFrom(at, n, piece.Device);
-        buffer.Backend.IndexAdd(buffer.Storage, index.Storage, piece.Dense().Storage, outer, capacity, n, d);
+        buffer.Backend.IndexAdd(buffer.Storage, slots.Storage, piece.Dense().Storage, outer, capacity, n, d);
     }
 
     private int CheckLayer(int layer)

@@ -39,13 +39,12 @@ public static class GradClip
         return g.Mul(g).Sum().Item();
     }
 
-    // g ← g·c in place, by the kernel MulScalar runs (the same bits), where g owns its elements contiguously.
+    // g ← g·c in place, by the kernel MulScalar runs (the same bits); g must lie contiguously in its storage.
     private static void ScaleInPlace(Tensor g, double c)
     {
-        if (g.IsContiguous)
-            g.Backend.Unary(UnaryOp.MulScalar, g.Storage, g.Offset, g.Storage, g.Offset, g.Numel, c);
-        else
-            g.CopyFrom(g.MulScalar(c));
+        if (!g.IsContiguous)
+            throw new InvalidOperationException($"ClipGradNorm: a gradient {g.Shape} is a non-contiguous view; it must lie contiguously in its storage to be scaled in place");
+        g.Backend.Unary(UnaryOp.MulScalar, g.Storage, g.Offset, g.Storage, g.Offset, g.Numel, c);
     }
 
     /// <summary>
