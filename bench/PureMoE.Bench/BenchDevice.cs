@@ -65,8 +65,14 @@ internal static class BenchDevice
             times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         }
 
-        Array.Sort(times);
-        double median = repeats % 2 == 1 ? times[repeats / 2] : 0.5 * (times[repeats / 2 - 1] + times[repeats / 2]);
-        return (median, times[0]);
+        return (Median(times), times.Min());
+    }
+
+    /// <summary>The median of <paramref name="values"/> (the mean of the middle two for an even count).</summary>
+    public static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        int n = sorted.Length;
+        return n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
     }
 }

@@ -57,7 +57,7 @@ internal static class DecodeQuick
         long launchesBefore = device.Launches, readsBefore = device.HostReads;
         var byKernelBefore = device.LaunchesByKernel;
         var runs = Enumerable.Range(0, repeats).Select(_ => Once()).ToArray();
-        double perToken = Median(runs.Select(r => r.PerToken)), prefillMs = Median(runs.Select(r => r.Prefill));
+        double perToken = BenchDevice.Median(runs.Select(r => r.PerToken)), prefillMs = BenchDevice.Median(runs.Select(r => r.Prefill));
         // On an ILGPU device, what one token costs the host (the prefill's share is small at --tokens 64): kernel
         // launches (a few µs each on a GPU) and reads that wait for the device, and where the launches go.
         double steps = (double)repeats * (tokens + 1);
@@ -76,19 +76,6 @@ internal static class DecodeQuick
         return 0;
     }
 
-    // The most likely next token after the last position of logits [1, S, V] (the first on ties, as torch.argmax).
-    private static long ArgMaxLast(Tensor logits)
-    {
-        var last = logits.Narrow(1, logits.Size(1) - 1, 1).ToFloatArray();
-        int best = 0;
-        for (int v = 1; v < last.Length; v++)
-            if (last[v] > last[best]) best = v;
-        return best;
-    }
-
-    private static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
-    }
+    // The most likely next token after the last position of logits [1, S, V], as `puremoe generate` picks it greedily.
+    private static long ArgMaxLast(Tensor logits) => Sampling.ArgMax(logits.Narrow(1, logits.Size(1) - 1, 1).ToDoubleArray());
 }

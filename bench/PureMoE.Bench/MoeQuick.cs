@@ -134,11 +134,11 @@ public static class MoeQuick
         var byKernel = device.LaunchesByKernel
             .Select(kv => (Name: kv.Key, PerStep: (kv.Value - byKernelBefore.GetValueOrDefault(kv.Key)) / (double)repeats))
             .Where(e => e.PerStep > 0).OrderByDescending(e => e.PerStep).ThenBy(e => e.Name, StringComparer.Ordinal).ToList();
-        double medianMs = Median(times);
+        double medianMs = BenchDevice.Median(times);
         // Kept (token, expert) pairs per token in the last timed step: the experts' work, which ReLU routing sets by
         // its sparsity (more than k at initialisation, before its L1 penalty has acted) and capacity can lower.
         double expertsPerToken = layer.LastStats?.ActiveExpertsPerToken ?? double.NaN;
-        double forwardMs = Median(forwardTimes);
+        double forwardMs = BenchDevice.Median(forwardTimes);
 
         // Instrumented pass: the same work phase by phase (the median of `repeats` per phase).
         var phaseTimes = new double[PhaseNames.Length, 2, repeats];
@@ -175,7 +175,7 @@ public static class MoeQuick
                     sample[r] = phaseTimes[p, dir, r];
                 }
 
-                phaseMs[p, dir] = Median(sample);
+                phaseMs[p, dir] = BenchDevice.Median(sample);
                 phaseSum += phaseMs[p, dir];
             }
         }
@@ -305,14 +305,6 @@ public static class MoeQuick
         double ms = Stopwatch.GetElapsedTime(start, now).TotalMilliseconds;
         start = now;
         return ms;
-    }
-
-    private static double Median(double[] values)
-    {
-        var sorted = (double[])values.Clone();
-        Array.Sort(sorted);
-        int n = sorted.Length;
-        return n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
     }
 
     /// <summary>Mixtral routing: the engine's TopKRouter with SoftmaxRenorm (softmax over all E, top-k, renormalised), dropless.</summary>
