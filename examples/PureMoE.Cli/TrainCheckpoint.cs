@@ -72,43 +72,59 @@ public static class TrainCheckpoint
             : throw new CliException($"--resume {dir}: not a training checkpoint (no {StateFile}, and no step-NNNNNN checkpoints inside)");
     }
 
-    /// <summary>A loaded checkpoint.</summary>
-    public sealed record Loaded(string Dir, MixtralForCausalLM Model, TrainState State, IReadOnlyDictionary<string, Tensor> Optimizer);
+    /// <summary>A checkpoint on disk whose trainer state has been read; its weights are read by <see cref="LoadModel"/> and
+    /// <see cref="LoadOptimizer"/>, after the caller has checked the state (a wrong option fails before 1 GB is read).</summary>
+    public sealed record Found(string Dir, TrainState State);
 
-    /// <summary>Loads a checkpoint; any missing or damaged part is a <see cref="CliException"/> naming the directory and the part.</summary>
-    public static Loaded Load(string dirOrParent, int devices = 1)
+    /// <summary>Finds a checkpoint and reads its trainer state; a missing or damaged one is a <see cref="CliException"/> naming the directory.</summary>
+    public static Found Open(string dirOrParent)
     {
         string dir = Resolve(dirOrParent);
-        TrainState state;
         try
         {
-            state = ParseState(File.ReadAllText(Path.Combine(dir, StateFile)));
+            return new Found(dir, ParseState(File.ReadAllText(Path.Combine(dir, StateFile))));
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or KeyNotFoundException or NullReferenceException or IOException)
         {
             throw new CliException($"--resume {dir}: {StateFile} is damaged ({e.Message}); the checkpoint cannot be resumed");
         }
-        MixtralForCausalLM model;
+    }
+
+    /// <summary>The checkpoint's model (on the host), with <paramref name="devices"/> expert-parallel ranks.</summary>
+    public static MixtralForCausalLM LoadModel(Found checkpoint, int devices = 1)
+    {
         try
         {
-            model = MoeMixtral.Load(dir, devices: devices);
+            return MoeMixtral.Load(checkpoint.Dir, devices: devices);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            throw new CliException($"--resume {dir}: the model weights cannot be loaded ({e.Message})");
+            throw new CliException($"--resume {checkpoint.Dir}: the model weights cannot be loaded ({e.Message})");
         }
-        Dictionary<string, Tensor> optimizer;
+    }
+
+    /// <summary>
+    /// Restores <paramref name="optimizer"/> from the checkpoint's optimizer state, each moment read from the file
+    /// straight into the optimizer's own tensor; a missing or damaged file, or state that does not fit the model, is a
+    /// <see cref="CliException"/> and leaves the optimizer as it was.
+    /// </summary>
+    public static void LoadOptimizer(Found checkpoint, AdamW optimizer)
+    {
+        string path = Path.Combine(checkpoint.Dir, OptimizerFile);
         try
         {
-            string path = Path.Combine(dir, OptimizerFile);
             if (!File.Exists(path)) throw new FileNotFoundException($"{OptimizerFile} is missing");
-            optimizer = TensorIO.Load(path);
+            using var file = SafetensorsFile.Open(path);
+            optimizer.LoadStateDict(file);
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (ArgumentException e)
         {
-            throw new CliException($"--resume {dir}: the optimizer state cannot be loaded ({e.Message})");
+            throw new CliException($"--resume {checkpoint.Dir}: the optimizer state does not fit the model ({e.Message})");
         }
-        return new Loaded(dir, model, state, optimizer);
+        catch (Exception e) when (e is not OperationCanceledException and not CliException)
+        {
+            throw new CliException($"--resume {checkpoint.Dir}: the optimizer state cannot be loaded ({e.Message})");
+        }
     }
 
     private static JsonObject StateJson(TrainState s)

@@ -231,9 +231,9 @@ public static class TrainCommand
         long tokens = 0;
         if (o.ResumeDir is not null)
         {
-            var ck = TrainCheckpoint.Load(o.ResumeDir, o.Devices);
+            var ck = TrainCheckpoint.Open(o.ResumeDir);
             CheckSameRun(o, ck);
-            model = ck.Model;
+            model = TrainCheckpoint.LoadModel(ck, o.Devices);
             model.To(device);
             var savedRouter = MoeMixtral.SpecOf(model.Config);
             if (savedRouter != o.Router && savedRouter.ToJson() != o.Router.ToJson())
@@ -243,8 +243,7 @@ public static class TrainCommand
                 model = SwitchToC2R(model, o, data, log, ck.Dir, device);
             }
             optimizer = NewOptimizer(model, o);
-            try { optimizer.LoadStateDict(ck.Optimizer); }
-            catch (ArgumentException e) { throw new CliException($"--resume {ck.Dir}: optimizer state does not fit the model ({e.Message})"); }
+            TrainCheckpoint.LoadOptimizer(ck, optimizer);
             start = ck.State.Step;
             losses.AddRange(ck.State.TrainLosses);
             valid.AddRange(ck.State.ValidLosses);
@@ -448,7 +447,7 @@ public static class TrainCommand
     private static AdamW NewOptimizer(MixtralForCausalLM model, TrainOptions o) => new(model.Parameters(), o.LearningRate, weightDecay: o.WeightDecay);
 
     // A resumed run must be the same run: every run-defining option as saved (the router may switch to c2r).
-    private static void CheckSameRun(TrainOptions o, TrainCheckpoint.Loaded ck)
+    private static void CheckSameRun(TrainOptions o, TrainCheckpoint.Found ck)
     {
         var now = o.ToValues();
         foreach (string name in TrainOptions.RunNames)

@@ -73,12 +73,25 @@ public sealed class TrainResumeTests : IDisposable
         var e1 = Assert.Throws<CliException>(() => TrainCommand.Run(Tiny() with { Steps = 4, ResumeDir = ckpt }, TextWriter.Null, ct));
         Assert.Contains(bad, e1.Message);
         Assert.Contains("weights", e1.Message);
+        // Options are checked from the trainer state before any weights are read.
+        var e0 = Assert.Throws<CliException>(() => TrainCommand.Run(Tiny() with { Steps = 4, Hidden = 64, ResumeDir = ckpt }, TextWriter.Null, ct));
+        Assert.Contains("option hidden", e0.Message);
 
         // Missing optimizer state, damaged trainer state, missing directory, wrong options.
         CopyDir(good, Path.Combine(_dir, "noopt"));
         File.Delete(Path.Combine(_dir, "noopt", TrainCheckpoint.OptimizerFile));
         var e2 = Assert.Throws<CliException>(() => TrainCommand.Run(Tiny() with { Steps = 4, ResumeDir = Path.Combine(_dir, "noopt") }, TextWriter.Null, ct));
         Assert.Contains("optimizer", e2.Message);
+        // Optimizer state of another shape (its moments one element short) does not fit, and says which tensor.
+        CopyDir(good, Path.Combine(_dir, "badopt"));
+        string opt = Path.Combine(_dir, "badopt", TrainCheckpoint.OptimizerFile);
+        var moments = PureMoE.IO.TensorIO.Load(opt);
+        string first = moments.Keys.First(k => k.EndsWith(".exp_avg", StringComparison.Ordinal));
+        moments[first] = moments[first].Reshape(-1).Narrow(0, 0, moments[first].Numel - 1).Contiguous();
+        PureMoE.IO.TensorIO.Save(opt, moments);
+        var e2b = Assert.Throws<CliException>(() => TrainCommand.Run(Tiny() with { Steps = 4, ResumeDir = Path.Combine(_dir, "badopt") }, TextWriter.Null, ct));
+        Assert.Contains("does not fit the model", e2b.Message);
+        Assert.Contains(first, e2b.Message);
         CopyDir(good, Path.Combine(_dir, "badstate"));
         File.WriteAllText(Path.Combine(_dir, "badstate", TrainCheckpoint.StateFile), "{\"step\": 2, \"train_");
         var e3 = Assert.Throws<CliException>(() => TrainCommand.Run(Tiny() with { Steps = 4, ResumeDir = Path.Combine(_dir, "badstate") }, TextWriter.Null, ct));

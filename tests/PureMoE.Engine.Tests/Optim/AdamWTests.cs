@@ -1,3 +1,4 @@
+using PureMoE.IO;
 using PureMoE.Optim;
 
 namespace PureMoE.Engine.Tests.Optim;
@@ -126,6 +127,65 @@ public class AdamWTests
 
         Assert.Equal(p1.ToFloatArray(), p2.ToFloatArray());
         Assert.Equal(6, o3.StepCount);
+    }
+
+    [Fact]
+    public void LoadStateDictFromAFileResumesIdenticallyAndChecksBeforeReading()
+    {
+        // A float32 matrix and a float64 vector, so both of the file's in-place read paths are taken.
+        (Tensor W, Tensor B) Params()
+        {
+            var w = Tensor.FromArray(new float[] { 0.3f, -0.7f, 1.1f, 2f }, 2, 2);
+            var b = Tensor.FromArray(new double[] { 0.25, -3, 1e-3 }, 3);
+            w.RequiresGrad = b.RequiresGrad = true;
+            (w.Name, b.Name) = ("w", "b");
+            return (w, b);
+        }
+        void Steps(AdamW opt, Tensor w, Tensor b, Range steps)
+        {
+            foreach (int s in Enumerable.Range(0, 6).ToArray()[steps])
+            {
+                w.Grad = Tensor.FromArray(new float[] { s, -1, 0.5f * s, 2 }, 2, 2);
+                b.Grad = Tensor.FromArray(new double[] { -s, 0.1 * s, 3 }, 3);
+                opt.Step();
+            }
+        }
+        string path = Path.Combine(Path.GetTempPath(), $"puremoe-adamw-{Guid.NewGuid():N}.safetensors");
+        try
+        {
+            var (w1, b1) = Params();
+            var o1 = new AdamW([w1, b1], lr: 0.02, weightDecay: 0.1);
+            Steps(o1, w1, b1, ..);
+
+            var (w2, b2) = Params();
+            var o2 = new AdamW([w2, b2], lr: 0.02, weightDecay: 0.1);
+            Steps(o2, w2, b2, ..3);
+            TensorIO.Save(path, o2.StateDict(copy: false));
+            var o3 = new AdamW([w2, b2], lr: 0.02, weightDecay: 0.1);
+            using (var file = SafetensorsFile.Open(path)) o3.LoadStateDict(file);
+            foreach (var (key, saved) in o2.StateDict())
+                Assert.Equal(saved.ToDoubleArray(), o3.StateDict()[key].ToDoubleArray());
+            Steps(o3, w2, b2, 3..);
+            Assert.Equal(w1.ToFloatArray(), w2.ToFloatArray());
+            Assert.Equal(b1.ToDoubleArray(), b2.ToDoubleArray());
+
+            // A file that does not fit is rejected from its header, and the optimizer keeps its state.
+            var other = Tensor.Zeros(new Shape(3, 2));
+            other.RequiresGrad = true;
+            other.Name = "w";
+            var o4 = new AdamW([other]);
+            using (var file = SafetensorsFile.Open(path))
+            {
+                var ex = Assert.Throws<ArgumentException>(() => o4.LoadStateDict(file));
+                Assert.Contains("w.exp_avg: checkpoint [2,2], parameter [3,2]", ex.Message);
+                Assert.Contains("unexpected key b.step", ex.Message);
+            }
+            Assert.Empty(o4.StateDict());
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 
     [Fact]
