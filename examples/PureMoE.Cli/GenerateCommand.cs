@@ -8,7 +8,8 @@ namespace PureMoE.Cli;
 
 /// <summary>
 /// `puremoe generate --model DIR --prompt TEXT [--tokens N --temperature T --top-p P --seed S --device D]`: continues a prompt
-/// with a byte-level model (KV cache, nucleus sampling), deterministic for a seed.
+/// with a byte-level model (KV cache, nucleus sampling), deterministic for a seed. Without --tokens it generates up to
+/// <see cref="DefaultTokens"/>, as many as the model's context leaves after the prompt.
 /// </summary>
 public static class GenerateCommand
 {
@@ -17,7 +18,7 @@ public static class GenerateCommand
     {
         var model = new Option<string>("--model") { Description = "model directory (from train --out or a checkpoint)", Required = true };
         var prompt = new Option<string>("--prompt") { Description = "text to continue", Required = true };
-        var tokens = new Option<int>("--tokens") { Description = "new tokens (bytes) to generate", DefaultValueFactory = _ => 200 };
+        var tokens = new Option<int?>("--tokens") { Description = $"new tokens (bytes) to generate [default: {DefaultTokens}, or as many as the model's context leaves after the prompt]" };
         var temperature = new Option<double>("--temperature") { Description = "sampling temperature (≤ 0: greedy)", DefaultValueFactory = _ => 0.8 };
         var topP = new Option<double>("--top-p") { Description = "nucleus: sample from the most likely tokens up to this probability", DefaultValueFactory = _ => 0.95 };
         var seed = new Option<ulong>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 1 };
@@ -34,15 +35,21 @@ public static class GenerateCommand
         return cmd;
     }
 
-    /// <summary>The prompt followed by its continuation (the command's body; tests call it directly).</summary>
-    public static string Run(string modelDir, string prompt, int tokens, double temperature, double topP, ulong seed, string device = "cpu") =>
+    /// <summary>The most new tokens generated when --tokens is not given (fewer when the model's context ends first).</summary>
+    public const int DefaultTokens = 200;
+
+    /// <summary>
+    /// The prompt followed by its continuation (the command's body; tests call it directly). <paramref name="tokens"/>
+    /// null: up to <see cref="DefaultTokens"/>, as many as the context leaves.
+    /// </summary>
+    public static string Run(string modelDir, string prompt, int? tokens, double temperature, double topP, ulong seed, string device = "cpu") =>
         RunTimed(modelDir, prompt, tokens, temperature, topP, seed, device).Text;
 
     /// <summary>What <see cref="RunTimed"/> gives: the text, and the seconds spent loading the model and generating.</summary>
     public sealed record Result(string Text, int Tokens, double LoadSeconds, double GenerateSeconds);
 
     /// <summary><see cref="Run"/>, timed.</summary>
-    public static Result RunTimed(string modelDir, string prompt, int tokens, double temperature, double topP, ulong seed, string device = "cpu")
+    public static Result RunTimed(string modelDir, string prompt, int? tokens, double temperature, double topP, ulong seed, string device = "cpu")
     {
         var clock = Stopwatch.StartNew();
         var on = CliDevice.Resolve(device);
@@ -55,15 +62,19 @@ public static class GenerateCommand
         byte[] bytes = Encoding.UTF8.GetBytes(prompt);
         if (bytes.Length == 0) throw new CliException("--prompt: must not be empty");
         int maxPositions = model.Config.MaxPositionEmbeddings;
-        if (bytes.Length + tokens > maxPositions)
-            throw new CliException($"--tokens {tokens}: prompt ({bytes.Length} bytes) + tokens exceeds the model's {maxPositions} positions");
+        int room = maxPositions - bytes.Length;
+        if (room <= 0)
+            throw new CliException($"--prompt: {bytes.Length} bytes fill the model's {maxPositions} positions; nothing is left to generate (shorten the prompt)");
+        if (tokens > room)
+            throw new CliException($"--tokens {tokens}: prompt ({bytes.Length} bytes) + tokens exceeds the model's {maxPositions} positions (at most {room} with this prompt)");
+        int count = tokens ?? Math.Min(DefaultTokens, room);
         model.Eval();
         double load = clock.Elapsed.TotalSeconds;
         clock.Restart();
         var ids = Tensor.FromHost(bytes.Select(b => (long)b).ToArray(), [1, bytes.Length], on);
-        var output = model.Generate(ids, tokens, temperature, topP, new Rng(seed));
+        var output = model.Generate(ids, count, temperature, topP, new Rng(seed));
         var all = output.ToLongArray().Select(x => (byte)x).ToArray();
         // Byte-level: a continuation may end inside a UTF-8 sequence; invalid bytes decode as U+FFFD.
-        return new Result(Encoding.UTF8.GetString(all), tokens, load, clock.Elapsed.TotalSeconds);
+        return new Result(Encoding.UTF8.GetString(all), count, load, clock.Elapsed.TotalSeconds);
     }
 }

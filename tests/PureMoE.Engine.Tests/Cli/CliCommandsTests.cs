@@ -42,6 +42,25 @@ public sealed class CliCommandsTests : IDisposable
     }
 
     [Fact]
+    public void GenerateWithoutTokensFillsWhatTheContextLeaves()
+    {
+        // A model trained with the defaults has a context shorter than the default 200 tokens: generate must still run.
+        string dir = TrainTiny("topk", []);
+        int positions = PureMoE.Models.MixtralConfig.Load(Path.Combine(dir, "config.json")).MaxPositionEmbeddings;
+        Assert.True(positions - 7 < GenerateCommand.DefaultTokens);
+        var filled = GenerateCommand.RunTimed(dir, "the cat", null, 0, 1, 1);
+        Assert.Equal(positions - 7, filled.Tokens);
+        Assert.StartsWith("the cat", filled.Text);
+        Assert.Equal(GenerateCommand.Run(dir, "the cat", positions - 7, 0, 1, 1), filled.Text);
+
+        // Asking for more than the context leaves says how many it can give; a prompt that fills it is an error.
+        var tooMany = Assert.Throws<CliException>(() => GenerateCommand.Run(dir, "the cat", positions - 6, 0, 1, 1));
+        Assert.Contains($"at most {positions - 7} with this prompt", tooMany.Message);
+        var full = Assert.Throws<CliException>(() => GenerateCommand.Run(dir, new string('a', positions), null, 0, 1, 1));
+        Assert.Contains("nothing is left to generate", full.Message);
+    }
+
+    [Fact]
     public void InspectPrintsTheRouterAndSavedStats()
     {
         string dir = TrainTiny("rectify", new() { ["k"] = "1", ["capacity_factor"] = "1.0" });
