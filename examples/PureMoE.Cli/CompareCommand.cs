@@ -177,7 +177,7 @@ public static class CompareCommand
         sb.AppendLine("# Router comparison").AppendLine();
         if (commandLine is not null) sb.AppendLine($"Command: `puremoe {commandLine}`").AppendLine();
         sb.AppendLine($"Data: {o.DataPath ?? "embedded generated corpus"}; model d {o.Hidden}, {o.Layers} layers, {o.Experts} experts, ff {o.FeedForward}, " +
-                      $"context {o.Seq}, batch {o.Batch}, {o.Steps} steps (≈ {(double)o.Steps * o.Batch * o.Seq / 1e6:F2} M tokens), AdamW lr {o.LearningRate} " +
+                      $"context {o.Seq}, batch {o.Batch}{(o.Accum > 1 ? $" x {o.Accum} micro-batches" : "")}, {o.Steps} steps (≈ {(double)o.Steps * o.Batch * o.Accum * o.Seq / 1e6:F2} M tokens), AdamW lr {o.LearningRate} " +
                       $"warmup {o.Warmup} + cosine, clip {o.Clip}; seeds {string.Join(", ", seeds)}; validation on {o.EvalBatches} fixed batches; " +
                       $"{Environment.ProcessorCount} cores; total {elapsed.TotalMinutes:F1} min.").AppendLine();
         sb.AppendLine("| config | k | valid loss | train loss (last 10) | tokens/s | drop % | padding % | IR tokens/step | fill-ins/step | load CV | experts/token | ReMoE sparsity | ReMoE λ | bytes exchanged (--devices) |");

@@ -79,7 +79,8 @@ public static class TrainCommand
     [
         ("data", Add(cmd, new Option<string?>("--data") { Description = "UTF-8 text file to train on (default: the embedded generated corpus)" })),
         ("steps", Add(cmd, new Option<int>("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => d.Steps })),
-        ("batch", Add(cmd, new Option<int>("--batch") { Description = "sequences per batch", DefaultValueFactory = _ => d.Batch })),
+        ("batch", Add(cmd, new Option<int>("--batch") { Description = "sequences per batch (per micro-batch with --accum)", DefaultValueFactory = _ => d.Batch })),
+        ("accum", Add(cmd, new Option<int>("--accum") { Description = "gradient accumulation: micro-batches of --batch sequences per optimizer step (activation memory of one)", DefaultValueFactory = _ => d.Accum })),
         ("seq", Add(cmd, new Option<int>("--seq") { Description = "tokens per sequence (context)", DefaultValueFactory = _ => d.Seq })),
         ("seed", Add(cmd, new Option<ulong>("--seed") { Description = "random seed (model init and batch order)", DefaultValueFactory = _ => d.Seed })),
         ("lr", Add(cmd, new Option<double>("--lr") { Description = "peak learning rate (AdamW, linear warmup then cosine to lr/10)", DefaultValueFactory = _ => d.LearningRate })),
@@ -207,6 +208,7 @@ public static class TrainCommand
         var outOfRange = new List<string>();
         if (o.Steps < 1) outOfRange.Add($"--steps {o.Steps} (need ≥ 1)");
         if (o.Batch < 1) outOfRange.Add($"--batch {o.Batch} (need ≥ 1)");
+        if (o.Accum < 1) outOfRange.Add($"--accum {o.Accum} (need ≥ 1)");
         if (o.Seq < 2) outOfRange.Add($"--seq {o.Seq} (need ≥ 2)");
         if (o.EvalEvery < 1) outOfRange.Add($"--eval-every {o.EvalEvery} (need ≥ 1)");
         if (o.EvalBatches < 1) outOfRange.Add($"--eval-batches {o.EvalBatches} (need ≥ 1)");
@@ -262,7 +264,7 @@ public static class TrainCommand
         log.WriteLine($"train: {(o.DataPath ?? "embedded corpus (" + string.Join(", ", SyntheticCorpus.Domains) + ")")}, " +
                       $"{data.TrainLength:N0} train / {data.ValidLength:N0} valid bytes");
         log.WriteLine($"model: {cfg.NumHiddenLayers} layers, d {cfg.HiddenSize}, ff {cfg.IntermediateSize}, {cfg.NumLocalExperts} experts, " +
-                      $"router {MoeMixtral.SpecOf(cfg).ToJson()}, {model.ParameterCount:N0} parameters; {o.Steps} steps of {o.Batch}x{o.Seq} tokens, seed {o.Seed}" +
+                      $"router {MoeMixtral.SpecOf(cfg).ToJson()}, {model.ParameterCount:N0} parameters; {o.Steps} steps of {o.Batch}x{o.Seq} tokens{(o.Accum > 1 ? $" x {o.Accum} micro-batches" : "")}, seed {o.Seed}" +
                       (device.IsHost ? "" : $", on {device}"));
         if (device.Kind is DeviceKind.IlgpuCpu or DeviceKind.IlgpuWide)
             log.WriteLine($"note: {device} is ILGPU's GPU emulator (about 0.1 GFLOP/s): it checks the GPU code path on tiny models; --device cpu is the fast CPU path");
@@ -294,8 +296,9 @@ public static class TrainCommand
                 log.WriteLine($"cancelled after step {step - 1}: saved {lastCheckpoint} (continue with --resume {lastCheckpoint})");
                 return new TrainResult(losses, valid, model, history, tokensHere / clock.Elapsed.TotalSeconds, true, lastCheckpoint);
             }
-            // The batch of a step depends only on (seed, step): the step number is the whole data position.
-            var batch = data.TrainBatch(o.Batch, o.Seq, BatchRng(o.Seed, step));
+            // The batch of a step depends only on (seed, step): the step number is the whole data position. With
+            // --accum N it is N·B sequences, drawn as one batch of N·B would be, and run as N micro-batches.
+            var batch = data.TrainBatch(o.Batch * o.Accum, o.Seq, BatchRng(o.Seed, step));
             // Every buffer of the step (activations, gradients) goes back to a pool at its end, and the next step
             // reuses it: the device's pool, or on the CPU the host-array pool (no fresh pages for the OS to zero).
             // Parameters and optimizer state were made outside the scope.
@@ -307,28 +310,26 @@ public static class TrainCommand
             using (DeviceScope.Begin(reuseHostMemory: true))
             {
                 model.ZeroGrad();
-                var loss = model.Loss(batch.To(device));
-                // The routers' regularisers (aux, z, ReMoE's sparsity loss) join the language-model loss.
-                var total = model.RegularizationLoss() is Tensor reg ? loss.Add(reg) : loss;
-                total.Backward();
+                var earlier = MicroBatches.RunAllButLast(model, batch, o.Accum, device);
+                var loss = MicroBatches.ForwardBackward(model, MicroBatches.Micro(batch, o.Accum - 1, o.Accum), o.Accum, device);
                 // On an ILGPU device the clip stays there: reading the norm would be one more synchronisation.
                 if (device.IsHost) GradClip.ClipGradNorm(model.Parameters(), o.Clip);
                 else GradClip.ClipGradNormOnDevice(model.Parameters(), o.Clip);
                 optimizer.LearningRate = schedule.LearningRate(step);
                 optimizer.Step();
-                MoeMixtral.AfterOptimizerStep(model);
+                MoeMixtral.AfterOptimizerStep(model, MicroBatches.Plans(earlier, MoeMixtral.LastPlans(model)));
                 var (lossValue, stats) = StepValues.Read(loss, model);
-                lastStats = stats;
-                losses.Add(lossValue);
+                lastStats = MicroBatches.Stats(earlier, stats, o.Accum);
+                losses.Add(MicroBatches.Loss(earlier, lossValue, o.Accum));
                 model.ZeroGrad();    // the gradients' buffers go back to the pool with the scope
             }
             if (step > start + 1)
             {
                 steadySeconds += Stopwatch.GetElapsedTime(stepStart).TotalSeconds;
-                steadyTokens += o.Batch * o.Seq;
+                steadyTokens += o.Batch * o.Accum * o.Seq;
             }
-            tokens += o.Batch * o.Seq;
-            tokensHere += o.Batch * o.Seq;
+            tokens += o.Batch * o.Accum * o.Seq;
+            tokensHere += o.Batch * o.Accum * o.Seq;
             var report = new StepReport(step, o.Steps, losses[^1], optimizer.LearningRate, tokensHere / clock.Elapsed.TotalSeconds, lastStats)
             {
                 DispatchBytes = MoeMixtral.LastDispatchBytes(model),
@@ -479,12 +480,14 @@ public static class TrainCommand
             double sum = 0;
             int n = 0;
             var device = model.Model.EmbedTokens.Weight.Device;
-            foreach (var b in data.ValidBatches(o.EvalBatches, o.Batch, o.Seq))
-            {
-                using var scope = DeviceScope.Begin(reuseHostMemory: true);
-                sum += model.Loss(b.To(device)).Item();
-                n++;
-            }
+            // The same windows for any --accum (batches of B·N sequences), each run as N micro-batches of B.
+            foreach (var b in data.ValidBatches(o.EvalBatches, o.Batch * o.Accum, o.Seq))
+                for (int m = 0; m < o.Accum; m++)
+                {
+                    using var scope = DeviceScope.Begin(reuseHostMemory: true);
+                    sum += model.Loss(MicroBatches.Micro(b, m, o.Accum).To(device)).Item();
+                    n++;
+                }
             return sum / n;
         }
         finally

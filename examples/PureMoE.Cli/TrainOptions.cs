@@ -17,8 +17,10 @@ public sealed record TrainOptions
     public string? DataPath { get; init; }
     /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; } = 300;
-    /// <summary>Sequences per batch.</summary>
+    /// <summary>Sequences per batch (per micro-batch when <see cref="Accum"/> &gt; 1).</summary>
     public int Batch { get; init; } = 16;
+    /// <summary>Gradient accumulation: micro-batches of <see cref="Batch"/> sequences per optimizer step.</summary>
+    public int Accum { get; init; } = 1;
     /// <summary>Tokens per sequence.</summary>
     public int Seq { get; init; } = 64;
     /// <summary>Seed of the model init and the batch order.</summary>
@@ -76,7 +78,7 @@ public sealed record TrainOptions
     /// <summary>The option names that define the run (what a resumed run must keep; saved in checkpoints).</summary>
     public static IReadOnlyList<string> RunNames { get; } =
     [
-        "data", "steps", "batch", "seq", "seed", "lr", "warmup", "weight-decay", "clip", "hidden", "ff", "layers", "heads",
+        "data", "steps", "batch", "accum", "seq", "seed", "lr", "warmup", "weight-decay", "clip", "hidden", "ff", "layers", "heads",
         "kv-heads", "experts", "k", "eval-every", "eval-batches", "devices",
     ];
 
@@ -96,6 +98,8 @@ public sealed record TrainOptions
             ["devices"] = I(Devices), ["router"] = Router.ToJson(),
         };
         if (DataPath is not null) d["data"] = DataPath;
+        // Only when used, so checkpoints from before --accum existed still resume (their runs had one micro-batch).
+        if (Accum != 1) d["accum"] = I(Accum);
         return d;
     }
 
@@ -122,6 +126,7 @@ public sealed record TrainOptions
                 "data" => o with { DataPath = Path() },
                 "steps" => o with { Steps = Int() },
                 "batch" => o with { Batch = Int() },
+                "accum" => o with { Accum = Int() },
                 "seq" => o with { Seq = Int() },
                 "seed" => o with { Seed = ulong.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out ulong s) ? s : throw new CliException($"{source}: seed = '{v}' is not a non-negative integer") },
                 "lr" => o with { LearningRate = Dbl() },

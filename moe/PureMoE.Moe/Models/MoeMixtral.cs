@@ -95,12 +95,21 @@ public static class MoeMixtral
     /// Tells adaptive routers (ReMoE's λ) that an optimizer step happened, with the plans of that step's training
     /// forward. Call once after each optimizer step.
     /// </summary>
-    public static void AfterOptimizerStep(MixtralForCausalLM model)
+    public static void AfterOptimizerStep(MixtralForCausalLM model) => AfterOptimizerStep(model, LastPlans(model));
+
+    /// <summary>
+    /// <see cref="AfterOptimizerStep(MixtralForCausalLM)"/> with the plans of every training forward of the step, per
+    /// layer: with gradient accumulation, those of all its micro-batches (ReMoE's λ then moves on the sparsity of the
+    /// whole step's tokens).
+    /// </summary>
+    public static void AfterOptimizerStep(MixtralForCausalLM model, IReadOnlyList<IReadOnlyList<RoutingPlan>> plansPerLayer)
     {
-        var plans = LastPlans(model);
+        ArgumentNullException.ThrowIfNull(plansPerLayer);
         var layers = Layers(model);
+        if (plansPerLayer.Count != layers.Count)
+            throw new ArgumentException($"AfterOptimizerStep: plans for {plansPerLayer.Count} layers, the model has {layers.Count} MoE layers", nameof(plansPerLayer));
         for (int i = 0; i < layers.Count; i++)
-            if (layers[i].Router is IAdaptiveRouter adaptive && plans[i].Count > 0) adaptive.AfterOptimizerStep(plans[i]);
+            if (layers[i].Router is IAdaptiveRouter adaptive && plansPerLayer[i].Count > 0) adaptive.AfterOptimizerStep(plansPerLayer[i]);
     }
 
     /// <summary>

@@ -171,6 +171,27 @@ public sealed class TrainOnDeviceTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void GradientAccumulationHoldsTheActivationsOfOneMicroBatch()
+    {
+        // --accum 4 of 2 sequences against one batch of 8: the same step, a quarter of the activations alive at once.
+        var device = Device.IlgpuCpu;
+        (long Peak, double Loss) Step(TrainOptions o)
+        {
+            Finalizers.Settle();
+            long before = device.MemoryInUse;
+            device.ResetPeakMemory();
+            var result = TrainCommand.Run(o, TextWriter.Null, TestContext.Current.CancellationToken);
+            return (device.PeakMemoryInUse - before, result.TrainLosses[0]);
+        }
+        var o = Tiny(Spec("relu"), "ilgpu-cpu") with { Steps = 1, Layers = 1, Batch = 8, Seq = 32 };
+        var whole = Step(o);
+        var split = Step(o with { Batch = 2, Accum = 4 });
+        output.WriteLine($"peak device memory of the step: one batch of 8 {whole.Peak:N0} B, 4 micro-batches of 2 {split.Peak:N0} B");
+        Assert.Equal(whole.Loss, split.Loss, 1e-5);
+        Assert.True(split.Peak < 0.5 * whole.Peak, $"{split.Peak:N0} B with --accum 4, {whole.Peak:N0} B without");
+    }
+
+    [Fact]
     public void ADeviceStepReturnsEveryBufferItAllocatesToThePool()
     {
         var pool = ((IlgpuBackend)Device.IlgpuCpu.Backend).Pool;
