@@ -11,7 +11,8 @@ namespace PureMoE.Cli;
 /// time while the parameters' gradients (kept into the step's scope) add up across them. Each micro-batch's loss is
 /// scaled by 1/N, so the gradient is that of the mean loss over the whole batch, as one forward over it would give
 /// (up to the order of float additions; routing with capacity, and the routers' batch-level regularisers, see one
-/// micro-batch at a time, as in Megatron and Hugging Face's trainers).
+/// micro-batch at a time, as in Megatron and Hugging Face's trainers). On an ILGPU device each micro-batch reads its
+/// loss and regulariser values back once, besides each MoE layer's routing decision: N such reads per step.
 /// </summary>
 public static class MicroBatches
 {
