@@ -38,7 +38,11 @@ public sealed record RoutingStats
     public double ZLoss { get; init; } = double.NaN;
     /// <summary>Sparsity (L1) regulariser value (scaled), NaN when not computed.</summary>
     public double SparsityLoss { get; init; } = double.NaN;
-    /// <summary>Router-specific numbers (e.g. "lambda", "sparsity" for ReMoE).</summary>
+    /// <summary>
+    /// Router-specific numbers: counts under the router's name and a dot (Rectify's "rectify.ir_merged", …), and
+    /// fractions or state without one (ReMoE's "sparsity" and "lambda"). <see cref="Merge"/> sums the counts and
+    /// averages the others over the parts' tokens.
+    /// </summary>
     public IReadOnlyDictionary<string, double> Extras { get; init; } = new Dictionary<string, double>();
 
     /// <summary>
@@ -103,7 +107,10 @@ public sealed record RoutingStats
     // reads it together with the step's loss (`puremoe train` does) and sets it with `stats with { AuxLoss = … }`.
     private static double HostValue(Tensor? t) => t is null || !t.Device.IsHost ? double.NaN : t.Item();
 
-    /// <summary>Statistics of several plans taken together (e.g. the ranks of one expert-parallel step).</summary>
+    /// <summary>
+    /// Statistics of several plans taken together (the ranks of one expert-parallel step, the micro-batches of one
+    /// accumulated step): counts and loads summed, regulariser values summed, <see cref="Extras"/> as documented there.
+    /// </summary>
     public static RoutingStats Merge(IReadOnlyList<RoutingStats> parts)
     {
         if (parts.Count == 1) return parts[0];
@@ -134,7 +141,23 @@ public sealed record RoutingStats
             AuxLoss = SumOrNaN(parts.Select(p => p.AuxLoss)),
             ZLoss = SumOrNaN(parts.Select(p => p.ZLoss)),
             SparsityLoss = SumOrNaN(parts.Select(p => p.SparsityLoss)),
-            Extras = parts[0].Extras,
+            Extras = MergeExtras(parts),
         };
+    }
+
+    // Counts ("rectify.ir_merged") add up over the parts; fractions and state ("sparsity", "lambda") are means over
+    // the parts' tokens, so a merged sparsity is that of all the tokens, as one plan of them all would give.
+    private static Dictionary<string, double> MergeExtras(IReadOnlyList<RoutingStats> parts)
+    {
+        var merged = new Dictionary<string, double>();
+        foreach (string key in parts.SelectMany(p => p.Extras.Keys).Distinct())
+        {
+            var having = parts.Where(p => p.Extras.ContainsKey(key)).ToArray();
+            int weight = having.Sum(p => p.Tokens);
+            merged[key] = key.Contains('.', StringComparison.Ordinal) ? having.Sum(p => p.Extras[key])
+                : weight > 0 ? having.Sum(p => p.Extras[key] * p.Tokens) / weight
+                : having.Average(p => p.Extras[key]);
+        }
+        return merged;
     }
 }

@@ -1,0 +1,41 @@
+namespace PureMoE.Moe.Tests;
+
+/// <summary><see cref="RoutingStats.Merge"/>: the ranks of an expert-parallel step, the micro-batches of an accumulated one.</summary>
+public class RoutingStatsMergeTests
+{
+    private static RoutingStats Part(int tokens, int[] load, params (string Key, double Value)[] extras) => new()
+    {
+        Tokens = tokens,
+        Experts = load.Length,
+        PairsChosen = tokens,
+        ExpertLoad = load,
+        CoActivation = new long[load.Length * load.Length],
+        AuxLoss = 0.5,
+        Extras = extras.ToDictionary(e => e.Key, e => e.Value),
+    };
+
+    [Fact]
+    public void CountsAddUpAndFractionsAreMeansOverTokens()
+    {
+        var a = Part(30, [10, 20], ("rectify.ir_merged", 3), ("sparsity", 0.5), ("lambda", 2e-6));
+        var b = Part(10, [6, 4], ("rectify.ir_merged", 4), ("sparsity", 0.9), ("lambda", 2e-6));
+        var m = RoutingStats.Merge([a, b]);
+
+        Assert.Equal(40, m.Tokens);
+        Assert.Equal([16, 24], m.ExpertLoad);
+        Assert.Equal(40, m.PairsChosen);
+        Assert.Equal(1.0, m.AuxLoss);
+        Assert.Equal(7, m.Extras["rectify.ir_merged"]);
+        // A sparsity over all 40 tokens: (30·0.5 + 10·0.9) / 40, what one plan of them all would report.
+        Assert.Equal(0.6, m.Extras["sparsity"], 12);
+        Assert.Equal(2e-6, m.Extras["lambda"], 1e-18);
+    }
+
+    [Fact]
+    public void AKeyOnlySomePartsHaveCountsOnlyThose()
+    {
+        var m = RoutingStats.Merge([Part(8, [4, 4], ("sparsity", 0.25)), Part(8, [8, 0])]);
+        Assert.Equal(0.25, m.Extras["sparsity"]);
+        Assert.Single(m.Extras);
+    }
+}
