@@ -141,7 +141,7 @@ public static class CompareCommand
         }
         var ordered = Configs.SelectMany(c => runs.Where(r => r.Config == c)).ToList();
         File.WriteAllText(Path.Combine(outDir, "results.md"), ResultsMarkdown(ordered, baseOptions, seeds, commandLine, total.Elapsed));
-        var plots = ComparePlots.Write(ordered, outDir);
+        var plots = ComparePlots.Write(ordered, outDir, LossUnit(baseOptions));
         log.WriteLine($"compare: {runs.Count} runs in {total.Elapsed.TotalMinutes:F1} min; wrote {Path.Combine(outDir, "results.md")} and {plots.Count} plots");
         return ordered;
     }
@@ -170,6 +170,9 @@ public static class CompareCommand
         return new Summary(drop, pad, ir, fill, tail.Average(s => s.LoadCv), tail.Average(s => s.ActiveExpertsPerToken), sparsity, lambda);
     }
 
+    // What a loss is measured in: per byte for byte-level tokens, per BPE token otherwise.
+    private static string LossUnit(TrainOptions o) => o.Tokenizer == "bytes" ? "nats/byte" : $"nats per {o.Tokenizer} token";
+
     private static string ResultsMarkdown(IReadOnlyList<CompareRun> runs, TrainOptions o, IReadOnlyList<ulong> seeds, string? commandLine, TimeSpan elapsed)
     {
         static string F(double x, string format) => double.IsFinite(x) ? x.ToString(format, CultureInfo.InvariantCulture) : "—";
@@ -196,7 +199,7 @@ public static class CompareCommand
                           $"{F(Mean(s => s.ExpertsPerToken), "F3")} | {F(Mean(s => s.Sparsity), "F3")} | {F(Mean(s => s.Lambda), "E2")} | {Exchanged(rs)} |");
         }
         sb.AppendLine();
-        sb.AppendLine("Columns: valid loss = mean next-token cross-entropy (nats/byte) on the fixed validation batches after the last step (per-seed values in brackets); " +
+        sb.AppendLine($"Columns: valid loss = mean next-token cross-entropy ({LossUnit(o)}) on the fixed validation batches after the last step (per-seed values in brackets); " +
                       "drop % = chosen pairs dropped for capacity; padding % = zero rows among capacity · E rows; IR tokens and fill-ins summed over layers per step; " +
                       "load CV and experts/token over the last quarter of steps; ReMoE sparsity = fraction of zero gates (last quarter), λ at the end; " +
                       "bytes exchanged = dispatch bytes per step summed over layers, each way (combine moves the same), with --devices P > 1, else —. C2R's tokens/s is of its continued half only.");

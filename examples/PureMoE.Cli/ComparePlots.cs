@@ -9,7 +9,7 @@ public static class ComparePlots
     private const int Width = 1000, Height = 600;
 
     /// <summary>Writes every plot into <paramref name="dir"/>; returns the files written.</summary>
-    public static IReadOnlyList<string> Write(IReadOnlyList<CompareRun> runs, string dir)
+    public static IReadOnlyList<string> Write(IReadOnlyList<CompareRun> runs, string dir, string lossUnit = "nats/byte")
     {
         var files = new List<string>();
         // One seed per configuration in the curves (the first), to keep them readable.
@@ -23,7 +23,7 @@ public static class ComparePlots
             line.LegendText = r.Config.Name;
             line.LineWidth = 2;
         }
-        Finish(loss, "Training loss (moving average of 10 steps)", "step", "loss (nats/byte)", Path.Combine(dir, "loss.png"), files);
+        Finish(loss, "Training loss (moving average of 10 steps)", "step", $"loss ({lossUnit})", Path.Combine(dir, "loss.png"), files);
 
         var valid = new Plot();
         foreach (var r in first)
@@ -33,7 +33,7 @@ public static class ComparePlots
             s.LineWidth = 2;
             s.MarkerSize = 6;
         }
-        Finish(valid, "Validation loss", "step", "loss (nats/byte)", Path.Combine(dir, "valid.png"), files);
+        Finish(valid, "Validation loss", "step", $"loss ({lossUnit})", Path.Combine(dir, "valid.png"), files);
 
         foreach (var r in first)
         {

@@ -2,13 +2,14 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using PureMoE.Cli.Data;
 using PureMoE.Moe.Models;
 
 namespace PureMoE.Cli;
 
 /// <summary>
 /// `puremoe generate --model DIR --prompt TEXT [--tokens N --temperature T --top-p P --seed S --device D]`: continues a prompt
-/// with a byte-level model (KV cache, nucleus sampling), deterministic for a seed. Without --tokens it generates up to
+/// with a model trained by `puremoe train` (its tokenizer: bytes, or GPT-2's BPE; KV cache, nucleus sampling), deterministic for a seed. Without --tokens it generates up to
 /// <see cref="DefaultTokens"/>, as many as the model's context leaves after the prompt.
 /// </summary>
 public static class GenerateCommand
@@ -18,12 +19,12 @@ public static class GenerateCommand
     {
         var model = new Option<string>("--model") { Description = "model directory (from train --out or a checkpoint)", Required = true };
         var prompt = new Option<string>("--prompt") { Description = "text to continue", Required = true };
-        var tokens = new Option<int?>("--tokens") { Description = $"new tokens (bytes) to generate [default: {DefaultTokens}, or as many as the model's context leaves after the prompt]" };
+        var tokens = new Option<int?>("--tokens") { Description = $"new tokens (bytes, or BPE tokens for a model trained with --tokenizer gpt2) to generate [default: {DefaultTokens}, or as many as the model's context leaves after the prompt]" };
         var temperature = new Option<double>("--temperature") { Description = "sampling temperature (≤ 0: greedy)", DefaultValueFactory = _ => 0.8 };
         var topP = new Option<double>("--top-p") { Description = "nucleus: sample from the most likely tokens up to this probability", DefaultValueFactory = _ => 0.95 };
         var seed = new Option<ulong>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 1 };
         var device = CliDevice.Create();
-        var cmd = new Command("generate", "Continue a prompt with a trained byte-level model (KV cache)") { model, prompt, tokens, temperature, topP, seed, device };
+        var cmd = new Command("generate", "Continue a prompt with a trained model (byte-level or GPT-2 BPE; KV cache)") { model, prompt, tokens, temperature, topP, seed, device };
         cmd.SetAction(r => CliErrors.Run(() =>
         {
             var result = RunTimed(r.GetValue(model)!, r.GetValue(prompt)!, r.GetValue(tokens), r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(device)!);
@@ -57,24 +58,22 @@ public static class GenerateCommand
         if (tokens < 0) throw new CliException($"--tokens {tokens}: must be ≥ 0");
         if (topP is <= 0 or > 1) throw new CliException($"--top-p {topP}: must be in (0, 1]");
         var model = MoeMixtral.Load(modelDir, device: on);
-        if (model.Config.VocabSize != 256)
-            throw new CliException($"--model {modelDir}: vocabulary {model.Config.VocabSize}; generate decodes byte-level models (vocabulary 256)");
-        byte[] bytes = Encoding.UTF8.GetBytes(prompt);
-        if (bytes.Length == 0) throw new CliException("--prompt: must not be empty");
+        var tokenizer = TextTokenizer.ForModel(modelDir, model.Config.VocabSize);
+        long[] promptIds = tokenizer.Encode(prompt);
+        if (promptIds.Length == 0) throw new CliException("--prompt: must not be empty");
+        string unit = tokenizer == TextTokenizer.Bytes ? "bytes" : tokenizer.Name + " tokens";
         int maxPositions = model.Config.MaxPositionEmbeddings;
-        int room = maxPositions - bytes.Length;
+        int room = maxPositions - promptIds.Length;
         if (room <= 0)
-            throw new CliException($"--prompt: {bytes.Length} bytes fill the model's {maxPositions} positions; nothing is left to generate (shorten the prompt)");
+            throw new CliException($"--prompt: {promptIds.Length} {unit} fill the model's {maxPositions} positions; nothing is left to generate (shorten the prompt)");
         if (tokens > room)
-            throw new CliException($"--tokens {tokens}: prompt ({bytes.Length} bytes) + tokens exceeds the model's {maxPositions} positions (at most {room} with this prompt)");
+            throw new CliException($"--tokens {tokens}: prompt ({promptIds.Length} {unit}) + tokens exceeds the model's {maxPositions} positions (at most {room} with this prompt)");
         int count = tokens ?? Math.Min(DefaultTokens, room);
         model.Eval();
         double load = clock.Elapsed.TotalSeconds;
         clock.Restart();
-        var ids = Tensor.FromHost(bytes.Select(b => (long)b).ToArray(), [1, bytes.Length], on);
+        var ids = Tensor.FromHost(promptIds, [1, promptIds.Length], on);
         var output = model.Generate(ids, count, temperature, topP, new Rng(seed));
-        var all = output.ToLongArray().Select(x => (byte)x).ToArray();
-        // Byte-level: a continuation may end inside a UTF-8 sequence; invalid bytes decode as U+FFFD.
-        return new Result(Encoding.UTF8.GetString(all), count, load, clock.Elapsed.TotalSeconds);
+        return new Result(tokenizer.Decode(output.ToLongArray()), count, load, clock.Elapsed.TotalSeconds);
     }
 }

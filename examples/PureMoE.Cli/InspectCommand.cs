@@ -29,7 +29,7 @@ public static class InspectCommand
         var model = MoeMixtral.Load(dir);
         log.WriteLine($"model: {dir}");
         log.WriteLine($"  architecture: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, expert ff {config.IntermediateSize}, " +
-                      $"{config.NumAttentionHeads} heads ({config.NumKeyValueHeads} kv), vocab {config.VocabSize}, positions {config.MaxPositionEmbeddings}");
+                      $"{config.NumAttentionHeads} heads ({config.NumKeyValueHeads} kv), vocab {config.VocabSize} ({Tokenizer(dir, config.VocabSize)}), positions {config.MaxPositionEmbeddings}");
         long perExpert = 3L * config.HiddenSize * config.IntermediateSize;
         long experts = perExpert * config.NumLocalExperts * config.NumHiddenLayers;
         long total = model.ParameterCount;
@@ -72,4 +72,11 @@ public static class InspectCommand
         "relu" => spec.Relu(config.NumExpertsPerTok).ToString(),
         _ => spec.C2R(config.NumExpertsPerTok, config.NumLocalExperts).ToString(),
     };
+
+    // The model's tokenizer as generate would take it, or why there is none.
+    private static string Tokenizer(string dir, int vocab)
+    {
+        try { return "tokenizer " + Data.TextTokenizer.ForModel(dir, vocab).Name; }
+        catch (CliException) { return $"no tokenizer of puremoe's fits: generate needs token ids of its own ({Data.TextTokenizer.FileName} absent or another size)"; }
+    }
 }

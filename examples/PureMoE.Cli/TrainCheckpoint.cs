@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using PureMoE.Cli.Data;
 using PureMoE.IO;
 using PureMoE.Models;
 using PureMoE.Moe;
@@ -21,7 +22,8 @@ public sealed record TrainState(int Step, Dictionary<string, string> Options, Li
 /// Resumable training checkpoints. A checkpoint is a Mixtral-format model directory (config.json with its router,
 /// model.safetensors with the router state) plus optimizer.safetensors (AdamW state), trainer_state.json (step,
 /// options, losses; the batch order is a function of seed and step, so the step is the whole data position) and
-/// router_stats.json (the last step's routing statistics per layer). The whole directory is written to a temporary
+/// router_stats.json (the last step's routing statistics per layer), and puremoe_tokenizer.json when the run's tokens
+/// are not bytes (<see cref="TextTokenizer"/>). The whole directory is written to a temporary
 /// sibling and renamed into place, so a crash or a failed save leaves the previous checkpoint as it was.
 /// </summary>
 public static class TrainCheckpoint
@@ -42,6 +44,7 @@ public static class TrainCheckpoint
         AtomicDirectory.Write(dir, temp =>
         {
             MoeMixtral.Save(model, temp);
+            TextTokenizer.Save(temp, state.Options.GetValueOrDefault("tokenizer") ?? "bytes");
             TensorIO.Save(Path.Combine(temp, OptimizerFile), optimizer.StateDict(copy: false)); // written before the next step
             File.WriteAllText(Path.Combine(temp, StatsFile), StatsJson(stats).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             File.WriteAllText(Path.Combine(temp, StateFile), StateJson(state).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));

@@ -78,6 +78,7 @@ public static class TrainCommand
     public static List<(string Name, Option Option)> AddRunFlags(Command cmd, TrainOptions d) =>
     [
         ("data", Add(cmd, new Option<string?>("--data") { Description = "UTF-8 text file to train on (default: the embedded generated corpus)" })),
+        ("tokenizer", Add(cmd, new Option<string>("--tokenizer") { Description = "bytes (UTF-8 bytes, vocabulary 256) | gpt2 (GPT-2's BPE, 50,257 tokens)", DefaultValueFactory = _ => d.Tokenizer })),
         ("steps", Add(cmd, new Option<int>("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => d.Steps })),
         ("batch", Add(cmd, new Option<int>("--batch") { Description = "sequences per batch (per micro-batch with --accum)", DefaultValueFactory = _ => d.Batch })),
         ("accum", Add(cmd, new Option<int>("--accum") { Description = "gradient accumulation: micro-batches of --batch sequences per optimizer step (activation memory of one)", DefaultValueFactory = _ => d.Accum })),
@@ -223,7 +224,7 @@ public static class TrainCommand
             catch (InvalidOperationException e) { throw new CliException($"--devices {o.Devices} --device {o.Device}: {e.Message}"); }
         }
         string text = o.DataPath is null ? SyntheticCorpus.Generate(400_000, o.Seed) : ReadText(o.DataPath);
-        var data = new TokenBatches(text);
+        var data = new TokenBatches(text, TextTokenizer.Create(o.Tokenizer));
 
         MixtralForCausalLM model;
         AdamW optimizer;
@@ -254,7 +255,7 @@ public static class TrainCommand
         }
         else
         {
-            var config = NewConfig(o);
+            var config = NewConfig(o, data.Tokenizer.VocabSize);
             model = o.FromDir is null ? MoeMixtral.Create(config, new Rng(o.Seed).Fork(), device: device, devices: o.Devices)
                 : StartFrom(o, data, log, device);
             optimizer = NewOptimizer(model, o);
@@ -262,7 +263,7 @@ public static class TrainCommand
         var schedule = new LrSchedule(o.LearningRate, Math.Min(o.Warmup, o.Steps), o.Steps, o.LearningRate / 10);
         var cfg = model.Config;
         log.WriteLine($"train: {(o.DataPath ?? "embedded corpus (" + string.Join(", ", SyntheticCorpus.Domains) + ")")}, " +
-                      $"{data.TrainLength:N0} train / {data.ValidLength:N0} valid bytes");
+                      $"{data.TrainLength:N0} train / {data.ValidLength:N0} valid {(o.Tokenizer == "bytes" ? "bytes" : o.Tokenizer + " tokens")}");
         log.WriteLine($"model: {cfg.NumHiddenLayers} layers, d {cfg.HiddenSize}, ff {cfg.IntermediateSize}, {cfg.NumLocalExperts} experts, " +
                       $"router {MoeMixtral.SpecOf(cfg).ToJson()}, {model.ParameterCount:N0} parameters; {o.Steps} steps of {o.Batch}x{o.Seq} tokens{(o.Accum > 1 ? $" x {o.Accum} micro-batches" : "")}, seed {o.Seed}" +
                       (device.IsHost ? "" : $", on {device}"));
@@ -408,11 +409,11 @@ public static class TrainCommand
     /// <summary>The generator of step <paramref name="step"/>'s batch: a pure function of seed and step.</summary>
     public static Rng BatchRng(ulong seed, int step) => new(unchecked(seed * 0x9E3779B97F4A7C15UL + (ulong)step * 0xD1B54A32D192ED03UL + 0x632BE59BD9B4E019UL));
 
-    private static MixtralConfig NewConfig(TrainOptions o)
+    private static MixtralConfig NewConfig(TrainOptions o, int vocabSize)
     {
         var config = new MixtralConfig
         {
-            VocabSize = TokenBatches.VocabSize,
+            VocabSize = vocabSize,
             HiddenSize = o.Hidden,
             IntermediateSize = o.FeedForward,
             NumHiddenLayers = o.Layers,
@@ -528,6 +529,9 @@ public static class TrainCommand
         var start = MoeMixtral.Load(o.FromDir!);
         if (o.Router.Name != "c2r")
             throw new CliException("--from is for continuing with --router c2r (profiled from the saved model)");
+        string saved = TextTokenizer.ForModel(o.FromDir!, start.Config.VocabSize).Name;
+        if (saved != o.Tokenizer)
+            throw new CliException($"--from {o.FromDir}: the model was trained with --tokenizer {saved}, not {o.Tokenizer}");
         return SwitchToC2R(start, o, data, log, o.FromDir!, device);
     }
 

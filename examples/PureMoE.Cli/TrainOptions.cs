@@ -19,6 +19,8 @@ public sealed record TrainOptions
     public int Steps { get; init; } = 300;
     /// <summary>Sequences per batch (per micro-batch when <see cref="Accum"/> &gt; 1).</summary>
     public int Batch { get; init; } = 16;
+    /// <summary>How the text becomes tokens: "bytes" (vocabulary 256) or "gpt2" (GPT-2's BPE, 50,257 tokens).</summary>
+    public string Tokenizer { get; init; } = "bytes";
     /// <summary>Gradient accumulation: micro-batches of <see cref="Batch"/> sequences per optimizer step.</summary>
     public int Accum { get; init; } = 1;
     /// <summary>Tokens per sequence.</summary>
@@ -78,7 +80,7 @@ public sealed record TrainOptions
     /// <summary>The option names that define the run (what a resumed run must keep; saved in checkpoints).</summary>
     public static IReadOnlyList<string> RunNames { get; } =
     [
-        "data", "steps", "batch", "accum", "seq", "seed", "lr", "warmup", "weight-decay", "clip", "hidden", "ff", "layers", "heads",
+        "data", "tokenizer", "steps", "batch", "accum", "seq", "seed", "lr", "warmup", "weight-decay", "clip", "hidden", "ff", "layers", "heads",
         "kv-heads", "experts", "k", "eval-every", "eval-batches", "devices",
     ];
 
@@ -100,6 +102,7 @@ public sealed record TrainOptions
         if (DataPath is not null) d["data"] = DataPath;
         // Only when used, so checkpoints from before --accum existed still resume (their runs had one micro-batch).
         if (Accum != 1) d["accum"] = I(Accum);
+        if (Tokenizer != "bytes") d["tokenizer"] = Tokenizer;
         return d;
     }
 
@@ -124,6 +127,7 @@ public sealed record TrainOptions
             o = key switch
             {
                 "data" => o with { DataPath = Path() },
+                "tokenizer" => o with { Tokenizer = v },
                 "steps" => o with { Steps = Int() },
                 "batch" => o with { Batch = Int() },
                 "accum" => o with { Accum = Int() },

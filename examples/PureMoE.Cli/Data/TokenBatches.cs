@@ -3,25 +3,30 @@ using System.Text;
 namespace PureMoE.Cli.Data;
 
 /// <summary>
-/// Byte-level tokens of a text, split into a training and a validation part, served as deterministic random
-/// windows [batch, seq+1] (inputs and their next-token targets in one).
+/// The tokens of a text (<see cref="TextTokenizer"/>: bytes by default), split into a training and a validation part,
+/// served as deterministic random windows [batch, seq+1] (inputs and their next-token targets in one).
 /// </summary>
 public sealed class TokenBatches
 {
     private readonly long[] _train, _valid;
 
-    /// <summary>Tokenises <paramref name="text"/> as UTF-8 bytes; the last <paramref name="validFraction"/> is validation.</summary>
-    public TokenBatches(string text, double validFraction = 0.1)
+    /// <summary>
+    /// Tokenises <paramref name="text"/> with <paramref name="tokenizer"/> (UTF-8 bytes when null); the last
+    /// <paramref name="validFraction"/> of the tokens is validation.
+    /// </summary>
+    public TokenBatches(string text, TextTokenizer? tokenizer = null, double validFraction = 0.1)
     {
-        byte[] bytes = Encoding.UTF8.GetBytes(text);
-        if (bytes.Length < 64) throw new ArgumentException($"the training text is too short ({bytes.Length} bytes; need at least 64)");
-        int split = (int)(bytes.Length * (1 - validFraction));
-        _train = bytes[..split].Select(b => (long)b).ToArray();
-        _valid = bytes[split..].Select(b => (long)b).ToArray();
+        Tokenizer = tokenizer ?? TextTokenizer.Bytes;
+        long[] tokens = Tokenizer.Encode(text);
+        if (tokens.Length < 64)
+            throw new ArgumentException($"the training text is too short ({tokens.Length} {(Tokenizer == TextTokenizer.Bytes ? "bytes" : Tokenizer.Name + " tokens")}; need at least 64)");
+        int split = (int)(tokens.Length * (1 - validFraction));
+        _train = tokens[..split];
+        _valid = tokens[split..];
     }
 
-    /// <summary>The vocabulary size of byte-level tokens.</summary>
-    public const int VocabSize = 256;
+    /// <summary>How the text became tokens.</summary>
+    public TextTokenizer Tokenizer { get; }
 
     /// <summary>Training tokens.</summary>
     public int TrainLength => _train.Length;

@@ -1,0 +1,87 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Tokenizers;
+
+namespace PureMoE.Cli.Data;
+
+/// <summary>
+/// How a model's text becomes token ids and back. <c>bytes</c> (the default): each UTF-8 byte is a token, vocabulary
+/// 256, nothing to learn. <c>gpt2</c>: GPT-2's byte-level BPE (Microsoft.ML.Tokenizers, its 50,257-token vocabulary
+/// embedded in the package), about 3.3 bytes per token on English text, so a context of the same length sees more text,
+/// at the price of a 50,257-row embedding and output layer. A model directory names its tokenizer in
+/// <see cref="FileName"/>; a directory without one (older models, Hugging Face checkpoints) is byte-level.
+/// </summary>
+public sealed class TextTokenizer
+{
+    /// <summary>The file in a model directory that names its tokenizer.</summary>
+    public const string FileName = "puremoe_tokenizer.json";
+
+    /// <summary>The tokenizers <see cref="Create"/> knows.</summary>
+    public static IReadOnlyList<string> Names { get; } = ["bytes", "gpt2"];
+
+    private readonly Tokenizer? _bpe;
+
+    private TextTokenizer(string name, int vocabSize, Tokenizer? bpe) => (Name, VocabSize, _bpe) = (name, vocabSize, bpe);
+
+    /// <summary>The byte-level tokenizer (vocabulary 256).</summary>
+    public static TextTokenizer Bytes { get; } = new("bytes", 256, null);
+
+    /// <summary>"bytes" or "gpt2".</summary>
+    public string Name { get; }
+
+    /// <summary>Token ids run from 0 to VocabSize − 1.</summary>
+    public int VocabSize { get; }
+
+    /// <summary>The tokenizer called <paramref name="name"/> (one of <see cref="Names"/>).</summary>
+    public static TextTokenizer Create(string name) => name switch
+    {
+        "bytes" => Bytes,
+        // 50,256 merged tokens plus <|endoftext|> (id 50256), as GPT-2's vocabulary.
+        "gpt2" => new("gpt2", 50257, TiktokenTokenizer.CreateForModel("gpt2")),
+        _ => throw new CliException($"--tokenizer {name}: unknown (tokenizers: {string.Join(", ", Names)})"),
+    };
+
+    /// <summary>The text as token ids.</summary>
+    public long[] Encode(string text) =>
+        _bpe is null ? Encoding.UTF8.GetBytes(text).Select(b => (long)b).ToArray() : _bpe.EncodeToIds(text).Select(i => (long)i).ToArray();
+
+    /// <summary>
+    /// The text of token ids. Byte-level: a continuation may end inside a UTF-8 sequence, and invalid bytes decode
+    /// as U+FFFD; BPE tokens decode to their bytes the same way.
+    /// </summary>
+    public string Decode(IEnumerable<long> ids) =>
+        _bpe is null ? Encoding.UTF8.GetString(ids.Select(i => (byte)i).ToArray()) : _bpe.Decode(ids.Select(i => (int)i)) ?? "";
+
+    /// <summary>Writes <see cref="FileName"/> naming tokenizer <paramref name="name"/> into a model directory (nothing for "bytes", the default).</summary>
+    public static void Save(string modelDir, string name)
+    {
+        if (name == "bytes") return;
+        File.WriteAllText(Path.Combine(modelDir, FileName), new JsonObject { ["name"] = name }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>
+    /// The tokenizer of a model directory (<see cref="FileName"/>, else byte-level), checked against the model's
+    /// vocabulary: a model whose vocabulary no known tokenizer fits is a <see cref="CliException"/> naming both.
+    /// </summary>
+    public static TextTokenizer ForModel(string modelDir, int modelVocab)
+    {
+        string path = Path.Combine(modelDir, FileName);
+        TextTokenizer tokenizer;
+        if (!File.Exists(path)) tokenizer = Bytes;
+        else
+        {
+            string? name;
+            try { name = JsonNode.Parse(File.ReadAllText(path))?["name"]?.GetValue<string>(); }
+            catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException)
+            {
+                throw new CliException($"{path}: not a tokenizer file ({e.Message})");
+            }
+            tokenizer = Create(name ?? throw new CliException($"{path}: no \"name\""));
+        }
+        if (tokenizer.VocabSize != modelVocab)
+            throw new CliException($"--model {modelDir}: vocabulary {modelVocab}, but its tokenizer ({tokenizer.Name}" +
+                                   (File.Exists(path) ? $", from {FileName}" : $": no {FileName}, so bytes") + $") has {tokenizer.VocabSize} tokens");
+        return tokenizer;
+    }
+}
