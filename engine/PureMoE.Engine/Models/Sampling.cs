@@ -20,19 +20,44 @@ public static class Sampling
         for (int i = 0; i < probs.Length; i++) sum += probs[i] = Math.Exp((logits[i] - max) / temperature);
         for (int i = 0; i < probs.Length; i++) probs[i] /= sum;
 
-        // Nucleus: most likely first (ties by lower index, so the order is deterministic).
-        var order = Enumerable.Range(0, probs.Length).OrderByDescending(i => probs[i]).ThenBy(i => i).ToArray();
+        // Nucleus: most likely first, ties by lower index. That is a total order, so any sort gives the one order. The
+        // nucleus is a prefix of it, so only tokens at or above a cut-off whose tokens hold ≥ topP of the mass need
+        // sorting: every token below the cut-off comes after all of them. Halving from the largest probability finds
+        // one in a few passes; (1 − topP)/V always works (the tokens below it hold less than V of it).
+        double floor = (1 - topP) / probs.Length, cut = 1.0;
+        while (cut > floor && MassAtOrAbove(probs, cut) < topP) cut /= 2;
+        cut = Math.Max(Math.Min(cut, 1.0), floor);
+        var order = new List<Candidate>();
+        for (int i = 0; i < probs.Length; i++)
+            if (probs[i] >= cut) order.Add(new Candidate(probs[i], i));
+        order.Sort(MostLikelyFirst.Instance);
         int keep = 0;
         double mass = 0;
-        while (keep < order.Length && (keep == 0 || mass < topP)) mass += probs[order[keep++]];
+        while (keep < order.Count && (keep == 0 || mass < topP)) mass += order[keep++].P;
 
         double u = rng.NextDouble() * mass;
         for (int j = 0; j < keep; j++)
         {
-            u -= probs[order[j]];
-            if (u < 0) return order[j];
+            u -= order[j].P;
+            if (u < 0) return order[j].Index;
         }
-        return order[keep - 1];   // rounding left u at a hair above zero
+        return order[keep - 1].Index;   // rounding left u at a hair above zero
+    }
+
+    private static double MassAtOrAbove(double[] probs, double cut)
+    {
+        double mass = 0;
+        foreach (double p in probs) if (p >= cut) mass += p;
+        return mass;
+    }
+
+    private readonly record struct Candidate(double P, int Index);
+
+    private sealed class MostLikelyFirst : IComparer<Candidate>
+    {
+        public static readonly MostLikelyFirst Instance = new();
+
+        public int Compare(Candidate a, Candidate b) => a.P != b.P ? b.P.CompareTo(a.P) : a.Index.CompareTo(b.Index);
     }
 
     /// <summary>Index of the largest value (the first one on ties).</summary>
