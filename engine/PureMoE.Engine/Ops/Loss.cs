@@ -17,23 +17,19 @@ public sealed partial class Tensor
         if (!targets.Shape.Dims.SequenceEqual(expected))
             throw new ArgumentException($"CrossEntropy: logits {Shape} need targets of shape {new Shape(expected)}, got {targets.Shape}");
         if (!targets.Device.IsHost) return CrossEntropyOnDevice(targets, ignoreIndex);
-        // Which rows count, and safe indices for the ignored ones (gathered, then masked out).
+        // On the host the targets are checked (on a device that would be a read) and the rows that count are counted;
+        // the rows' losses then come from the same fused kernels a device runs.
         long[] t = targets.ToArray<long>();
-        var mask = new double[t.Length];
         int count = 0;
         for (int i = 0; i < t.Length; i++)
         {
-            if (t[i] == ignoreIndex) { t[i] = 0; continue; }
+            if (t[i] == ignoreIndex) continue;
             if (t[i] < 0 || t[i] >= c)
                 throw new ArgumentException($"CrossEntropy: target {t[i]} at position {i} is outside [0, {c}) for logits {Shape}");
-            mask[i] = 1;
             count++;
         }
-        var idx = FromHost(t, [.. expected, 1], Device);
-        // Uploaded as float32 (0/1 exactly) so the mask also goes to devices without float64 (ILGPU).
-        var maskT = FromHost(Array.ConvertAll(mask, v => (float)v), [.. expected, 1], Device).To(DType);
-        var picked = LogSoftmax(-1).Gather(-1, idx).Mul(maskT);
-        return picked.Sum().MulScalar(-1.0 / Math.Max(count, 1));
+        var (rowLoss, _) = CrossEntropyByRows(targets, ignoreIndex);
+        return rowLoss.Sum().MulScalar(1.0 / Math.Max(count, 1));
     }
 
     // The same loss computed on the device, without reading anything back (a read would be a synchronisation in
@@ -42,6 +38,15 @@ public sealed partial class Tensor
     // over the rows that count. Targets are not range-checked here (that too would be a read); an out-of-range
     // target reads its logit as 0, as the index kernels of ILGPU devices do.
     private Tensor CrossEntropyOnDevice(Tensor targets, long ignoreIndex)
+    {
+        var (rowLoss, counted) = CrossEntropyByRows(targets, ignoreIndex);
+        Tensor denominator;
+        using (NoGrad()) denominator = counted.Sum().Maximum(Scalar(1, DType, Device));
+        return rowLoss.Sum().Div(denominator);
+    }
+
+    // Each row's loss log Σ e^x − x[target] (0 for an ignored row) with its backward, and whether the row counts.
+    private (Tensor RowLoss, Tensor Counted) CrossEntropyByRows(Tensor targets, long ignoreIndex)
     {
         int c = Shape[-1], rows = c == 0 ? 0 : Numel / c;
         var x = Dense();
@@ -57,8 +62,6 @@ public sealed partial class Tensor
             g.Backend.CrossEntropyRowsBackward(x.Storage, t.Storage, ignoreIndex, logSumExp.Storage, g.Dense().Storage, dx.Storage, rows, c);
             return [dx.AsFreshGradient()];
         });
-        Tensor denominator;
-        using (NoGrad()) denominator = counted.Sum().Maximum(Scalar(1, DType, Device));
-        return rowLoss.Sum().Div(denominator);
+        return (rowLoss, counted);
     }
 }

@@ -114,6 +114,35 @@ public class CpuKernelRowTests
         CheckSoftmax(r, m, log, causal, seed);
     }
 
+    // ------------------------------------------------------------------ cross-entropy by rows
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(5, 7)]
+    [InlineData(9, 300)]
+    [InlineData(64, 1000)]    // multi-threaded
+    [InlineData(3, 50257)]    // GPT-2's vocabulary
+    public void CrossEntropyRowsMatchReference(int rows, int n)
+    {
+        var x = K.Rand(rows * n, rows + n, -4, 4);
+        // Every third row ignored (−100), and one target out of range (its logit reads as 0, as on a GPU).
+        var targets = Enumerable.Range(0, rows).Select(r => r % 3 == 1 ? -100L : r == rows - 1 && rows > 2 ? n + 5 : (long)(r * 7 % n)).ToArray();
+        var g = K.Rand(rows, 3);
+        var (le, ce, se) = (K.S(new float[rows]), K.S(new float[rows]), K.S(new float[rows]));
+        var (la, ca, sa) = (K.S(new float[rows]), K.S(new float[rows]), K.S(new float[rows]));
+        K.Ref.CrossEntropyRows(K.S(x), new CpuStorage(targets), -100, le, ce, se, rows, n);
+        K.Cpu.CrossEntropyRows(K.S(x), new CpuStorage(targets), -100, la, ca, sa, rows, n);
+        // The reference sums e^(x − max) in order, the SIMD kernel in eight lanes: a few ulps of log Σ apart.
+        K.Close(K.F(le), K.F(la), 1e-5, 1e-6, "loss");
+        Assert.Equal(K.F(ce), K.F(ca));
+        K.Close(K.F(se), K.F(sa), 1e-5, 1e-6, "log Σ e^x");
+
+        var (dxe, dxa) = (K.S(new float[rows * n]), K.S(new float[rows * n]));
+        K.Ref.CrossEntropyRowsBackward(K.S(x), new CpuStorage(targets), -100, se, K.S(g), dxe, rows, n);
+        K.Cpu.CrossEntropyRowsBackward(K.S(x), new CpuStorage(targets), -100, se, K.S(g), dxa, rows, n);
+        K.Close(K.F(dxe), K.F(dxa), 1e-5, 1e-7, "dx");
+    }
+
     // ------------------------------------------------------------------ rmsnorm
 
     [Theory]
