@@ -69,23 +69,10 @@ public partial class CpuBackend
         });
     }
 
-    // log Σ e^x of a row: its max, then Σ e^(x − max) in the fixed order of Simd.Sum (four 8-lane accumulators, the tail).
+    // log Σ e^x of a row: its max plus the log of Σ e^(x − max) (summed as the log-softmax sums it).
     private static float LogSumExp(ReadOnlySpan<float> x)
     {
         float max = Simd.Max(x);
-        var vmax = Vector256.Create(max);
-        var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
-        int n = x.Length, i;
-        for (i = 0; i <= n - 32; i += 32)
-        {
-            a0 += Vector256.Exp(Vector256.Create(x[i..]) - vmax);
-            a1 += Vector256.Exp(Vector256.Create(x[(i + 8)..]) - vmax);
-            a2 += Vector256.Exp(Vector256.Create(x[(i + 16)..]) - vmax);
-            a3 += Vector256.Exp(Vector256.Create(x[(i + 24)..]) - vmax);
-        }
-        for (; i <= n - 8; i += 8) a0 += Vector256.Exp(Vector256.Create(x[i..]) - vmax);
-        float sum = Vector256.Sum((a0 + a1) + (a2 + a3));
-        for (; i < n; i++) sum += MathF.Exp(x[i] - max);
-        return max + MathF.Log(sum);
+        return max + MathF.Log(SumExp(x, max));
     }
 }

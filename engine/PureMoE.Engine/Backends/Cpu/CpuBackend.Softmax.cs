@@ -40,19 +40,7 @@ public partial class CpuBackend
         var vmax = Vector256.Create(max);
         if (log)
         {
-            // Σ exp(x − max) in the fixed order of Simd.Sum (four 8-lane accumulators, then the tail).
-            var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
-            for (i = 0; i <= n - 32; i += 32)
-            {
-                a0 += Vector256.Exp(Vector256.Create(x[i..]) - vmax);
-                a1 += Vector256.Exp(Vector256.Create(x[(i + 8)..]) - vmax);
-                a2 += Vector256.Exp(Vector256.Create(x[(i + 16)..]) - vmax);
-                a3 += Vector256.Exp(Vector256.Create(x[(i + 24)..]) - vmax);
-            }
-            for (; i <= n - 8; i += 8) a0 += Vector256.Exp(Vector256.Create(x[i..]) - vmax);
-            float sum = Vector256.Sum((a0 + a1) + (a2 + a3));
-            for (; i < n; i++) sum += MathF.Exp(x[i] - max);
-            float logSum = MathF.Log(sum);
+            float logSum = MathF.Log(SumExp(x, max));
             var vls = Vector256.Create(logSum);
             for (i = 0; i <= n - 8; i += 8) (Vector256.Create(x[i..]) - vmax - vls).CopyTo(y[i..]);
             for (; i < n; i++) y[i] = x[i] - max - logSum;
@@ -66,6 +54,26 @@ public partial class CpuBackend
             for (i = 0; i <= n - 8; i += 8) (Vector256.Create(y[i..]) / vs).CopyTo(y[i..]);
             for (; i < n; i++) y[i] /= sum;
         }
+    }
+
+    // Σ exp(x − max) in the fixed order of Simd.Sum (four 8-lane accumulators, then the tail).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float SumExp(ReadOnlySpan<float> x, float max)
+    {
+        var vmax = Vector256.Create(max);
+        var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+        int n = x.Length, i;
+        for (i = 0; i <= n - 32; i += 32)
+        {
+            a0 += Vector256.Exp(Vector256.Create(x[i..]) - vmax);
+            a1 += Vector256.Exp(Vector256.Create(x[(i + 8)..]) - vmax);
+            a2 += Vector256.Exp(Vector256.Create(x[(i + 16)..]) - vmax);
+            a3 += Vector256.Exp(Vector256.Create(x[(i + 24)..]) - vmax);
+        }
+        for (; i <= n - 8; i += 8) a0 += Vector256.Exp(Vector256.Create(x[i..]) - vmax);
+        float sum = Vector256.Sum((a0 + a1) + (a2 + a3));
+        for (; i < n; i++) sum += MathF.Exp(x[i] - max);
+        return sum;
     }
 
     /// <inheritdoc />
