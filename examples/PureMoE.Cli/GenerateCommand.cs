@@ -74,6 +74,17 @@ public static class GenerateCommand
         clock.Restart();
         var ids = Tensor.FromHost(promptIds, [1, promptIds.Length], on);
         var output = model.Generate(ids, count, temperature, topP, new Rng(seed));
-        return new Result(tokenizer.Decode(output.ToLongArray()), count, load, clock.Elapsed.TotalSeconds);
+        var kept = BeforeEndOfText(output.ToLongArray(), promptIds.Length, tokenizer.EndOfText);
+        return new Result(tokenizer.Decode(kept), count, load, clock.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>
+    /// The prompt and its continuation up to, not including, the first end-of-text token generated after the prompt
+    /// (SentencePiece's EOS: a text ends there, and what a model makes after it is not kept); all of it without one.
+    /// </summary>
+    public static long[] BeforeEndOfText(long[] ids, int promptLength, long? endOfText)
+    {
+        int end = endOfText is long eos ? Array.IndexOf(ids, eos, Math.Min(promptLength, ids.Length)) : -1;
+        return end < 0 ? ids : ids[..end];
     }
 }

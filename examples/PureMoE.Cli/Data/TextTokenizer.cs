@@ -10,19 +10,24 @@ namespace PureMoE.Cli.Data;
 /// 256, nothing to learn. <c>gpt2</c>: GPT-2's byte-level BPE (Microsoft.ML.Tokenizers, its 50,257-token vocabulary
 /// embedded in the package), about 3.3 bytes per token on English text, so a context of the same length sees more text,
 /// at the price of a 50,257-row embedding and output layer. A model directory names its tokenizer in
-/// <see cref="FileName"/>; a directory without one (older models, Hugging Face checkpoints) is byte-level.
+/// <see cref="FileName"/>; a Hugging Face Llama/Mixtral checkpoint brings its SentencePiece <c>tokenizer.model</c>
+/// (read by Microsoft.ML.Tokenizers' LlamaTokenizer, prompts begin with its BOS); a directory with neither is byte-level.
 /// </summary>
 public sealed class TextTokenizer
 {
     /// <summary>The file in a model directory that names its tokenizer.</summary>
     public const string FileName = "puremoe_tokenizer.json";
 
+    /// <summary>A Hugging Face checkpoint's SentencePiece model, beside its config.json.</summary>
+    public const string SentencePieceFile = "tokenizer.model";
+
     /// <summary>The tokenizers <see cref="Create"/> knows.</summary>
     public static IReadOnlyList<string> Names { get; } = ["bytes", "gpt2"];
 
     private readonly Tokenizer? _bpe;
 
-    private TextTokenizer(string name, int vocabSize, Tokenizer? bpe) => (Name, VocabSize, _bpe) = (name, vocabSize, bpe);
+    private TextTokenizer(string name, int vocabSize, Tokenizer? bpe, long? endOfText = null) =>
+        (Name, VocabSize, _bpe, EndOfText) = (name, vocabSize, bpe, endOfText);
 
     /// <summary>The byte-level tokenizer (vocabulary 256).</summary>
     public static TextTokenizer Bytes { get; } = new("bytes", 256, null);
@@ -32,6 +37,24 @@ public sealed class TextTokenizer
 
     /// <summary>Token ids run from 0 to VocabSize − 1.</summary>
     public int VocabSize { get; }
+
+    /// <summary>The token that ends a text (SentencePiece's EOS), after which generate keeps nothing; null if none.</summary>
+    public long? EndOfText { get; }
+
+    /// <summary>A SentencePiece tokenizer from a <c>tokenizer.model</c> file (BOS added to encoded text, as Llama's).</summary>
+    public static TextTokenizer FromSentencePiece(string path)
+    {
+        try
+        {
+            using var stream = File.OpenRead(path);
+            var sp = LlamaTokenizer.Create(stream, addBeginOfSentence: true, addEndOfSentence: false);
+            return new TextTokenizer("sentencepiece", sp.Vocabulary.Count, sp, sp.EndOfSentenceId);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)   // the reader's own parse errors have no common type
+        {
+            throw new CliException($"{path}: not a SentencePiece model ({e.Message})");
+        }
+    }
 
     /// <summary>The tokenizer called <paramref name="name"/> (one of <see cref="Names"/>).</summary>
     public static TextTokenizer Create(string name) => name switch
@@ -66,8 +89,16 @@ public sealed class TextTokenizer
     /// </summary>
     public static TextTokenizer ForModel(string modelDir, int modelVocab)
     {
-        string path = Path.Combine(modelDir, FileName);
+        string path = Path.Combine(modelDir, FileName), sentencePiece = Path.Combine(modelDir, SentencePieceFile);
         TextTokenizer tokenizer;
+        if (!File.Exists(path) && File.Exists(sentencePiece))
+        {
+            // A checkpoint may pad its vocabulary past the tokenizer's pieces, never the other way round.
+            tokenizer = FromSentencePiece(sentencePiece);
+            if (tokenizer.VocabSize > modelVocab)
+                throw new CliException($"--model {modelDir}: vocabulary {modelVocab}, but {SentencePieceFile} has {tokenizer.VocabSize} pieces");
+            return tokenizer;
+        }
         if (!File.Exists(path)) tokenizer = Bytes;
         else
         {
@@ -81,7 +112,7 @@ public sealed class TextTokenizer
         }
         if (tokenizer.VocabSize != modelVocab)
             throw new CliException($"--model {modelDir}: vocabulary {modelVocab}, but its tokenizer ({tokenizer.Name}" +
-                                   (File.Exists(path) ? $", from {FileName}" : $": no {FileName}, so bytes") + $") has {tokenizer.VocabSize} tokens");
+                                   (File.Exists(path) ? $", from {FileName}" : $": no {FileName} or {SentencePieceFile}, so bytes") + $") has {tokenizer.VocabSize} tokens");
         return tokenizer;
     }
 }

@@ -73,4 +73,49 @@ public sealed class TokenizerTests : IDisposable
         Assert.Contains(TextTokenizer.FileName, missing.Message);
         Assert.Contains("50257", missing.Message);
     }
+
+    // tiny-sentencepiece.model: 320 BPE pieces with byte fallback, made by Data/make_tiny_sentencepiece.py.
+    private static string SentencePieceFixture => Path.Combine(AppContext.BaseDirectory, "Data", "tiny-sentencepiece.model");
+
+    [Fact]
+    public void AHuggingFaceCheckpointsSentencePieceModelTokenizesAsSentencePieceDoes()
+    {
+        var sp = TextTokenizer.FromSentencePiece(SentencePieceFixture);
+        Assert.Equal(320, sp.VocabSize);
+        Assert.Equal(2, sp.EndOfText);
+        // The ids Google's SentencePiece 0.1.97 gives (printed by the script that made the model), after Llama's BOS (1).
+        const string sample = "the king sees a red ball 42 ünï";
+        long[] expected = [1, 274, 286, 293, 292, 296, 300, 264, 287, 259, 270, 272, 286, 305, 290, 261, 286, 316, 315, 286, 198, 191, 296, 198, 178];
+        Assert.Equal(expected, sp.Encode(sample));
+        Assert.Equal(sample, sp.Decode(expected));
+
+        // A Mixtral-format directory with tokenizer.model: generate reads and writes text with it.
+        string dir = Path.Combine(_dir, "hf");
+        var config = new PureMoE.Models.MixtralConfig
+        {
+            VocabSize = 320, HiddenSize = 16, IntermediateSize = 32, NumHiddenLayers = 1, NumAttentionHeads = 2, NumKeyValueHeads = 1,
+            NumLocalExperts = 2, NumExpertsPerTok = 1, MaxPositionEmbeddings = 64,
+        };
+        MoeMixtral.Save(MoeMixtral.Create(config, new Rng(3)), dir);
+        File.Copy(SentencePieceFixture, Path.Combine(dir, TextTokenizer.SentencePieceFile));
+        Assert.Equal("sentencepiece", TextTokenizer.ForModel(dir, 320).Name);
+        var a = GenerateCommand.RunTimed(dir, "the king", 6, 1.0, 1.0, 5);
+        Assert.StartsWith("the king", a.Text);
+        Assert.Equal(a.Text, GenerateCommand.Run(dir, "the king", 6, 1.0, 1.0, 5));
+
+        // A model may have more rows than the tokenizer has pieces (padded vocabularies), not fewer.
+        var small = Assert.Throws<CliException>(() => TextTokenizer.ForModel(dir, 300));
+        Assert.Contains("320 pieces", small.Message);
+        File.WriteAllBytes(Path.Combine(_dir, "bad.model"), [1, 2, 3, 4, 5]);
+        Assert.Contains("not a SentencePiece model", Assert.Throws<CliException>(() => TextTokenizer.FromSentencePiece(Path.Combine(_dir, "bad.model"))).Message);
+    }
+
+    [Fact]
+    public void GeneratedTextEndsAtTheEndOfTextToken()
+    {
+        // EOS (2) in the prompt is kept; the first one generated after it ends the text.
+        Assert.Equal([1, 2, 7, 9], GenerateCommand.BeforeEndOfText([1, 2, 7, 9, 2, 5, 2], 2, 2));
+        Assert.Equal([1, 5, 6], GenerateCommand.BeforeEndOfText([1, 5, 6], 1, 2));
+        Assert.Equal([1, 2, 6], GenerateCommand.BeforeEndOfText([1, 2, 6], 1, null));
+    }
 }
