@@ -36,10 +36,10 @@ else
 fi
 git check-ignore -q .gpu || { echo "pack.sh: .gpu/ is not git-ignored" >&2; exit 1; }
 
-# Prune what the GPU run never loads, to fit the 64 MiB: satellite resource folders, ScottPlot's native Skia and
+# Prune what the GPU run never loads, to fit the 64 MiB: satellite resource folders (not the tests' Data/), ScottPlot's native Skia and
 # HarfBuzz (plot tests only), BenchmarkDotNet's disassembler natives (the quick commands don't disassemble), XML docs.
 for d in .gpu/PureMoE.Engine.Tests .gpu/PureMoE.Moe.Tests .gpu/PureMoE.Bench; do
-  find "$d" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+  find "$d" -mindepth 1 -maxdepth 1 -type d ! -name Data -exec rm -rf {} +
   rm -f "$d"/libSkiaSharp.so "$d"/libHarfBuzzSharp.so "$d"/libcapstone.so "$d"/*.xml
 done
 
