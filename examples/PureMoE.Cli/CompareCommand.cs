@@ -171,7 +171,7 @@ public static class CompareCommand
     }
 
     // What a loss is measured in: per byte for byte-level tokens, per BPE token otherwise.
-    private static string LossUnit(TrainOptions o) => o.Tokenizer == "bytes" ? "nats/byte" : $"nats per {o.Tokenizer} token";
+    private static string LossUnit(TrainOptions o) => o.Tokenizer == "bytes" ? "nats/byte" : $"nats per {Data.TextTokenizer.Kind(o.Tokenizer)} token";
 
     private static string ResultsMarkdown(IReadOnlyList<CompareRun> runs, TrainOptions o, IReadOnlyList<ulong> seeds, string? commandLine, TimeSpan elapsed)
     {
@@ -179,7 +179,7 @@ public static class CompareCommand
         var sb = new StringBuilder();
         sb.AppendLine("# Router comparison").AppendLine();
         if (commandLine is not null) sb.AppendLine($"Command: `puremoe {commandLine}`").AppendLine();
-        sb.AppendLine($"Data: {o.DataPath ?? "embedded generated corpus"}{(o.Tokenizer == "bytes" ? "" : $", {o.Tokenizer} tokens")}; model d {o.Hidden}, {o.Layers} layers, {o.Experts} experts, ff {o.FeedForward}, " +
+        sb.AppendLine($"Data: {o.DataPath ?? "embedded generated corpus"}{(o.Tokenizer == "bytes" ? "" : $", {Data.TextTokenizer.Kind(o.Tokenizer)} tokens")}; model d {o.Hidden}, {o.Layers} layers, {o.Experts} experts, ff {o.FeedForward}, " +
                       $"context {o.Seq}, batch {o.Batch}{(o.Accum > 1 ? $" x {o.Accum} micro-batches" : "")}, {o.Steps} steps (≈ {(double)o.Steps * o.Batch * o.Accum * o.Seq / 1e6:F2} M tokens), AdamW lr {o.LearningRate} " +
                       $"warmup {o.Warmup} + cosine, clip {o.Clip}; seeds {string.Join(", ", seeds)}; validation on {o.EvalBatches} fixed batches; " +
                       $"{Environment.ProcessorCount} cores; total {elapsed.TotalMinutes:F1} min.").AppendLine();

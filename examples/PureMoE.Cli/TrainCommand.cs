@@ -78,7 +78,7 @@ public static class TrainCommand
     public static List<(string Name, Option Option)> AddRunFlags(Command cmd, TrainOptions d) =>
     [
         ("data", Add(cmd, new Option<string?>("--data") { Description = "UTF-8 text file to train on (default: the embedded generated corpus)" })),
-        ("tokenizer", Add(cmd, new Option<string>("--tokenizer") { Description = "bytes (UTF-8 bytes, vocabulary 256) | gpt2 (GPT-2's BPE, 50,257 tokens)", DefaultValueFactory = _ => d.Tokenizer })),
+        ("tokenizer", Add(cmd, new Option<string>("--tokenizer") { Description = "bytes (UTF-8 bytes, vocabulary 256) | gpt2 (GPT-2's BPE, 50,257 tokens) | PATH.model (a SentencePiece model, e.g. a Llama checkpoint's tokenizer.model)", DefaultValueFactory = _ => d.Tokenizer })),
         ("steps", Add(cmd, new Option<int>("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => d.Steps })),
         ("batch", Add(cmd, new Option<int>("--batch") { Description = "sequences per batch (per micro-batch with --accum)", DefaultValueFactory = _ => d.Batch })),
         ("accum", Add(cmd, new Option<int>("--accum") { Description = "gradient accumulation: micro-batches of --batch sequences per optimizer step (activation memory of one)", DefaultValueFactory = _ => d.Accum })),
@@ -263,7 +263,7 @@ public static class TrainCommand
         var schedule = new LrSchedule(o.LearningRate, Math.Min(o.Warmup, o.Steps), o.Steps, o.LearningRate / 10);
         var cfg = model.Config;
         log.WriteLine($"train: {(o.DataPath ?? "embedded corpus (" + string.Join(", ", SyntheticCorpus.Domains) + ")")}, " +
-                      $"{data.TrainLength:N0} train / {data.ValidLength:N0} valid {(o.Tokenizer == "bytes" ? "bytes" : o.Tokenizer + " tokens")}");
+                      $"{data.TrainLength:N0} train / {data.ValidLength:N0} valid {(o.Tokenizer == "bytes" ? "bytes" : TextTokenizer.Kind(o.Tokenizer) + " tokens")}");
         log.WriteLine($"model: {cfg.NumHiddenLayers} layers, d {cfg.HiddenSize}, ff {cfg.IntermediateSize}, {cfg.NumLocalExperts} experts, " +
                       $"router {MoeMixtral.SpecOf(cfg).ToJson()}, {model.ParameterCount:N0} parameters; {o.Steps} steps of {o.Batch}x{o.Seq} tokens{(o.Accum > 1 ? $" x {o.Accum} micro-batches" : "")}, seed {o.Seed}" +
                       (device.IsHost ? "" : $", on {device}"));
@@ -530,7 +530,7 @@ public static class TrainCommand
         if (o.Router.Name != "c2r")
             throw new CliException("--from is for continuing with --router c2r (profiled from the saved model)");
         string saved = TextTokenizer.ForModel(o.FromDir!, start.Config.VocabSize).Name;
-        if (saved != o.Tokenizer)
+        if (saved != TextTokenizer.Kind(o.Tokenizer))
             throw new CliException($"--from {o.FromDir}: the model was trained with --tokenizer {saved}, not {o.Tokenizer}");
         return SwitchToC2R(start, o, data, log, o.FromDir!, device);
     }

@@ -19,7 +19,7 @@ public sealed record TrainOptions
     public int Steps { get; init; } = 300;
     /// <summary>Sequences per batch (per micro-batch when <see cref="Accum"/> &gt; 1).</summary>
     public int Batch { get; init; } = 16;
-    /// <summary>How the text becomes tokens: "bytes" (vocabulary 256) or "gpt2" (GPT-2's BPE, 50,257 tokens).</summary>
+    /// <summary>How the text becomes tokens: "bytes" (vocabulary 256), "gpt2" (GPT-2's BPE, 50,257 tokens) or a SentencePiece .model path.</summary>
     public string Tokenizer { get; init; } = "bytes";
     /// <summary>Gradient accumulation: micro-batches of <see cref="Batch"/> sequences per optimizer step.</summary>
     public int Accum { get; init; } = 1;

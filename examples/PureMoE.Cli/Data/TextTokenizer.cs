@@ -56,14 +56,23 @@ public sealed class TextTokenizer
         }
     }
 
-    /// <summary>The tokenizer called <paramref name="name"/> (one of <see cref="Names"/>).</summary>
+    /// <summary>
+    /// The tokenizer called <paramref name="name"/> (one of <see cref="Names"/>), or the SentencePiece model at a path
+    /// ending in ".model" (a Llama checkpoint's tokenizer.model, say).
+    /// </summary>
     public static TextTokenizer Create(string name) => name switch
     {
         "bytes" => Bytes,
         // 50,256 merged tokens plus <|endoftext|> (id 50256), as GPT-2's vocabulary.
         "gpt2" => new("gpt2", 50257, TiktokenTokenizer.CreateForModel("gpt2")),
-        _ => throw new CliException($"--tokenizer {name}: unknown (tokenizers: {string.Join(", ", Names)})"),
+        _ when IsSentencePiecePath(name) => File.Exists(name) ? FromSentencePiece(name) : throw new CliException($"--tokenizer {name}: no such file"),
+        _ => throw new CliException($"--tokenizer {name}: unknown (tokenizers: {string.Join(", ", Names)}, or a SentencePiece .model file)"),
     };
+
+    /// <summary>What kind of tokenizer a --tokenizer value names: "bytes", "gpt2" or "sentencepiece" (a .model path).</summary>
+    public static string Kind(string name) => IsSentencePiecePath(name) ? "sentencepiece" : name;
+
+    private static bool IsSentencePiecePath(string name) => name.EndsWith(".model", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>The text as token ids.</summary>
     public long[] Encode(string text) =>
@@ -76,10 +85,18 @@ public sealed class TextTokenizer
     public string Decode(IEnumerable<long> ids) =>
         _bpe is null ? Encoding.UTF8.GetString(ids.Select(i => (byte)i).ToArray()) : _bpe.Decode(ids.Select(i => (int)i)) ?? "";
 
-    /// <summary>Writes <see cref="FileName"/> naming tokenizer <paramref name="name"/> into a model directory (nothing for "bytes", the default).</summary>
+    /// <summary>
+    /// Records tokenizer <paramref name="name"/> in a model directory: nothing for "bytes" (the default), a copy of a
+    /// SentencePiece model as tokenizer.model (as Hugging Face checkpoints carry it), else <see cref="FileName"/>.
+    /// </summary>
     public static void Save(string modelDir, string name)
     {
         if (name == "bytes") return;
+        if (IsSentencePiecePath(name))
+        {
+            File.Copy(name, Path.Combine(modelDir, SentencePieceFile), overwrite: true);
+            return;
+        }
         File.WriteAllText(Path.Combine(modelDir, FileName), new JsonObject { ["name"] = name }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 

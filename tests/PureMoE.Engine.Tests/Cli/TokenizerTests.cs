@@ -118,4 +118,22 @@ public sealed class TokenizerTests : IDisposable
         Assert.Equal([1, 5, 6], GenerateCommand.BeforeEndOfText([1, 5, 6], 1, 2));
         Assert.Equal([1, 2, 6], GenerateCommand.BeforeEndOfText([1, 2, 6], 1, null));
     }
+
+    [Fact]
+    public void TrainingWithASentencePieceModelSavesItAsTheCheckpointsTokenizer()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        string dir = Path.Combine(_dir, "sp");
+        var run = TrainCommand.Run(Tiny(SentencePieceFixture) with { OutDir = dir }, TextWriter.Null, ct);
+        Assert.Equal(320, run.Model.Config.VocabSize);
+        Assert.InRange(run.TrainLosses[0], 5.2, 6.4);   // ≈ ln 320 = 5.77 at initialisation
+        // Saved as a Hugging Face checkpoint carries it, so generate (and any Llama-tokenizer reader) finds it.
+        Assert.Equal(File.ReadAllBytes(SentencePieceFixture), File.ReadAllBytes(Path.Combine(dir, TextTokenizer.SentencePieceFile)));
+        Assert.False(File.Exists(Path.Combine(dir, TextTokenizer.FileName)));
+        Assert.StartsWith("the cat", GenerateCommand.Run(dir, "the cat", 4, 0, 1, 1));
+        Assert.Equal("sentencepiece", TextTokenizer.Kind(SentencePieceFixture));
+
+        var missing = Assert.Throws<CliException>(() => TrainCommand.Run(Tiny(Path.Combine(_dir, "none.model")), TextWriter.Null, ct));
+        Assert.Contains("no such file", missing.Message);
+    }
 }
