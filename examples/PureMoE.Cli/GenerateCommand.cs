@@ -27,8 +27,10 @@ public static class GenerateCommand
         var cmd = new Command("generate", "Continue a prompt with a trained model (byte-level or GPT-2 BPE; KV cache)") { model, prompt, tokens, temperature, topP, seed, device };
         cmd.SetAction(r => CliErrors.Run(() =>
         {
-            var result = RunTimed(r.GetValue(model)!, r.GetValue(prompt)!, r.GetValue(tokens), r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(device)!);
-            Console.Out.WriteLine(result.Text);
+            // The text appears as it is generated (Console.Out flushes each write).
+            var result = RunTimed(r.GetValue(model)!, r.GetValue(prompt)!, r.GetValue(tokens), r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(device)!,
+                Console.Out.Write);
+            Console.Out.WriteLine();
             // The timings go to stderr, so the text on stdout stays clean for a pipe.
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"generated {result.Tokens} tokens in {result.GenerateSeconds:F2} s ({result.Tokens / Math.Max(result.GenerateSeconds, 1e-9):F1} tokens/s, prompt included); model loaded in {result.LoadSeconds:F2} s"));
@@ -49,8 +51,12 @@ public static class GenerateCommand
     /// <summary>What <see cref="RunTimed"/> gives: the text, and the seconds spent loading the model and generating.</summary>
     public sealed record Result(string Text, int Tokens, double LoadSeconds, double GenerateSeconds);
 
-    /// <summary><see cref="Run"/>, timed.</summary>
-    public static Result RunTimed(string modelDir, string prompt, int? tokens, double temperature, double topP, ulong seed, string device = "cpu")
+    /// <summary>
+    /// <see cref="Run"/>, timed; with <paramref name="onText"/>, the text is also handed over piece by piece as it is
+    /// generated (the prompt first), the pieces adding up to the result's text.
+    /// </summary>
+    public static Result RunTimed(string modelDir, string prompt, int? tokens, double temperature, double topP, ulong seed, string device = "cpu",
+        Action<string>? onText = null)
     {
         var clock = Stopwatch.StartNew();
         var on = CliDevice.Resolve(device);
@@ -72,19 +78,53 @@ public static class GenerateCommand
         model.Eval();
         double load = clock.Elapsed.TotalSeconds;
         clock.Restart();
-        var ids = Tensor.FromHost(promptIds, [1, promptIds.Length], on);
-        var output = model.Generate(ids, count, temperature, topP, new Rng(seed));
-        var kept = BeforeEndOfText(output.ToLongArray(), promptIds.Length, tokenizer.EndOfText);
-        return new Result(tokenizer.Decode(kept), count, load, clock.Elapsed.TotalSeconds);
+        var all = new List<long>(promptIds);
+        var shown = new TextStream(tokenizer, onText);
+        shown.Update(all, final: false);
+        int generated = 0;
+        var stream = model.GenerateTokens(Tensor.FromHost(promptIds, [1, promptIds.Length], on), count, temperature, topP, new Rng(seed));
+        foreach (long token in UntilEndOfText(stream, tokenizer.EndOfText, () => generated++))
+        {
+            all.Add(token);
+            shown.Update(all, final: false);
+        }
+        string text = shown.Update(all, final: true);
+        return new Result(text, generated, load, clock.Elapsed.TotalSeconds);
     }
 
     /// <summary>
-    /// The prompt and its continuation up to, not including, the first end-of-text token generated after the prompt
-    /// (SentencePiece's EOS: a text ends there, and what a model makes after it is not kept); all of it without one.
+    /// The tokens of <paramref name="tokens"/> before the first <paramref name="endOfText"/> (SentencePiece's EOS: a
+    /// text ends there), which is not yielded and after which nothing more is asked for (no more tokens computed);
+    /// <paramref name="onEach"/> counts every token taken, the end-of-text one included.
     /// </summary>
-    public static long[] BeforeEndOfText(long[] ids, int promptLength, long? endOfText)
+    public static IEnumerable<long> UntilEndOfText(IEnumerable<long> tokens, long? endOfText, Action? onEach = null)
     {
-        int end = endOfText is long eos ? Array.IndexOf(ids, eos, Math.Min(promptLength, ids.Length)) : -1;
-        return end < 0 ? ids : ids[..end];
+        foreach (long token in tokens)
+        {
+            onEach?.Invoke();
+            if (token == endOfText) yield break;
+            yield return token;
+        }
+    }
+
+    // Hands text over as it grows: each time, what the ids decode to beyond what was handed over, except a trailing
+    // U+FFFD (a UTF-8 sequence the next token may complete) until the end.
+    private sealed class TextStream(TextTokenizer tokenizer, Action<string>? onText)
+    {
+        private string _shown = "";
+
+        public string Update(List<long> ids, bool final)
+        {
+            if (onText is null && !final) return _shown;
+            string text = tokenizer.Decode(ids);
+            int stable = text.Length;
+            while (!final && stable > 0 && text[stable - 1] == '\uFFFD') stable--;
+            if (onText is not null && stable > _shown.Length && text.StartsWith(_shown, StringComparison.Ordinal))
+            {
+                onText(text[_shown.Length..stable]);
+                _shown = text[..stable];
+            }
+            return text;
+        }
     }
 }

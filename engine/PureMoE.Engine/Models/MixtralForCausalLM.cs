@@ -112,4 +112,34 @@ public sealed class MixtralForCausalLM : Module
         }
         return Tensor.FromHost(rows.SelectMany(r => r).ToArray(), [batch, rows[0].Count], inputIds.Device);
     }
+
+    /// <summary>
+    /// <see cref="Generate"/> for one prompt [1, S], one token at a time: each new token is yielded as soon as it is
+    /// sampled (the same tokens as <see cref="Generate"/> for the same <paramref name="rng"/> state), so a caller can
+    /// show text as it comes and stop early (at an end-of-text token, say) without computing the rest.
+    /// </summary>
+    public IEnumerable<long> GenerateTokens(Tensor promptIds, int maxNewTokens, double temperature, double topP, Rng rng)
+    {
+        if (promptIds.Rank != 2 || promptIds.Size(0) != 1 || promptIds.Size(1) == 0)
+            throw new ArgumentException($"GenerateTokens: prompt ids must be [1, S] with S ≥ 1, got {promptIds.Shape}");
+        return Tokens();
+
+        IEnumerable<long> Tokens()
+        {
+            var cache = NewCache();
+            var next = promptIds;
+            for (int step = 0; step < maxNewTokens; step++)
+            {
+                long picked;
+                using (GradMode.NoGrad())
+                {
+                    var logits = Forward(next, cache);
+                    var last = logits.Narrow(1, logits.Size(1) - 1, 1).ToDoubleArray();
+                    picked = Sampling.Sample(last, temperature, topP, rng);
+                }
+                yield return picked;
+                next = Tensor.FromHost(new[] { picked }, [1, 1], promptIds.Device);
+            }
+        }
+    }
 }

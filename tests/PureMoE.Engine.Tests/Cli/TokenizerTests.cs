@@ -111,12 +111,40 @@ public sealed class TokenizerTests : IDisposable
     }
 
     [Fact]
-    public void GeneratedTextEndsAtTheEndOfTextToken()
+    public void GenerationStopsAtTheEndOfTextToken()
     {
-        // EOS (2) in the prompt is kept; the first one generated after it ends the text.
-        Assert.Equal([1, 2, 7, 9], GenerateCommand.BeforeEndOfText([1, 2, 7, 9, 2, 5, 2], 2, 2));
-        Assert.Equal([1, 5, 6], GenerateCommand.BeforeEndOfText([1, 5, 6], 1, 2));
-        Assert.Equal([1, 2, 6], GenerateCommand.BeforeEndOfText([1, 2, 6], 1, null));
+        // Tokens after EOS (2) are never asked for: this stream would throw if they were.
+        static IEnumerable<long> Stream()
+        {
+            yield return 7;
+            yield return 9;
+            yield return 2;
+            throw new InvalidOperationException("a token after the end of the text was computed");
+        }
+        int taken = 0;
+        Assert.Equal([7L, 9L], GenerateCommand.UntilEndOfText(Stream(), 2, () => taken++).ToArray());
+        Assert.Equal(3, taken);
+        Assert.Equal([7L, 9L, 5L], GenerateCommand.UntilEndOfText([7L, 9L, 5L], null).ToArray());
+    }
+
+    [Theory]
+    [InlineData("bytes")]
+    [InlineData("gpt2")]
+    [InlineData("sentencepiece")]
+    public void StreamedTextAddsUpToTheGeneratedText(string tokenizer)
+    {
+        string dir = Path.Combine(_dir, "stream-" + tokenizer);
+        TrainCommand.Run(Tiny(tokenizer == "sentencepiece" ? SentencePieceFixture : tokenizer) with { Steps = 1, OutDir = dir }, TextWriter.Null,
+            TestContext.Current.CancellationToken);
+        foreach (ulong seed in new ulong[] { 1, 2, 3 })
+        {
+            var pieces = new List<string>();
+            var streamed = GenerateCommand.RunTimed(dir, "the cat ün", 12, 1.5, 1.0, seed, onText: pieces.Add);
+            Assert.Equal(streamed.Text, string.Concat(pieces));
+            Assert.Equal(GenerateCommand.Run(dir, "the cat ün", 12, 1.5, 1.0, seed), streamed.Text);
+            Assert.StartsWith("the cat ün", pieces[0]);
+            Assert.True(pieces.Count > 1);
+        }
     }
 
     [Fact]

@@ -31,4 +31,24 @@ public sealed class TextGenerationTests
         Assert.Equal(TextGeneration.Decode(ids.Skip(2)), a);
         Assert.Throws<ArgumentException>(() => TextGeneration.Generate(model, "", 1));
     }
+
+    [Theory]
+    [InlineData(0.0, 1.0)]
+    [InlineData(1.3, 0.9)]
+    public void GenerateTokensYieldsWhatGenerateReturnsOneAtATime(double temperature, double topP)
+    {
+        var config = new MixtralConfig
+        {
+            VocabSize = 256, HiddenSize = 16, IntermediateSize = 32, NumHiddenLayers = 2, NumAttentionHeads = 2,
+            NumKeyValueHeads = 1, NumLocalExperts = 4, NumExpertsPerTok = 2, MaxPositionEmbeddings = 64,
+        };
+        var model = new MixtralForCausalLM(config, new Rng(3));
+        var prompt = TextGeneration.Encode("the cat");
+        long[] whole = model.Generate(prompt, 20, temperature, topP, new Rng(9)).ToLongArray()[7..];
+        Assert.Equal(whole, model.GenerateTokens(prompt, 20, temperature, topP, new Rng(9)).ToArray());
+        // Lazy: taking three computes three (the next draws of the same Rng continue where they stopped).
+        var rng = new Rng(9);
+        Assert.Equal(whole[..3], model.GenerateTokens(prompt, 20, temperature, topP, rng).Take(3).ToArray());
+        Assert.Throws<ArgumentException>(() => model.GenerateTokens(Tensor.FromArray(new long[] { 97, 98, 97, 98 }, 2, 2), 1, 0, 1, new Rng(0)));
+    }
 }
