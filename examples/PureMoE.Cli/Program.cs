@@ -2,7 +2,7 @@ using System.CommandLine;
 
 namespace PureMoE.Cli;
 
-/// <summary>The `puremoe` command-line tool: train, compare, generate, inspect, eval, route.</summary>
+/// <summary>The `puremoe` command-line tool: train, compare, generate, inspect, perplexity, eval, route.</summary>
 public static class Program
 {
     /// <summary>Parses the command line and runs the sub-command.</summary>
@@ -18,6 +18,7 @@ public static class Program
         root.Subcommands.Add(CompareCommand.Build());
         root.Subcommands.Add(GenerateCommand.Build());
         root.Subcommands.Add(InspectCommand.Build());
+        root.Subcommands.Add(PerplexityCommand.Build());
         return root;
     }
 }
