@@ -18,7 +18,7 @@
 #      layer with each kernel and grouped-GEMM choice
 #   4. bench/check_torch.sh on CUDA (every router's logits and gradients against PyTorch float64)
 #   5. the Moe tests' CUDA ones (Device=Cuda2 too on two GPUs), IndexAdd and ArgSort crossovers, the expert-parallel exchange, greedy decoding against PyTorch, ptxas and SASS counts
-#      of the large SGEMM kernel, `puremoe train --device cpu` for comparison
+#      of the large SGEMM kernel, training with GPT-2's vocabulary and --accum 2, `puremoe train --device cpu` for comparison
 # STEPS=REGEX runs only the steps whose names match (e.g. STEPS='gemm|moe'); BUDGET=SECONDS changes the budget.
 # Without nvidia-smi the same steps run on ILGPU's CPU accelerator with tiny shapes (to check this script, here).
 # Files in $OUT (at most 8 come back from the device tool):
@@ -249,6 +249,13 @@ if [ -s "$ptxdir/Sgemm128.ptx" ]; then
     say "ptxas not found: PTX kept in Sgemm128.ptx"
   fi
 fi
+# GPT-2's 50,257-token vocabulary on the device (cross-entropy rows 50K wide, a 50K-column GEMM) with gradient
+# accumulation (a scope per micro-batch): the paths the emulator runs only at toy sizes.
+if [ $gpu -eq 1 ]; then wide=(--steps 20 --batch 8 --accum 2 --eval-batches 1)
+else wide=(--steps 2 --batch 2 --seq 16 --hidden 16 --ff 32 --accum 2 --eval-batches 1 --warmup 1); fi
+step "puremoe train --device $dev --tokenizer gpt2 ${wide[*]}" 150 \
+  bash -c 'CI=true dotnet "$1" train --device "$2" --tokenizer gpt2 "${@:4}" >"$3" 2>&1' _ "$cli" "$dev" "$work/train-gpt2.log" "${wide[@]}"
+[ -f "$work/train-gpt2.log" ] && { cat "$work/train-gpt2.log" >>"$bench"; grep -E '^(done in|error|device memory)' "$work/train-gpt2.log" | sed 's/^/  /' | tee -a "$summary" >&3; }
 [ $gpu -eq 1 ] && train cpu
 
 # --- the tables: ours vs PyTorch
