@@ -24,8 +24,8 @@ public static class MicroBatches
 
     /// <summary>
     /// Forward and backward of micro-batches 0 … N−2 of <paramref name="batch"/> (<c>[N·B, seq + 1]</c> tokens), each in
-    /// its own scope; the gradients stay in the caller's scope. The caller runs the last micro-batch itself, in its own
-    /// scope, as a step without accumulation does (so N = 1 is exactly that step), and combines with
+    /// its own scope; the gradients stay in the caller's scope. The caller runs the last micro-batch itself, in the
+    /// step's scope, as a step without accumulation does (so N = 1 is exactly that step), and combines with
     /// <see cref="Loss"/>, <see cref="Stats"/> and <see cref="Plans"/>.
     /// </summary>
     public static Earlier RunAllButLast(MixtralForCausalLM model, Tensor batch, int count, Device device)

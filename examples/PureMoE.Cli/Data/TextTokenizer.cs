@@ -24,15 +24,15 @@ public sealed class TextTokenizer
     /// <summary>The tokenizers <see cref="Create"/> knows.</summary>
     public static IReadOnlyList<string> Names { get; } = ["bytes", "gpt2"];
 
-    private readonly Tokenizer? _bpe;
+    private readonly Tokenizer? _subwords;
 
     private TextTokenizer(string name, int vocabSize, Tokenizer? bpe, long? endOfText = null) =>
-        (Name, VocabSize, _bpe, EndOfText) = (name, vocabSize, bpe, endOfText);
+        (Name, VocabSize, _subwords, EndOfText) = (name, vocabSize, bpe, endOfText);
 
     /// <summary>The byte-level tokenizer (vocabulary 256).</summary>
     public static TextTokenizer Bytes { get; } = new("bytes", 256, null);
 
-    /// <summary>"bytes" or "gpt2".</summary>
+    /// <summary>"bytes", "gpt2" or "sentencepiece".</summary>
     public string Name { get; }
 
     /// <summary>Token ids run from 0 to VocabSize − 1.</summary>
@@ -76,14 +76,14 @@ public sealed class TextTokenizer
 
     /// <summary>The text as token ids.</summary>
     public long[] Encode(string text) =>
-        _bpe is null ? Encoding.UTF8.GetBytes(text).Select(b => (long)b).ToArray() : _bpe.EncodeToIds(text).Select(i => (long)i).ToArray();
+        _subwords is null ? Encoding.UTF8.GetBytes(text).Select(b => (long)b).ToArray() : _subwords.EncodeToIds(text).Select(i => (long)i).ToArray();
 
     /// <summary>
     /// The text of token ids. Byte-level: a continuation may end inside a UTF-8 sequence, and invalid bytes decode
-    /// as U+FFFD; BPE tokens decode to their bytes the same way.
+    /// as U+FFFD; subword tokens decode to their bytes the same way (SentencePiece leaves out BOS and EOS).
     /// </summary>
     public string Decode(IEnumerable<long> ids) =>
-        _bpe is null ? Encoding.UTF8.GetString(ids.Select(i => (byte)i).ToArray()) : _bpe.Decode(ids.Select(i => (int)i)) ?? "";
+        _subwords is null ? Encoding.UTF8.GetString(ids.Select(i => (byte)i).ToArray()) : _subwords.Decode(ids.Select(i => (int)i)) ?? "";
 
     /// <summary>
     /// Records tokenizer <paramref name="name"/> in a model directory: nothing for "bytes" (the default), a copy of a
@@ -101,8 +101,9 @@ public sealed class TextTokenizer
     }
 
     /// <summary>
-    /// The tokenizer of a model directory (<see cref="FileName"/>, else byte-level), checked against the model's
-    /// vocabulary: a model whose vocabulary no known tokenizer fits is a <see cref="CliException"/> naming both.
+    /// The tokenizer of a model directory (<see cref="FileName"/>, else its <see cref="SentencePieceFile"/>, else
+    /// byte-level), checked against the model's vocabulary: a model whose vocabulary its tokenizer does not fit is a
+    /// <see cref="CliException"/> naming both.
     /// </summary>
     public static TextTokenizer ForModel(string modelDir, int modelVocab)
     {
