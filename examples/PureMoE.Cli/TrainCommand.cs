@@ -95,6 +95,7 @@ public static class TrainCommand
         ("kv-heads", Add(cmd, new Option<int>("--kv-heads") { Description = "key/value heads", DefaultValueFactory = _ => d.KvHeads })),
         ("experts", Add(cmd, new Option<int>("--experts") { Description = "experts per layer", DefaultValueFactory = _ => d.Experts })),
         ("k", Add(cmd, new Option<int>("--k") { Description = "experts per token", DefaultValueFactory = _ => d.TopK })),
+        ("tie-embeddings", Add(cmd, new Option<bool>("--tie-embeddings") { Description = "the output layer shares the embedding's weights (vocabulary × width fewer parameters; worth it for a large --tokenizer vocabulary)", DefaultValueFactory = _ => d.TieEmbeddings })),
         ("eval-every", Add(cmd, new Option<int>("--eval-every") { Description = "validate every N steps", DefaultValueFactory = _ => d.EvalEvery })),
         ("eval-batches", Add(cmd, new Option<int>("--eval-batches") { Description = "fixed validation batches per validation", DefaultValueFactory = _ => d.EvalBatches })),
         ("devices", Add(cmd, new Option<int>("--devices") { Description = "expert-parallel ranks P: each MoE layer runs on P devices (experts placed contiguously; C2R co-located): logical CPU devices with --device cpu, else P devices of --device's kind from it on (cuda:0 … cuda:P−1)", DefaultValueFactory = _ => d.Devices })),
@@ -423,6 +424,7 @@ public static class TrainCommand
             NumExpertsPerTok = o.TopK,
             MaxPositionEmbeddings = Math.Max(o.Seq, 128),
             RouterJson = o.Router.ToJson(),
+            TieWordEmbeddings = o.TieEmbeddings,
         };
         try
         {

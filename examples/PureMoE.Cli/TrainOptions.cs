@@ -21,6 +21,8 @@ public sealed record TrainOptions
     public int Batch { get; init; } = 16;
     /// <summary>How the text becomes tokens: "bytes" (vocabulary 256), "gpt2" (GPT-2's BPE, 50,257 tokens) or a SentencePiece .model path.</summary>
     public string Tokenizer { get; init; } = "bytes";
+    /// <summary>The output layer shares the embedding's weights (tie_word_embeddings): V·d fewer parameters.</summary>
+    public bool TieEmbeddings { get; init; }
     /// <summary>Gradient accumulation: micro-batches of <see cref="Batch"/> sequences per optimizer step.</summary>
     public int Accum { get; init; } = 1;
     /// <summary>Tokens per sequence.</summary>
@@ -81,7 +83,7 @@ public sealed record TrainOptions
     public static IReadOnlyList<string> RunNames { get; } =
     [
         "data", "tokenizer", "steps", "batch", "accum", "seq", "seed", "lr", "warmup", "weight-decay", "clip", "hidden", "ff", "layers", "heads",
-        "kv-heads", "experts", "k", "eval-every", "eval-batches", "devices",
+        "kv-heads", "experts", "k", "tie-embeddings", "eval-every", "eval-batches", "devices",
     ];
 
     /// <summary>Options about where output goes and where the run executes (not part of the run's identity).</summary>
@@ -103,6 +105,7 @@ public sealed record TrainOptions
         // Only when used, so checkpoints from before --accum existed still resume (their runs had one micro-batch).
         if (Accum != 1) d["accum"] = I(Accum);
         if (Tokenizer != "bytes") d["tokenizer"] = Tokenizer;
+        if (TieEmbeddings) d["tie-embeddings"] = "true";
         return d;
     }
 
@@ -128,6 +131,7 @@ public sealed record TrainOptions
             {
                 "data" => o with { DataPath = Path() },
                 "tokenizer" => o with { Tokenizer = v },
+                "tie-embeddings" => o with { TieEmbeddings = bool.TryParse(v, out bool tie) ? tie : throw new CliException($"{source}: tie-embeddings = '{v}' is not true or false") },
                 "steps" => o with { Steps = Int() },
                 "batch" => o with { Batch = Int() },
                 "accum" => o with { Accum = Int() },

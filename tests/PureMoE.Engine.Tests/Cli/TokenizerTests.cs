@@ -164,4 +164,20 @@ public sealed class TokenizerTests : IDisposable
         var missing = Assert.Throws<CliException>(() => TrainCommand.Run(Tiny(Path.Combine(_dir, "none.model")), TextWriter.Null, ct));
         Assert.Contains("no such file", missing.Message);
     }
+
+    [Fact]
+    public void TiedEmbeddingsShareTheVocabularysWeights()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        string dir = Path.Combine(_dir, "tied");
+        var untied = TrainCommand.Run(Tiny("gpt2") with { Steps = 1 }, TextWriter.Null, ct);
+        var tied = TrainCommand.Run(Tiny("gpt2") with { Steps = 2, TieEmbeddings = true, OutDir = dir }, TextWriter.Null, ct);
+        Assert.Equal(untied.Model.ParameterCount - 50257L * 16, tied.Model.ParameterCount);
+        Assert.Contains(untied.Model.NamedParameters(), p => p.Name == "lm_head.weight");
+        Assert.DoesNotContain(tied.Model.NamedParameters(), p => p.Name == "lm_head.weight");   // the output reads embed_tokens
+        Assert.Contains("\"tie_word_embeddings\": true", File.ReadAllText(Path.Combine(dir, "config.json")));
+        Assert.StartsWith("The cat", GenerateCommand.Run(dir, "The cat", 3, 0, 1, 1));
+        Assert.Equal("true", (Tiny("gpt2") with { TieEmbeddings = true }).ToValues()["tie-embeddings"]);
+        Assert.False(Tiny("gpt2").ToValues().ContainsKey("tie-embeddings"));
+    }
 }
