@@ -39,12 +39,12 @@ public static class TrainCheckpoint
     public static string StepDir(string parent, int step) => Path.Combine(parent, $"step-{step.ToString("D6", CultureInfo.InvariantCulture)}");
 
     /// <summary>Saves a checkpoint into <paramref name="dir"/> atomically (replacing what is there only once all is written).</summary>
-    public static void Save(string dir, MixtralForCausalLM model, AdamW optimizer, TrainState state, IReadOnlyList<RoutingStats?> stats)
+    public static void Save(string dir, MixtralForCausalLM model, AdamW optimizer, TrainState state, IReadOnlyList<RoutingStats?> stats, TextTokenizer tokenizer)
     {
         AtomicDirectory.Write(dir, temp =>
         {
             MoeMixtral.Save(model, temp);
-            TextTokenizer.Save(temp, state.Options.GetValueOrDefault("tokenizer") ?? "bytes");
+            tokenizer.SaveTo(temp);
             TensorIO.Save(Path.Combine(temp, OptimizerFile), optimizer.StateDict(copy: false)); // written before the next step
             File.WriteAllText(Path.Combine(temp, StatsFile), StatsJson(stats).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             File.WriteAllText(Path.Combine(temp, StateFile), StateJson(state).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -52,10 +52,10 @@ public static class TrainCheckpoint
     }
 
     /// <summary>Saves step checkpoint <c>parent/step-NNNNNN</c> and removes the oldest beyond <paramref name="keep"/> (0 keeps all).</summary>
-    public static string SaveStep(string parent, int keep, MixtralForCausalLM model, AdamW optimizer, TrainState state, IReadOnlyList<RoutingStats?> stats)
+    public static string SaveStep(string parent, int keep, MixtralForCausalLM model, AdamW optimizer, TrainState state, IReadOnlyList<RoutingStats?> stats, TextTokenizer tokenizer)
     {
         string dir = StepDir(parent, state.Step);
-        Save(dir, model, optimizer, state, stats);
+        Save(dir, model, optimizer, state, stats, tokenizer);
         if (keep > 0)
             foreach (string old in StepDirs(parent).SkipLast(keep)) Directory.Delete(old, recursive: true);
         return dir;

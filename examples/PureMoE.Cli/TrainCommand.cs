@@ -225,7 +225,10 @@ public static class TrainCommand
             catch (InvalidOperationException e) { throw new CliException($"--devices {o.Devices} --device {o.Device}: {e.Message}"); }
         }
         string text = o.DataPath is null ? SyntheticCorpus.Generate(400_000, o.Seed) : ReadText(o.DataPath);
-        var data = new TokenBatches(text, TextTokenizer.Create(o.Tokenizer));
+        // A resumed run's options are checked before anything else is read (a wrong one fails in a moment).
+        var ck = o.ResumeDir is null ? null : TrainCheckpoint.Open(o.ResumeDir);
+        if (ck is not null) CheckSameRun(o, ck);
+        var data = new TokenBatches(text, RunTokenizer(o, ck));
 
         MixtralForCausalLM model;
         AdamW optimizer;
@@ -233,10 +236,8 @@ public static class TrainCommand
         var valid = new List<(int Step, double Loss)>();
         int start = 0;
         long tokens = 0;
-        if (o.ResumeDir is not null)
+        if (ck is not null)
         {
-            var ck = TrainCheckpoint.Open(o.ResumeDir);
-            CheckSameRun(o, ck);
             model = TrainCheckpoint.LoadModel(ck, o.Devices);
             model.To(device);
             var savedRouter = MoeMixtral.SpecOf(model.Config);
@@ -284,9 +285,9 @@ public static class TrainCommand
         string SaveCheckpoint(int step)
         {
             if (o.CheckpointDir is not null)
-                return TrainCheckpoint.SaveStep(o.CheckpointDir, o.Keep, model, optimizer, State(step), lastStats);
+                return TrainCheckpoint.SaveStep(o.CheckpointDir, o.Keep, model, optimizer, State(step), lastStats, data.Tokenizer);
             string dir = o.OutDir ?? "puremoe-checkpoint";
-            TrainCheckpoint.Save(dir, model, optimizer, State(step), lastStats);
+            TrainCheckpoint.Save(dir, model, optimizer, State(step), lastStats, data.Tokenizer);
             return dir;
         }
 
@@ -371,10 +372,10 @@ public static class TrainCommand
             log.WriteLine($"kernels: {device.KernelsCompiled} compiled for {device} in {device.KernelCompileTime.TotalSeconds:F1} s, " +
                           "each once, on its first use (most in the first step)");
         if (device.UploadStagingUnavailable is { } why) log.WriteLine($"note: {why}");
-        if (o.CheckpointDir is not null) lastCheckpoint = TrainCheckpoint.SaveStep(o.CheckpointDir, o.Keep, model, optimizer, State(o.Steps), lastStats);
+        if (o.CheckpointDir is not null) lastCheckpoint = TrainCheckpoint.SaveStep(o.CheckpointDir, o.Keep, model, optimizer, State(o.Steps), lastStats, data.Tokenizer);
         if (o.OutDir is not null)
         {
-            TrainCheckpoint.Save(o.OutDir, model, optimizer, State(o.Steps), lastStats);
+            TrainCheckpoint.Save(o.OutDir, model, optimizer, State(o.Steps), lastStats, data.Tokenizer);
             log.WriteLine($"saved {o.OutDir}");
         }
         return new TrainResult(losses, valid, model, history, tps, false, lastCheckpoint) { SteadyTokensPerSecond = steady };
@@ -447,6 +448,16 @@ public static class TrainCommand
         ("num_attention_heads", "--heads"), ("num_key_value_heads", "--kv-heads"), ("num_local_experts", "--experts"),
         ("num_experts_per_tok", "--k"), ("max_position_embeddings", "--seq"),
     ];
+
+    // The run's tokenizer. A resumed run whose SentencePiece model is gone from where it was takes the checkpoint's
+    // own copy (saved as tokenizer.model): a checkpoint resumes on its own.
+    private static TextTokenizer RunTokenizer(TrainOptions o, TrainCheckpoint.Found? ck)
+    {
+        string copy = ck is null ? "" : Path.Combine(ck.Dir, TextTokenizer.SentencePieceFile);
+        return ck is not null && TextTokenizer.Kind(o.Tokenizer) == "sentencepiece" && !File.Exists(o.Tokenizer) && File.Exists(copy)
+            ? TextTokenizer.FromSentencePiece(copy)
+            : TextTokenizer.Create(o.Tokenizer);
+    }
 
     private static AdamW NewOptimizer(MixtralForCausalLM model, TrainOptions o) => new(model.Parameters(), o.LearningRate, weightDecay: o.WeightDecay);
 

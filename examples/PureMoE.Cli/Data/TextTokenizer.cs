@@ -26,8 +26,11 @@ public sealed class TextTokenizer
 
     private readonly Tokenizer? _subwords;
 
-    private TextTokenizer(string name, int vocabSize, Tokenizer? bpe, long? endOfText = null) =>
-        (Name, VocabSize, _subwords, EndOfText) = (name, vocabSize, bpe, endOfText);
+    // A SentencePiece model's file as read, written again by SaveTo (its source may be gone by then: a rotated checkpoint).
+    private readonly byte[]? _modelFile;
+
+    private TextTokenizer(string name, int vocabSize, Tokenizer? subwords, long? endOfText = null, byte[]? modelFile = null) =>
+        (Name, VocabSize, _subwords, EndOfText, _modelFile) = (name, vocabSize, subwords, endOfText, modelFile);
 
     /// <summary>The byte-level tokenizer (vocabulary 256).</summary>
     public static TextTokenizer Bytes { get; } = new("bytes", 256, null);
@@ -41,14 +44,15 @@ public sealed class TextTokenizer
     /// <summary>The token that ends a text (SentencePiece's EOS), after which generate keeps nothing; null if none.</summary>
     public long? EndOfText { get; }
 
+
     /// <summary>A SentencePiece tokenizer from a <c>tokenizer.model</c> file (BOS added to encoded text, as Llama's).</summary>
     public static TextTokenizer FromSentencePiece(string path)
     {
         try
         {
-            using var stream = File.OpenRead(path);
-            var sp = LlamaTokenizer.Create(stream, addBeginOfSentence: true, addEndOfSentence: false);
-            return new TextTokenizer("sentencepiece", sp.Vocabulary.Count, sp, sp.EndOfSentenceId);
+            byte[] file = File.ReadAllBytes(path);
+            var sp = LlamaTokenizer.Create(new MemoryStream(file, writable: false), addBeginOfSentence: true, addEndOfSentence: false);
+            return new TextTokenizer("sentencepiece", sp.Vocabulary.Count, sp, sp.EndOfSentenceId, file);
         }
         catch (Exception e) when (e is not OutOfMemoryException)   // the reader's own parse errors have no common type
         {
@@ -86,18 +90,18 @@ public sealed class TextTokenizer
         _subwords is null ? Encoding.UTF8.GetString(ids.Select(i => (byte)i).ToArray()) : _subwords.Decode(ids.Select(i => (int)i)) ?? "";
 
     /// <summary>
-    /// Records tokenizer <paramref name="name"/> in a model directory: nothing for "bytes" (the default), a copy of a
-    /// SentencePiece model as tokenizer.model (as Hugging Face checkpoints carry it), else <see cref="FileName"/>.
+    /// Records this tokenizer in a model directory: nothing for bytes (the default), a copy of a SentencePiece model as
+    /// tokenizer.model (as Hugging Face checkpoints carry it), else <see cref="FileName"/> naming it.
     /// </summary>
-    public static void Save(string modelDir, string name)
+    public void SaveTo(string modelDir)
     {
-        if (name == "bytes") return;
-        if (IsSentencePiecePath(name))
+        if (this == Bytes) return;
+        if (_modelFile is not null)
         {
-            File.Copy(name, Path.Combine(modelDir, SentencePieceFile), overwrite: true);
+            File.WriteAllBytes(Path.Combine(modelDir, SentencePieceFile), _modelFile);
             return;
         }
-        File.WriteAllText(Path.Combine(modelDir, FileName), new JsonObject { ["name"] = name }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(Path.Combine(modelDir, FileName), new JsonObject { ["name"] = Name }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>

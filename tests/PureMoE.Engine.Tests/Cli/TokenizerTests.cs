@@ -163,6 +163,22 @@ public sealed class TokenizerTests : IDisposable
 
         var missing = Assert.Throws<CliException>(() => TrainCommand.Run(Tiny(Path.Combine(_dir, "none.model")), TextWriter.Null, ct));
         Assert.Contains("no such file", missing.Message);
+
+        // A checkpoint resumes on its own: with the SentencePiece file gone from where it was, the run takes the
+        // checkpoint's copy, gives the same losses, and keeps saving it (past the rotation of the step it came from).
+        string moved = Path.Combine(_dir, "moved.model"), ckpt = Path.Combine(_dir, "sp-ckpt");
+        File.Copy(SentencePieceFixture, moved);
+        var o = Tiny(moved) with { Steps = 4 };
+        var full = TrainCommand.Run(o, TextWriter.Null, ct);
+        TrainCommand.Run(o with { CheckpointDir = ckpt, SaveEvery = 2, Keep = 0 }, TextWriter.Null, ct);
+        File.Delete(moved);
+        string copy = Path.Combine(_dir, "step-2-copy");
+        Directory.CreateDirectory(copy);
+        foreach (string f in Directory.GetFiles(TrainCheckpoint.StepDir(ckpt, 2))) File.Copy(f, Path.Combine(copy, Path.GetFileName(f)));
+        var resumedRun = TrainCommand.Run(o with { ResumeDir = copy, CheckpointDir = Path.Combine(_dir, "sp-ckpt2"), SaveEvery = 1, Keep = 1 },
+            TextWriter.Null, ct);
+        Assert.Equal(full.TrainLosses, resumedRun.TrainLosses);
+        Assert.True(File.Exists(Path.Combine(TrainCheckpoint.StepDir(Path.Combine(_dir, "sp-ckpt2"), 4), TextTokenizer.SentencePieceFile)));
     }
 
     [Fact]
