@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Text;
 using PureMoE.Cli.Data;
 using PureMoE.Moe.Models;
 

@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
-using System.Text.Json.Nodes;
 using PureMoE.Cli.Data;
 using PureMoE.Moe.Models;
 
@@ -88,19 +87,18 @@ public static class PerplexityCommand
         return score;
     }
 
-    // The context a `puremoe train` checkpoint trained with (its saved "seq" option), if the directory has one.
+    // The context a `puremoe train` checkpoint trained with (its saved "seq" option), if the directory is one.
     private static int? TrainedContext(string modelDir)
     {
-        string path = Path.Combine(modelDir, TrainCheckpoint.StateFile);
-        if (!File.Exists(path)) return null;
+        if (!File.Exists(Path.Combine(modelDir, TrainCheckpoint.StateFile))) return null;
         try
         {
-            string? seq = JsonNode.Parse(File.ReadAllText(path))?["options"]?["seq"]?.GetValue<string>();
-            return int.TryParse(seq, NumberStyles.Integer, CultureInfo.InvariantCulture, out int s) ? s : null;
+            return TrainCheckpoint.Open(modelDir).State.Options.TryGetValue("seq", out string? seq)
+                && int.TryParse(seq, NumberStyles.Integer, CultureInfo.InvariantCulture, out int s) ? s : null;
         }
-        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or FormatException)
+        catch (CliException)
         {
-            return null;
+            return null;   // a damaged trainer state: fall back to the model's positions
         }
     }
 }

@@ -92,24 +92,8 @@ public sealed class MixtralForCausalLM : Module
             throw new ArgumentException($"Generate: prompt ids must be [B, S] with S ≥ 1, got {inputIds.Shape}");
         int batch = inputIds.Size(0);
         var rows = Enumerable.Range(0, batch).Select(b => inputIds.Narrow(0, b, 1).ToLongArray().ToList()).ToList();
-        using (GradMode.NoGrad())
-        {
-            var cache = NewCache();
-            var next = inputIds;
-            for (int step = 0; step < maxNewTokens; step++)
-            {
-                var logits = Forward(next, cache);                                  // [B, S_new, V]
-                var last = logits.Narrow(1, logits.Size(1) - 1, 1).ToDoubleArray();   // [B, 1, V] on the host
-                int vocab = logits.Size(2);
-                var picked = new long[batch];
-                for (int b = 0; b < batch; b++)
-                {
-                    picked[b] = Sampling.Sample(last.AsSpan(b * vocab, vocab), temperature, topP, rng);
-                    rows[b].Add(picked[b]);
-                }
-                next = Tensor.FromHost(picked, [batch, 1], inputIds.Device);
-            }
-        }
+        foreach (long[] picked in Steps(inputIds, maxNewTokens, temperature, topP, rng))
+            for (int b = 0; b < batch; b++) rows[b].Add(picked[b]);
         return Tensor.FromHost(rows.SelectMany(r => r).ToArray(), [batch, rows[0].Count], inputIds.Device);
     }
 
@@ -122,24 +106,29 @@ public sealed class MixtralForCausalLM : Module
     {
         if (promptIds.Rank != 2 || promptIds.Size(0) != 1 || promptIds.Size(1) == 0)
             throw new ArgumentException($"GenerateTokens: prompt ids must be [1, S] with S ≥ 1, got {promptIds.Shape}");
-        return Tokens();
+        return Steps(promptIds, maxNewTokens, temperature, topP, rng).Select(picked => picked[0]);
+    }
 
-        IEnumerable<long> Tokens()
+    // The decoding loop of Generate and GenerateTokens: each step runs the new positions through the KV cache and
+    // yields the token sampled for each row (gradients off within a step only, so nothing leaks to the caller between
+    // steps).
+    private IEnumerable<long[]> Steps(Tensor inputIds, int maxNewTokens, double temperature, double topP, Rng rng)
+    {
+        int batch = inputIds.Size(0);
+        var cache = NewCache();
+        var next = inputIds;
+        for (int step = 0; step < maxNewTokens; step++)
         {
-            var cache = NewCache();
-            var next = promptIds;
-            for (int step = 0; step < maxNewTokens; step++)
+            var picked = new long[batch];
+            using (GradMode.NoGrad())
             {
-                long picked;
-                using (GradMode.NoGrad())
-                {
-                    var logits = Forward(next, cache);
-                    var last = logits.Narrow(1, logits.Size(1) - 1, 1).ToDoubleArray();
-                    picked = Sampling.Sample(last, temperature, topP, rng);
-                }
-                yield return picked;
-                next = Tensor.FromHost(new[] { picked }, [1, 1], promptIds.Device);
+                var logits = Forward(next, cache);                                  // [B, S_new, V]
+                var last = logits.Narrow(1, logits.Size(1) - 1, 1).ToDoubleArray();   // [B, 1, V] on the host
+                int vocab = logits.Size(2);
+                for (int b = 0; b < batch; b++) picked[b] = Sampling.Sample(last.AsSpan(b * vocab, vocab), temperature, topP, rng);
             }
+            yield return picked;
+            next = Tensor.FromHost(picked, [batch, 1], inputIds.Device);
         }
     }
 }

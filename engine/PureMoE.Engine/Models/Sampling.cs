@@ -26,7 +26,7 @@ public static class Sampling
         // one in a few passes; (1 − topP)/V always works (the tokens below it hold less than V of it).
         double floor = (1 - topP) / probs.Length, cut = 1.0;
         while (cut > floor && MassAtOrAbove(probs, cut) < topP) cut /= 2;
-        cut = Math.Max(Math.Min(cut, 1.0), floor);
+        cut = Math.Max(cut, floor);
         var order = new List<Candidate>();
         for (int i = 0; i < probs.Length; i++)
             if (probs[i] >= cut) order.Add(new Candidate(probs[i], i));

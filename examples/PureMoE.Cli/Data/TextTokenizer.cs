@@ -87,7 +87,7 @@ public sealed class TextTokenizer
     /// as U+FFFD; subword tokens decode to their bytes the same way (SentencePiece leaves out BOS and EOS).
     /// </summary>
     public string Decode(IEnumerable<long> ids) =>
-        _subwords is null ? Encoding.UTF8.GetString(ids.Select(i => (byte)i).ToArray()) : _subwords.Decode(ids.Select(i => (int)i)) ?? "";
+        _subwords is null ? PureMoE.Models.TextGeneration.Decode(ids) : _subwords.Decode(ids.Select(i => (int)i)) ?? "";
 
     /// <summary>
     /// Records this tokenizer in a model directory: nothing for bytes (the default), a copy of a SentencePiece model as
