@@ -200,7 +200,7 @@ public static class CompareCommand
         }
         sb.AppendLine();
         sb.AppendLine($"Columns: valid loss = mean next-token cross-entropy ({LossUnit(o)}) on the fixed validation batches after the last step (per-seed values in brackets); " +
-                      "drop % = chosen pairs dropped for capacity; padding % = zero rows among capacity · E rows; IR tokens and fill-ins summed over layers per step; " +
+                      "drop % = first-choice (top-k) pairs dropped for capacity and not rectified in place (an unused fill-in candidate is not a drop); padding % = zero rows among capacity · E rows; IR tokens and fill-ins summed over layers per step; " +
                       "load CV and experts/token over the last quarter of steps; ReMoE sparsity = fraction of zero gates (last quarter), λ at the end; " +
                       "bytes exchanged = dispatch bytes per step summed over layers, each way (combine moves the same), with --devices P > 1, else —. C2R's tokens/s is of its continued half only.");
         sb.AppendLine().AppendLine("Plots: loss.png (training loss, smoothed), valid.png, load-<config>.png (expert load per layer over steps), remoe.png, coactivation.png.");

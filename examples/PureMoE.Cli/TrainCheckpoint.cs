@@ -176,6 +176,7 @@ public static class TrainCheckpoint
                 ["pairs_dropped"] = s.PairsDropped,
                 ["tokens_dropped"] = s.TokensDropped,
                 ["padded_slots"] = s.PaddedSlots,
+                ["fill_in_candidates"] = s.FillInCandidates,
                 ["fill_ins"] = s.FillInsUsed,
                 ["rectified_tokens"] = s.RectifiedTokens,
                 ["expert_load"] = new JsonArray(s.ExpertLoad.Select(x => (JsonNode?)x).ToArray()),

@@ -12,15 +12,24 @@ public sealed record RoutingStats
     public int Tokens { get; init; }
     /// <summary>Experts.</summary>
     public int Experts { get; init; }
-    /// <summary>Pairs chosen by the router (before capacity).</summary>
+    /// <summary>
+    /// First choices: the pairs in the plan's <see cref="RoutingPlan.FirstChoiceColumns"/> (the top-k), before
+    /// capacity. Rectify's fill-in candidates are counted apart (<see cref="FillInCandidates"/>).
+    /// </summary>
     public int PairsChosen { get; init; }
-    /// <summary>Chosen pairs dropped for capacity.</summary>
+    /// <summary>
+    /// First choices dropped for capacity and left dropped. A fill-in candidate that found no spare capacity is not
+    /// one, nor is a dropped choice that Intra-GPU rectification took over in place (that token is in
+    /// <see cref="RectifiedTokens"/>).
+    /// </summary>
     public int PairsDropped { get; init; }
     /// <summary>Tokens left with no expert at all (their output is 0; the residual carries them).</summary>
     public int TokensDropped { get; init; }
     /// <summary>Rows computed on zero padding (capacity · E minus the kept rows inside capacity), when capacity applies.</summary>
     public int PaddedSlots { get; init; }
-    /// <summary>Rectify: fill-in pairs kept.</summary>
+    /// <summary>Rectify: fill-in candidates, the (k+1)-th choice each token offers to spare capacity.</summary>
+    public int FillInCandidates { get; init; }
+    /// <summary>Rectify: fill-in pairs kept (candidates that found spare capacity).</summary>
     public int FillInsUsed { get; init; }
     /// <summary>Rectify: tokens given an Intra-GPU rectified pair.</summary>
     public int RectifiedTokens { get; init; }
@@ -55,7 +64,7 @@ public sealed record RoutingStats
         int t = plan.Tokens, m = plan.SlotsPerToken, e = plan.Experts;
         var load = new int[e];
         var co = new long[e * e];
-        int chosen = 0, dropped = 0, fillIns = 0, rectified = 0, kept = 0, keptInCapacity = 0;
+        int chosen = 0, dropped = 0, candidates = 0, fillIns = 0, rectified = 0, kept = 0, keptInCapacity = 0;
         var keptOfToken = new List<int>(m);
         for (int tok = 0; tok < t; tok++)
         {
@@ -65,8 +74,13 @@ public sealed record RoutingStats
             {
                 int i = tok * m + j;
                 if (plan.Expert[i] < 0) continue;
-                if (plan.Kind[i] != PairKind.Rectified) chosen++;
-                if (plan.Dropped[i]) { dropped++; continue; }
+                if (j < plan.FirstChoiceColumns) chosen++;
+                if (plan.Kind[i] == PairKind.FillIn) candidates++;
+                if (plan.Dropped[i])
+                {
+                    if (j < plan.FirstChoiceColumns) dropped++;
+                    continue;
+                }
                 keptOfToken.Add(plan.Expert[i]);
                 if (plan.Kind[i] == PairKind.FillIn) fillIns++;
                 if (plan.Kind[i] == PairKind.Rectified) rect = true;
@@ -89,6 +103,7 @@ public sealed record RoutingStats
             PairsDropped = dropped,
             TokensDropped = plan.TokensWithoutExpert(),
             PaddedSlots = plan.Capacity is int c ? Math.Max(0, c * e - keptInCapacity) : 0,
+            FillInCandidates = candidates,
             FillInsUsed = fillIns,
             RectifiedTokens = rectified,
             ExpertLoad = load,
@@ -132,6 +147,7 @@ public sealed record RoutingStats
             PairsDropped = parts.Sum(p => p.PairsDropped),
             TokensDropped = parts.Sum(p => p.TokensDropped),
             PaddedSlots = parts.Sum(p => p.PaddedSlots),
+            FillInCandidates = parts.Sum(p => p.FillInCandidates),
             FillInsUsed = parts.Sum(p => p.FillInsUsed),
             RectifiedTokens = parts.Sum(p => p.RectifiedTokens),
             ExpertLoad = load,

@@ -231,6 +231,7 @@ public sealed class RectifyRouter : IRouter
 
         return new RoutingPlan(tokens, Experts, columns, expert, weights, dropped, slot, kind, capacity)
         {
+            FirstChoiceColumns = k,
             AuxLoss = aux,
             ZLoss = z,
             Extras = extras,

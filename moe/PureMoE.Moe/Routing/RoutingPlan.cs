@@ -71,6 +71,19 @@ public sealed class RoutingPlan
     /// <summary>Why each pair is there. [T·m]</summary>
     public PairKind[] Kind { get; }
 
+    /// <summary>
+    /// Columns 0 … this − 1 of each token hold the router's first choices (its top-k); the columns after them, a
+    /// router's additions (Rectify's fill-in and Intra-GPU columns). Default: every column. Statistics count drops
+    /// over these columns only, so a fill-in candidate that finds no spare capacity is not a dropped choice.
+    /// </summary>
+    public int FirstChoiceColumns
+    {
+        get => firstChoiceColumns ?? SlotsPerToken;
+        init => firstChoiceColumns = value >= 0 && value <= SlotsPerToken ? value
+            : throw new ArgumentOutOfRangeException(nameof(FirstChoiceColumns), $"RoutingPlan: {value} first-choice columns with {SlotsPerToken} slots per token");
+    }
+    private readonly int? firstChoiceColumns;
+
     /// <summary>Rows each expert may take (null: dropless).</summary>
     public int? Capacity { get; }
 

@@ -49,6 +49,32 @@ public class RectifyPropertyTests
     }
 
     /// <summary>
+    /// Statistics count drops over the first k columns only: every token chose k pairs, a first choice is dropped
+    /// when capacity left it out and IR did not take it over in place, and a fill-in candidate that found no spare
+    /// capacity is counted as a candidate, never as a drop. Without IR the drops are TopK's at the same capacity.
+    /// </summary>
+    [Property(Arbitrary = [typeof(RoutingArbitraries)], MaxTest = Runs)]
+    public void StatsCountDropsOverFirstChoicesOnly(RectifyCase c)
+    {
+        var r = Route(c);
+        var stats = RoutingStats.From(r.Plan);
+        int t = c.Logits.Tokens;
+        Assert.Equal(r.K, r.Plan.FirstChoiceColumns);
+        Assert.Equal(t * r.K, stats.PairsChosen);
+        int firstChoicesDropped = Enumerable.Range(0, t).Sum(tok => Enumerable.Range(0, r.K).Count(j => r.Plan.Dropped[tok * r.Columns + j]));
+        Assert.Equal(firstChoicesDropped, stats.PairsDropped);
+        Assert.Equal(r.Plan.Kind.Count(k => k == PairKind.FillIn), stats.FillInCandidates);
+        Assert.InRange(stats.FillInsUsed, 0, stats.FillInCandidates);
+        if (!c.Options.IntraGpu)
+        {
+            var topK = new TopKRouter(r.Experts, new TopKOptions { K = r.K, Normalization = TopKNormalization.PreSoftmax, CapacityFactor = c.Options.CapacityFactor })
+                .Route(c.Logits.Tensor(), c.Placement.Context());
+            Assert.Equal(topK.Dropped.Count(d => d), stats.PairsDropped);
+            if (c.Options.FillIn) Assert.Equal(t, stats.FillInCandidates);
+        }
+    }
+
+    /// <summary>
     /// §6.4 FR: per expert the kept (non-rectified) pairs ≤ C; the first choices are placed exactly as TopK
     /// (PreSoftmax, Probs) at CF places them; a kept fill-in takes a slot ≥ f_e (the first-choice pairs of its
     /// expert before dropping), and each expert takes min(asking, C − f_e) fill-ins, chosen by the priority option;
