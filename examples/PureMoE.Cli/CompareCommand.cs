@@ -66,6 +66,9 @@ public static class CompareCommand
         new("remoe", "ReMoE (ReLU, target k = 1)", 1, R("relu", ("k", "1"))),
         new("topk2", "TopK top-2, dropless, aux 0.01", 2, R("topk", ("k", "2"), ("aux_loss", "0.01"))),
         new("c2r2", "C2R top-2 (3 candidates), from TopK top-2 at half", 2, R("c2r", ("k", "2"), ("candidates", "3")), FromTopK2: true),
+        // One candidate = E/P − 1 for 8 experts on 4 devices: with --devices 4 a token's two experts share a device
+        // (C2R's co-located placement), the setting where the paper's exchange saving is largest.
+        new("c2r2-t1", "C2R top-2 (1 candidate: E/P − 1 at E 8, P 4), from TopK top-2 at half", 2, R("c2r", ("k", "2"), ("candidates", "1")), FromTopK2: true),
     ];
 
     /// <summary>The command with its options.</summary>

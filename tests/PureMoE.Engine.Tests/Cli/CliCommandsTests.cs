@@ -88,12 +88,17 @@ public sealed class CliCommandsTests : IDisposable
         string md = File.ReadAllText(Path.Combine(outDir, "results.md"));
         foreach (var c in CompareCommand.Configs) Assert.Contains($"| {c.Name}:", md);
         Assert.Contains("bytes exchanged", md);
-        var c2r = runs.Single(r => r.Config.Name == "c2r2");
-        Assert.Equal(6, c2r.Result.TrainLosses.Count);
-        Assert.Equal(6, c2r.History.Count);
-        // C2R continued the TopK top-2 run: its first half is that run's.
+        // Both C2R runs continued the TopK top-2 run: their first half is that run's; their second half differs
+        // (1 candidate constrains the second expert more than 3 do).
         var topk2 = runs.Single(r => r.Config.Name == "topk2");
-        Assert.Equal(topk2.Result.TrainLosses.Take(3), c2r.Result.TrainLosses.Take(3));
+        foreach (string name in new[] { "c2r2", "c2r2-t1" })
+        {
+            var c2r = runs.Single(r => r.Config.Name == name);
+            Assert.Equal(6, c2r.Result.TrainLosses.Count);
+            Assert.Equal(6, c2r.History.Count);
+            Assert.Equal(topk2.Result.TrainLosses.Take(3), c2r.Result.TrainLosses.Take(3));
+        }
+        Assert.NotEqual(runs.Single(r => r.Config.Name == "c2r2").Result.TrainLosses[5], runs.Single(r => r.Config.Name == "c2r2-t1").Result.TrainLosses[5]);
         string[] pngs = ["loss.png", "valid.png", "remoe.png", "coactivation.png", "load-topk1.png", "load-c2r2.png"];
         byte[] signature = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
         foreach (string png in pngs)
