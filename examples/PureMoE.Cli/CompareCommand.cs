@@ -44,10 +44,11 @@ public static class CompareCommand
         EvalEvery = 25, EvalBatches = 4, LearningRate = 3e-3, Heads = 4, KvHeads = 2,
     };
 
-    // Mean dispatch bytes per step (summed over layers) of the runs' steps, as KiB; "—" on one device.
+    // Mean dispatch bytes per step (summed over layers), as KiB; "—" on one device. Only the steps the router itself
+    // ran (Result.History): C2R's first half is the TopK top-2 run's and would pull its mean towards TopK's bytes.
     private static string Exchanged(IReadOnlyList<CompareRun> runs)
     {
-        var bytes = runs.SelectMany(r => r.History).Select(h => h.DispatchBytes).Where(b => b > 0).ToList();
+        var bytes = runs.SelectMany(r => r.Result.History).Select(h => h.DispatchBytes).Where(b => b > 0).ToList();
         return bytes.Count == 0 ? "—" : (bytes.Average() / 1024).ToString("N0", CultureInfo.InvariantCulture) + " KiB";
     }
 
@@ -205,7 +206,7 @@ public static class CompareCommand
         sb.AppendLine($"Columns: valid loss = mean next-token cross-entropy ({LossUnit(o)}) on the fixed validation batches after the last step (per-seed values in brackets); " +
                       "drop % = first-choice (top-k) pairs dropped for capacity and not rectified in place (an unused fill-in candidate is not a drop); padding % = zero rows among capacity · E rows; IR tokens and fill-ins summed over layers per step; " +
                       "load CV and experts/token over the last quarter of steps; ReMoE sparsity = fraction of zero gates (last quarter), λ at the end; " +
-                      "bytes exchanged = dispatch bytes per step summed over layers, each way (combine moves the same), with --devices P > 1, else —. C2R's tokens/s is of its continued half only.");
+                      "bytes exchanged = dispatch bytes per step summed over layers, each way (combine moves the same), with --devices P > 1, else —. C2R's tokens/s and bytes are of its continued half only.");
         sb.AppendLine().AppendLine("Plots: loss.png (training loss, smoothed), valid.png, load-<config>.png (expert load per layer over steps), remoe.png, coactivation.png.");
         return sb.ToString();
     }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using PureMoE.Cli;
 using PureMoE.Moe.Models;
 
@@ -107,5 +108,27 @@ public sealed class CliCommandsTests : IDisposable
             Assert.True(bytes.Length > 1000, png);
             Assert.Equal(signature, bytes[..8]);
         }
+    }
+
+    /// <summary>
+    /// With --devices, a C2R row's bytes are those of the steps C2R routed (its continued half), not a mean that
+    /// includes the TopK top-2 half it started from.
+    /// </summary>
+    [Fact]
+    public void CompareBytesOfC2RAreOfItsOwnHalf()
+    {
+        var o = new TrainOptions
+        {
+            Steps = 6, Batch = 4, Seq = 16, Hidden = 32, FeedForward = 48, Layers = 2, Experts = 4, Warmup = 2, EvalEvery = 3, EvalBatches = 1,
+            Devices = 2,
+        };
+        string outDir = Path.Combine(_dir, "compare-p2");
+        var runs = CompareCommand.Run(o, outDir, [1], ["c2r2-t1"], TextWriter.Null, TestContext.Current.CancellationToken);
+        var c2r = runs.Single(r => r.Config.Name == "c2r2-t1");
+        Assert.Equal(3, c2r.Result.History.Count);
+        Assert.All(c2r.History, h => Assert.True(h.DispatchBytes > 0));
+        string Kib(IEnumerable<StepReport> steps) => (steps.Average(h => (double)h.DispatchBytes) / 1024).ToString("N0", CultureInfo.InvariantCulture) + " KiB";
+        string row = File.ReadAllLines(Path.Combine(outDir, "results.md")).Single(l => l.StartsWith("| c2r2-t1:", StringComparison.Ordinal));
+        Assert.EndsWith($"| {Kib(c2r.Result.History)} |", row);
     }
 }
