@@ -62,6 +62,9 @@ public static class CompareCommand
         // would make every top-1 weight 1 and leave the router no gradient but the aux loss's.
         new("topk1", "TopK top-1, dropless, aux 0.01", 1, R("topk", ("k", "1"), ("normalization", "pre_softmax"), ("aux_loss", "0.01"))),
         new("topk1-cf1", "TopK top-1, CF 1.0 (drops), aux 0.01", 1, R("topk", ("k", "1"), ("normalization", "pre_softmax"), ("capacity_factor", "1.0"), ("aux_loss", "0.01"))),
+        // Rectify with both rectifications off: its weighting (w = g / sg(g), so a kept top-1 pair has the value 1 where
+        // TopK's has g) and TopK's drops. The baseline that isolates what IR and FR add.
+        new("rectify-off", "Rectify top-1, CF 1.0, no IR, no FR (its weighting alone)", 1, R("rectify", ("k", "1"), ("capacity_factor", "1.0"), ("intra_gpu", "false"), ("fill_in", "false"), ("aux_loss", "0.01"))),
         new("rectify-ir", "Rectify top-1, CF 1.0, IR", 1, R("rectify", ("k", "1"), ("capacity_factor", "1.0"), ("intra_gpu", "true"), ("fill_in", "false"), ("aux_loss", "0.01"))),
         new("rectify-fr-ir", "Rectify top-1, CF 1.0, FR + IR", 1, R("rectify", ("k", "1"), ("capacity_factor", "1.0"), ("intra_gpu", "true"), ("fill_in", "true"), ("aux_loss", "0.01"))),
         new("remoe", "ReMoE (ReLU, target k = 1)", 1, R("relu", ("k", "1"))),
