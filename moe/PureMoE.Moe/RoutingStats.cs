@@ -27,7 +27,10 @@ public sealed record RoutingStats
     public int TokensDropped { get; init; }
     /// <summary>Rows computed on zero padding (capacity · E minus the kept rows inside capacity), when capacity applies.</summary>
     public int PaddedSlots { get; init; }
-    /// <summary>Rectify: fill-in candidates, the (k+1)-th choice each token offers to spare capacity.</summary>
+    /// <summary>
+    /// Rectify: fill-in candidates, the (k+1)-th choice each token offers to spare capacity (less those whose place
+    /// Intra-GPU rectification took for its rectified pair).
+    /// </summary>
     public int FillInCandidates { get; init; }
     /// <summary>Rectify: fill-in pairs kept (candidates that found spare capacity).</summary>
     public int FillInsUsed { get; init; }
