@@ -78,11 +78,11 @@ public sealed class RoutingPlan
     /// </summary>
     public int FirstChoiceColumns
     {
-        get => firstChoiceColumns ?? SlotsPerToken;
-        init => firstChoiceColumns = value >= 0 && value <= SlotsPerToken ? value
+        get => _firstChoiceColumns ?? SlotsPerToken;
+        init => _firstChoiceColumns = value >= 0 && value <= SlotsPerToken ? value
             : throw new ArgumentOutOfRangeException(nameof(FirstChoiceColumns), $"RoutingPlan: {value} first-choice columns with {SlotsPerToken} slots per token");
     }
-    private readonly int? firstChoiceColumns;
+    private readonly int? _firstChoiceColumns;
 
     /// <summary>Rows each expert may take (null: dropless).</summary>
     public int? Capacity { get; }
