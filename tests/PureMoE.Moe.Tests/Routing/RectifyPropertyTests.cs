@@ -19,6 +19,11 @@ public class RectifyPropertyTests
         public int KeptChoices(int token) => PairsOf(token).Count(i => Plan.IsKept(i) && Plan.Kind[i] != PairKind.Rectified);
     }
 
+    // Vanilla TopK (pre-softmax weights) at the case's k and capacity factor: Rectify's first choices are placed as it places them.
+    private static RoutingPlan TopKAtTheSameCapacity(RectifyCase c) =>
+        new TopKRouter(c.Logits.Experts, new TopKOptions { K = c.Options.K, Normalization = TopKNormalization.PreSoftmax, CapacityFactor = c.Options.CapacityFactor })
+            .Route(c.Logits.Tensor(), c.Placement.Context());
+
     private static Routed Route(RectifyCase c)
     {
         var logits = c.Logits.Tensor();
@@ -67,8 +72,7 @@ public class RectifyPropertyTests
         Assert.InRange(stats.FillInsUsed, 0, stats.FillInCandidates);
         if (!c.Options.IntraGpu)
         {
-            var topK = new TopKRouter(r.Experts, new TopKOptions { K = r.K, Normalization = TopKNormalization.PreSoftmax, CapacityFactor = c.Options.CapacityFactor })
-                .Route(c.Logits.Tensor(), c.Placement.Context());
+            var topK = TopKAtTheSameCapacity(c);
             Assert.Equal(topK.Dropped.Count(d => d), stats.PairsDropped);
             if (c.Options.FillIn) Assert.Equal(t, stats.FillInCandidates);
         }
@@ -89,8 +93,7 @@ public class RectifyPropertyTests
 
         // Before IR (which may turn a dropped pair into a rectified one), first choices match TopK's placement.
         var beforeIr = new RectifyRouter(e, c.Options with { IntraGpu = false }).Route(c.Logits.Tensor(), c.Placement.Context());
-        var topK = new TopKRouter(e, new TopKOptions { K = k, Normalization = TopKNormalization.PreSoftmax, CapacityFactor = c.Options.CapacityFactor })
-            .Route(c.Logits.Tensor(), c.Placement.Context());
+        var topK = TopKAtTheSameCapacity(c);
         int cols = beforeIr.SlotsPerToken;
         for (int tok = 0; tok < t; tok++)
             for (int j = 0; j < k; j++)
