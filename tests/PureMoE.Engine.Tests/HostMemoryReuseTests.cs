@@ -32,6 +32,51 @@ public sealed class HostMemoryReuseTests
     }
 
     [Fact]
+    public void A_request_of_another_length_in_the_same_size_class_reuses_the_array()
+    {
+        // 5,000 and 4,990 elements share the class 5,120; 9,000 and 8,500 share 10,240.
+        Array first, second;
+        using (DeviceScope.Begin(reuseHostMemory: true))
+        {
+            first = Host(Tensor.Full(new Shape(5000), 7.0));
+            second = Host(Tensor.Full(new Shape(9000), 7.0));
+        }
+        Assert.Equal(5120, first.Length);
+        Assert.Equal(10240, second.Length);
+        using (DeviceScope.Begin(reuseHostMemory: true))
+        {
+            var shorter = Tensor.Zeros(new Shape(4990));
+            var longer = Tensor.Zeros(new Shape(10, 850));
+            Assert.Same(first, Host(shorter));
+            Assert.Same(second, Host(longer));
+            Assert.Equal(4990, shorter.Storage.Length);
+            Assert.Equal(8500, longer.Storage.Length);
+            Assert.All(shorter.ToArray<float>(), v => Assert.Equal(0f, v));
+            Assert.All(longer.Add(longer).ToArray<float>(), v => Assert.Equal(0f, v));
+            // Tests poison the elements past a storage's length: a kernel that ran to the array's end would read NaN.
+            Assert.All(((float[])first)[4990..], v => Assert.True(float.IsNaN(v)));
+            // Another class takes a new array.
+            Assert.Equal(6144, Host(Tensor.Zeros(new Shape(5121))).Length);
+        }
+    }
+
+    [Fact]
+    public void Size_classes_round_up_by_at_most_a_quarter_and_are_fixed_points()
+    {
+        Assert.Equal([1L, 2, 3, 4, 5, 6, 7, 8, 10, 4096, 5120, 5120, 6144], new long[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 4096, 4097, 5120, 5121 }.Select(SizeClasses.RoundUp));
+        for (long n = 1; n < 200_000; n += 1 + n / 64)
+        {
+            long c = SizeClasses.RoundUp(n);
+            Assert.InRange(c, n, n + n / 4);
+            Assert.Equal(c, SizeClasses.RoundUp(c));
+            Assert.True(SizeClasses.RoundUp(n + 1) >= c, $"classes grow with the request ({n})");
+        }
+        // Past the largest array .NET allows the pool takes the length itself.
+        Assert.Equal(Array.MaxLength, HostArrayPool.Capacity(Array.MaxLength));
+        Assert.Equal(5120, HostArrayPool.Capacity(5000));
+    }
+
+    [Fact]
     public void Reused_arrays_come_back_zeroed_for_zeros_and_poisoned_for_empty()
     {
         using (DeviceScope.Begin(reuseHostMemory: true))
@@ -98,6 +143,48 @@ public sealed class HostMemoryReuseTests
         Assert.Equal(lossesPlain, lossesReused);
         Assert.Equal(weightsPlain.Length, weightsReused.Length);
         for (int i = 0; i < weightsPlain.Length; i++) Assert.Equal(weightsPlain[i], weightsReused[i]);
+    }
+
+    [Fact]
+    public void Relu_routing_whose_expert_blocks_change_size_every_step_gives_the_same_bits_with_reuse()
+    {
+        var (lossesPlain, weightsPlain, pairsPlain) = TrainRelu(reuse: false);
+        var (lossesReused, weightsReused, pairsReused) = TrainRelu(reuse: true);
+        Assert.True(pairsPlain.Distinct().Count() > 3, $"the routed pairs vary from step to step: {string.Join(", ", pairsPlain)}");
+        Assert.Equal(pairsPlain, pairsReused);
+        Assert.Equal(lossesPlain, lossesReused);
+        for (int i = 0; i < weightsPlain.Length; i++) Assert.Equal(weightsPlain[i], weightsReused[i]);
+    }
+
+    /// <summary>
+    /// Eight AdamW steps of one MoE layer under ReMoE's ReLU router (λ adapting), one scope per step: the losses, the
+    /// final weights and each step's routed (token, expert) pairs, which set the size of every expert-block array.
+    /// </summary>
+    private static (double[] Losses, float[][] Weights, int[] Pairs) TrainRelu(bool reuse)
+    {
+        const int d = 32, tokens = 256, steps = 8;
+        var rng = new Rng(21);
+        var router = new PureMoE.Moe.Routing.ReluRouter(8, new PureMoE.Moe.Routing.ReluRouterOptions { K = 2 });
+        var layer = new PureMoE.Moe.MoeLayer(d, 64, router, rng);
+        var optimizer = new AdamW(layer.Parameters(), lr: 3e-2);
+        var losses = new double[steps];
+        var pairs = new int[steps];
+        for (int step = 0; step < steps; step++)
+        {
+            using (DeviceScope.Begin(reuse))
+            {
+                var x = Tensor.Randn(new Shape(tokens, d), rng);
+                var loss = layer.Forward(x).Sub(x.Tanh()).Square().Mean().Add(layer.LastRegularizationLoss!);
+                optimizer.ZeroGrad();
+                loss.Backward();
+                optimizer.Step();
+                losses[step] = loss.Item();
+                pairs[step] = layer.LastPlan!.Weights.ToArray<float>().Count(w => w > 0);
+                router.AfterOptimizerStep([layer.LastPlan!]);
+                optimizer.ZeroGrad();
+            }
+        }
+        return (losses, layer.Parameters().Select(p => p.ToArray<float>()).ToArray(), pairs);
     }
 
     /// <summary>Five AdamW steps of a tiny Mixtral model, one scope per step; the losses and every final weight.</summary>

@@ -21,22 +21,26 @@ public abstract class Storage : IDisposable
 /// <remarks>
 /// An array allocated while a <see cref="DeviceScope"/> that reuses host memory is current belongs to that scope:
 /// when the scope ends it goes back to a pool for the next scope, and this storage is emptied, so a tensor used
-/// after its scope throws <see cref="ObjectDisposedException"/> instead of reading another step's numbers.
+/// after its scope throws <see cref="ObjectDisposedException"/> instead of reading another step's numbers. Such an
+/// array is rounded up to the pool's size class, so it can be longer than the storage's <see cref="Length"/>;
+/// the elements past it belong to nobody (kernels index by offset and count, never by the array's length).
 /// </remarks>
 public sealed class CpuStorage : Storage
 {
     private Array? _data;
+    private readonly int _length;
     private readonly bool _pooled;
 
-    /// <summary>Wraps an array (not copied).</summary>
+    /// <summary>Wraps an array (not copied); the storage's length is the array's.</summary>
     public CpuStorage(Array data)
-        : this(data, pooled: false)
+        : this(data, data.Length, pooled: false)
     {
     }
 
-    private CpuStorage(Array data, bool pooled)
+    private CpuStorage(Array data, int length, bool pooled)
     {
         _data = data;
+        _length = length;
         _pooled = pooled;
         DType = data switch
         {
@@ -57,22 +61,27 @@ public sealed class CpuStorage : Storage
     public static CpuStorage AllocateUninitialized(DType dtype, int length)
     {
         var storage = Create(dtype, length, zeroed: false);
-        if (UninitializedMemory.Poison)
-        {
-            switch (storage.Data)
-            {
-                case float[] f: Array.Fill(f, float.NaN); break;
-                case double[] d: Array.Fill(d, double.NaN); break;
-                case long[] l: Array.Fill(l, long.MinValue); break;
-            }
-        }
+        if (UninitializedMemory.Poison) Poison(storage.Data, 0, storage.Data.Length);
         return storage;
+    }
+
+    /// <summary>Fills <paramref name="count"/> elements from <paramref name="start"/> with NaN (long.MinValue for int64).</summary>
+    private static void Poison(Array array, int start, int count)
+    {
+        switch (array)
+        {
+            case float[] f: f.AsSpan(start, count).Fill(float.NaN); break;
+            case double[] d: d.AsSpan(start, count).Fill(double.NaN); break;
+            case long[] l: l.AsSpan(start, count).Fill(long.MinValue); break;
+        }
     }
 
     /// <summary>
     /// A storage of <paramref name="length"/> elements. While a scope that reuses host memory is current, a large
-    /// array comes from <see cref="HostArrayPool"/> when one of its type and length is free (cleared if
-    /// <paramref name="zeroed"/>), and the scope owns the storage; otherwise a new array, owned by nobody.
+    /// one takes an array of the pool's size class (<see cref="HostArrayPool.Capacity"/>): a free one of that type
+    /// and class from <see cref="HostArrayPool"/> (its first <paramref name="length"/> elements cleared if
+    /// <paramref name="zeroed"/>), else a new one, and the scope owns the storage; otherwise a new array of exactly
+    /// <paramref name="length"/>, owned by nobody.
     /// </summary>
     private static CpuStorage Create(DType dtype, int length, bool zeroed)
     {
@@ -85,10 +94,14 @@ public sealed class CpuStorage : Storage
             DType.Int64 => typeof(long),
             _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
         };
-        var array = HostArrayPool.Shared.TryRent(elementType, length);
-        if (array is null) array = NewArray(dtype, length, zeroed);
-        else if (zeroed) Array.Clear(array);
-        var storage = new CpuStorage(array, pooled: true);
+        int capacity = HostArrayPool.Capacity(length);
+        var array = HostArrayPool.Shared.TryRent(elementType, capacity);
+        if (array is null) array = NewArray(dtype, capacity, zeroed);
+        else if (zeroed) Array.Clear(array, 0, length);
+        // Tests poison the elements past the length too: a kernel that read the array's length instead of its
+        // tensor's size would then see NaN, not a plausible number.
+        if (UninitializedMemory.Poison && capacity > length) Poison(array, length, capacity - length);
+        var storage = new CpuStorage(array, length, pooled: true);
         DeviceScope.Track(storage);
         return storage;
     }
@@ -107,16 +120,19 @@ public sealed class CpuStorage : Storage
     /// </summary>
     internal Array? TakeForPool() => _pooled ? Interlocked.Exchange(ref _data, null) : null;
 
-    /// <summary>The array.</summary>
+    /// <summary>The array (from the host-array pool it may be longer than <see cref="Length"/>).</summary>
     /// <exception cref="ObjectDisposedException">The scope that owned this storage has ended.</exception>
-    public Array Data => _data ?? throw new ObjectDisposedException(nameof(CpuStorage),
+    public Array Data => _data ?? throw Disposed();
+
+    private static ObjectDisposedException Disposed() => new(nameof(CpuStorage),
         "a host tensor was used after the DeviceScope that owned it ended; keep it with scope.Keep(tensor) or create it outside the scope");
 
     /// <inheritdoc />
     public override DType DType { get; }
 
     /// <inheritdoc />
-    public override int Length => Data.Length;
+    /// <exception cref="ObjectDisposedException">The scope that owned this storage has ended.</exception>
+    public override int Length => _data is null ? throw Disposed() : _length;
 
     /// <summary>The array as T[] (T must match the dtype).</summary>
     public T[] As<T>() => (T[])Data;

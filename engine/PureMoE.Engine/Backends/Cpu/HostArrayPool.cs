@@ -6,9 +6,11 @@ namespace PureMoE.Backends.Cpu;
 /// Host arrays handed back by a <see cref="DeviceScope"/> that reuses host memory, kept for the next scope to take
 /// again. A training step allocates the same sizes step after step; reusing its arrays spares the garbage
 /// collector's fresh pages (the kernel zeroes every page on first touch: ≈ 13 % of a single-threaded step of the
-/// compare model, bench/RESULTS.md). Arrays are matched by exact element type and length. The pool holds at most
-/// what the last scope to end gave back: <see cref="ReturnAll"/> first drops whatever the scope before it left
-/// unused, so sizes that stop recurring (a routing-dependent expert block) do not pile up.
+/// compare model, bench/RESULTS.md). A request is rounded up to its size class (<see cref="Capacity"/>, the classes
+/// of the GPU pool), so sizes that move a little from step to step — the expert blocks of a ReLU router, whose
+/// experts per token change every step — still find last step's array instead of leaving it as garbage and taking
+/// fresh pages. The pool holds at most what the last scope to end gave back: <see cref="ReturnAll"/> first drops
+/// whatever the scope before it left unused, so classes that stop recurring do not pile up.
 /// </summary>
 internal sealed class HostArrayPool
 {
@@ -20,9 +22,22 @@ internal sealed class HostArrayPool
 
     private readonly ConcurrentDictionary<(Type, int), ConcurrentStack<Array>> _free = new();
 
-    /// <summary>An array of <paramref name="elementType"/> and exactly <paramref name="length"/> elements from the pool (old contents), or null.</summary>
-    public Array? TryRent(Type elementType, int length) =>
-        _free.TryGetValue((elementType, length), out var stack) && stack.TryPop(out var array) ? array : null;
+    /// <summary>
+    /// The length of the array the pool uses for a request of <paramref name="length"/> elements: its size class
+    /// (at most 25 % more), or the length itself where the class would pass the largest array .NET allows.
+    /// </summary>
+    public static int Capacity(int length)
+    {
+        long rounded = SizeClasses.RoundUp(length);
+        return rounded <= Array.MaxLength ? (int)rounded : length;
+    }
+
+    /// <summary>
+    /// An array of <paramref name="elementType"/> and exactly <paramref name="capacity"/> elements (a
+    /// <see cref="Capacity"/>) from the pool, with old contents, or null.
+    /// </summary>
+    public Array? TryRent(Type elementType, int capacity) =>
+        _free.TryGetValue((elementType, capacity), out var stack) && stack.TryPop(out var array) ? array : null;
 
     /// <summary>Drops the arrays nobody took since the last call, then keeps <paramref name="arrays"/> for reuse.</summary>
     public void ReturnAll(IEnumerable<Array> arrays)

@@ -48,13 +48,7 @@ public sealed class IlgpuMemoryPool : IDisposable
         static (accelerator, bytes) => accelerator.Allocate1D<byte>(bytes);
 
     /// <summary>The size class of a request of <paramref name="bytes"/> bytes.</summary>
-    public static long SizeClass(long bytes)
-    {
-        if (bytes <= 256) return 256;
-        long pow = 1L << (63 - (int)long.LeadingZeroCount(bytes - 1)); // largest power of two < bytes
-        long step = pow / 4;
-        return (bytes + step - 1) / step * step;
-    }
+    public static long SizeClass(long bytes) => bytes <= 256 ? 256 : SizeClasses.RoundUp(bytes);
 
     /// <summary>A buffer of at least <paramref name="bytes"/> bytes (contents undefined).</summary>
     internal MemoryBuffer1D<byte, Stride1D.Dense> Rent(long bytes)
