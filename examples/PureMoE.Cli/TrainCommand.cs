@@ -217,6 +217,10 @@ public static class TrainCommand
         if (o.Warmup < 0) outOfRange.Add($"--warmup {o.Warmup} (need ≥ 0)");
         if (!(o.Clip > 0)) outOfRange.Add($"--clip {o.Clip.ToString(System.Globalization.CultureInfo.InvariantCulture)} (need > 0)");
         if (outOfRange.Count > 0) throw new CliException("train: out of range: " + string.Join(", ", outOfRange));
+        // C2R routes by collaboration lists profiled from a trained model: a run from scratch has none.
+        if (o.Router.Name == "c2r" && o.FromDir is null && o.ResumeDir is null)
+            throw new CliException("--router c2r: C2R routes with collaboration lists profiled from a trained model; " +
+                                   "give --from DIR (a model saved by train --out, e.g. a --router topk run) or --resume a checkpoint");
         var device = CliDevice.Resolve(o.Device);
         if (o.Devices > 1 && !device.IsHost)
         {

@@ -57,6 +57,14 @@ public class TrainCommandTests
         Assert.Equal("train: out of range: --steps 0 (need ≥ 1), --seq 1 (need ≥ 2), --clip 0 (need > 0)", ex.Message);
     }
 
+    [Fact]
+    public void C2RFromScratchSaysWhereItsListsComeFrom()
+    {
+        var o = Short(1) with { Router = RouterSpec.Create("c2r", new Dictionary<string, string>()) };
+        var ex = Assert.Throws<CliException>(() => TrainCommand.Run(o, TextWriter.Null, TestContext.Current.CancellationToken));
+        Assert.StartsWith("--router c2r: C2R routes with collaboration lists profiled from a trained model; give --from DIR", ex.Message);
+    }
+
     [Theory]
     [InlineData(4, 9, 32, 2, "train options: --k 9 exceeds --experts 4")]
     [InlineData(4, 0, 32, 2, "train options: --k must be positive, got 0")]
