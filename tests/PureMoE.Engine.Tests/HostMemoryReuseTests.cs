@@ -1,3 +1,4 @@
+using FsCheck.Xunit;
 using PureMoE.Backends;
 using PureMoE.Backends.Cpu;
 using PureMoE.Models;
@@ -57,6 +58,39 @@ public sealed class HostMemoryReuseTests
             Assert.All(((float[])first)[4990..], v => Assert.True(float.IsNaN(v)));
             // Another class takes a new array.
             Assert.Equal(6144, Host(Tensor.Zeros(new Shape(5121))).Length);
+        }
+    }
+
+    [Property(MaxTest = 60)]
+    public void Tensors_alive_in_one_scope_never_share_an_array_and_keep_their_own_values(int seed)
+    {
+        // Scopes in a row, each making tensors of lengths near a few sizes (so they share size classes, and some
+        // fall below the pool's minimum) in all three dtypes, zeroed or filled: every array a scope hands out is
+        // its own, a zeroed tensor reads zero however used its array was, and nothing writes past a tensor's length
+        // into another's.
+        var rng = new Random(seed);
+        int[] near = [HostArrayPool.MinLength, 5000, 9000, 20000];
+        DType[] dtypes = [DType.Float32, DType.Float64, DType.Int64];
+        for (int scope = 0; scope < 4; scope++)
+        {
+            using (DeviceScope.Begin(reuseHostMemory: true))
+            {
+                var made = new List<(Tensor Tensor, double Value)>();
+                for (int i = rng.Next(1, 12); i > 0; i--)
+                {
+                    var shape = new Shape(near[rng.Next(near.Length)] + rng.Next(-300, 300));
+                    var dtype = dtypes[rng.Next(dtypes.Length)];
+                    double value = rng.Next(2) == 0 ? 0 : 1 + made.Count + 100 * scope;
+                    made.Add((value == 0 ? Tensor.Zeros(shape, dtype) : Tensor.Full(shape, value, dtype), value));
+                }
+                var arrays = made.Where(m => m.Tensor.Numel >= HostArrayPool.MinLength).Select(m => Host(m.Tensor)).ToList();
+                Assert.Equal(arrays.Count, arrays.Distinct(ReferenceEqualityComparer.Instance).Count());
+                foreach (var (t, value) in made)
+                {
+                    Assert.Equal(t.Numel, t.Storage.Length);
+                    Assert.All(t.To(DType.Float64).ToArray<double>(), v => Assert.Equal(value, v));
+                }
+            }
         }
     }
 
