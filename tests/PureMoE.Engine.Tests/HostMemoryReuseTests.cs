@@ -33,31 +33,54 @@ public sealed class HostMemoryReuseTests
     }
 
     [Fact]
-    public void A_request_of_another_length_in_the_same_size_class_reuses_the_array()
+    public void A_request_of_another_length_in_the_same_size_class_reuses_the_shortest_array_that_fits()
     {
-        // 5,000 and 4,990 elements share the class 5,120; 9,000 and 8,500 share 10,240.
-        Array first, second;
+        // New arrays get headroom to the next 1/16 of their octave: 5,000 → 5,120, 8,300 → 8,704, 9,000 → 9,216.
+        // 4,990 shares 5,000's size class (5,120); 8,200, 8,300, 8,800, 9,000 and 9,900 share one (10,240).
+        Array a5000, a8300, a9000;
         using (DeviceScope.Begin(reuseHostMemory: true))
         {
-            first = Host(Tensor.Full(new Shape(5000), 7.0));
-            second = Host(Tensor.Full(new Shape(9000), 7.0));
+            a5000 = Host(Tensor.Full(new Shape(5000), 7.0));
+            a9000 = Host(Tensor.Full(new Shape(9000), 7.0));
+            a8300 = Host(Tensor.Full(new Shape(8300), 7.0));
         }
-        Assert.Equal(5120, first.Length);
-        Assert.Equal(10240, second.Length);
+        Assert.Equal([5120, 9216, 8704], new[] { a5000.Length, a9000.Length, a8300.Length });
         using (DeviceScope.Begin(reuseHostMemory: true))
         {
             var shorter = Tensor.Zeros(new Shape(4990));
-            var longer = Tensor.Zeros(new Shape(10, 850));
-            Assert.Same(first, Host(shorter));
-            Assert.Same(second, Host(longer));
+            Assert.Same(a5000, Host(shorter));
+            Assert.Same(a8300, Host(Tensor.Zeros(new Shape(8200))));   // of 8,704 and 9,216 free, the shorter
+            var longer = Tensor.Zeros(new Shape(10, 880));
+            Assert.Same(a9000, Host(longer));
             Assert.Equal(4990, shorter.Storage.Length);
-            Assert.Equal(8500, longer.Storage.Length);
+            Assert.Equal(8800, longer.Storage.Length);
             Assert.All(shorter.ToArray<float>(), v => Assert.Equal(0f, v));
             Assert.All(longer.Add(longer).ToArray<float>(), v => Assert.Equal(0f, v));
             // Tests poison the elements past a storage's length: a kernel that ran to the array's end would read NaN.
-            Assert.All(((float[])first)[4990..], v => Assert.True(float.IsNaN(v)));
+            Assert.All(((float[])a5000)[4990..], v => Assert.True(float.IsNaN(v)));
+            // Nothing free in the class: a new array.
+            Assert.Equal(10240, Host(Tensor.Zeros(new Shape(9900))).Length);
             // Another class takes a new array.
-            Assert.Equal(6144, Host(Tensor.Zeros(new Shape(5121))).Length);
+            Assert.Equal(5376, Host(Tensor.Zeros(new Shape(5121))).Length);
+        }
+    }
+
+    [Fact]
+    public void A_class_whose_free_arrays_are_all_too_short_gets_a_new_array_spanning_the_class()
+    {
+        // 8,300 and 8,800 share the class 10,240. A first request gets a little headroom (8,300 → 8,704); when the
+        // class's free arrays are all too short the sizes there vary, and the new array spans the class.
+        Array first;
+        using (DeviceScope.Begin(reuseHostMemory: true))
+        {
+            first = Host(Tensor.Zeros(new Shape(8300)));
+        }
+        Assert.Equal(8704, first.Length);
+        using (DeviceScope.Begin(reuseHostMemory: true))
+        {
+            var grown = Host(Tensor.Zeros(new Shape(8800)));
+            Assert.Equal(10240, grown.Length);
+            Assert.Same(first, Host(Tensor.Zeros(new Shape(8300))));
         }
     }
 
@@ -95,15 +118,22 @@ public sealed class HostMemoryReuseTests
     }
 
     [Fact]
-    public void Size_classes_round_up_by_at_most_a_quarter_and_are_fixed_points()
+    public void Size_classes_round_up_by_at_most_a_quarter_and_new_arrays_by_a_sixteenth()
     {
-        Assert.Equal([1L, 2, 3, 4, 5, 6, 7, 8, 10, 4096, 5120, 5120, 6144], new long[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 4096, 4097, 5120, 5121 }.Select(SizeClasses.RoundUp));
+        Assert.Equal([1L, 2, 3, 4, 5, 6, 7, 8, 10, 4096, 5120, 5120, 6144], new long[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 4096, 4097, 5120, 5121 }.Select(n => SizeClasses.RoundUp(n)));
         for (long n = 1; n < 200_000; n += 1 + n / 64)
         {
             long c = SizeClasses.RoundUp(n);
             Assert.InRange(c, n, n + n / 4);
             Assert.Equal(c, SizeClasses.RoundUp(c));
             Assert.True(SizeClasses.RoundUp(n + 1) >= c, $"classes grow with the request ({n})");
+        }
+        // A new host array's headroom: a sixteenth of the octave, never past the request's class.
+        for (int n = HostArrayPool.MinLength; n < 200_000; n += 1 + n / 64)
+        {
+            int capacity = HostArrayPool.Capacity(n);
+            Assert.InRange(capacity, n, n + n / 16);
+            Assert.Equal(SizeClasses.RoundUp(n), SizeClasses.RoundUp(capacity));
         }
         // Past the largest array .NET allows the pool takes the length itself.
         Assert.Equal(Array.MaxLength, HostArrayPool.Capacity(Array.MaxLength));

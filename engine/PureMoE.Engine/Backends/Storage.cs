@@ -22,8 +22,9 @@ public abstract class Storage : IDisposable
 /// An array allocated while a <see cref="DeviceScope"/> that reuses host memory is current belongs to that scope:
 /// when the scope ends it goes back to a pool for the next scope, and this storage is emptied, so a tensor used
 /// after its scope throws <see cref="ObjectDisposedException"/> instead of reading another step's numbers. Such an
-/// array is rounded up to the pool's size class, so it can be longer than the storage's <see cref="Length"/>;
-/// the elements past it belong to nobody (kernels index by offset and count, never by the array's length).
+/// array can be longer than the storage's <see cref="Length"/> (the pool reuses an array for a request a little
+/// shorter, and gives new ones some headroom); the elements past it belong to nobody (kernels index by offset and
+/// count, never by the array's length).
 /// </remarks>
 public sealed class CpuStorage : Storage
 {
@@ -78,10 +79,10 @@ public sealed class CpuStorage : Storage
 
     /// <summary>
     /// A storage of <paramref name="length"/> elements. While a scope that reuses host memory is current, a large
-    /// one takes an array of the pool's size class (<see cref="HostArrayPool.Capacity"/>): a free one of that type
-    /// and class from <see cref="HostArrayPool"/> (its first <paramref name="length"/> elements cleared if
-    /// <paramref name="zeroed"/>), else a new one, and the scope owns the storage; otherwise a new array of exactly
-    /// <paramref name="length"/>, owned by nobody.
+    /// one takes a free array of its type and size class from <see cref="HostArrayPool"/> that is long enough (its
+    /// first <paramref name="length"/> elements cleared if <paramref name="zeroed"/>), else a new one of the length
+    /// the pool says (a little headroom, or the whole class), and the scope owns the storage; otherwise a new array of
+    /// exactly <paramref name="length"/>, owned by nobody.
     /// </summary>
     private static CpuStorage Create(DType dtype, int length, bool zeroed)
     {
@@ -94,13 +95,12 @@ public sealed class CpuStorage : Storage
             DType.Int64 => typeof(long),
             _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
         };
-        int capacity = HostArrayPool.Capacity(length);
-        var array = HostArrayPool.Shared.TryRent(elementType, capacity);
-        if (array is null) array = NewArray(dtype, capacity, zeroed);
+        var array = HostArrayPool.Shared.TryRent(elementType, length, out int newCapacity);
+        if (array is null) array = NewArray(dtype, newCapacity, zeroed);
         else if (zeroed) Array.Clear(array, 0, length);
         // Tests poison the elements past the length too: a kernel that read the array's length instead of its
         // tensor's size would then see NaN, not a plausible number.
-        if (UninitializedMemory.Poison && capacity > length) Poison(array, length, capacity - length);
+        if (UninitializedMemory.Poison && array.Length > length) Poison(array, length, array.Length - length);
         var storage = new CpuStorage(array, length, pooled: true);
         DeviceScope.Track(storage);
         return storage;
