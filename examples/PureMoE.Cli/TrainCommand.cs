@@ -367,6 +367,10 @@ public static class TrainCommand
             log.WriteLine($"done in {clock.Elapsed.TotalSeconds:F1} s ({tps:N0} tok/s" +
                           (double.IsNaN(steady) ? "" : $"; {steady:N0} tok/s after the first step, validation excluded") +
                           $"): loss {losses[0]:F4} -> {losses[^1]:F4}, valid {valid[0].Loss:F4} -> {valid[^1].Loss:F4}");
+        // The process's high-water mark of resident memory (VmHWM on Linux): what a user sizing a machine needs.
+        using (var self = Process.GetCurrentProcess())
+            log.WriteLine($"host memory: peak {self.PeakWorkingSet64 / 1048576.0:N0} MiB resident (the whole process: " +
+                          (device.IsHost ? "parameters, optimizer state, a step's arrays, the .NET runtime)" : "host copies, staging buffers, the .NET runtime)"));
         if (history.Count > 0 && history[^1].LaunchesByKernel.Count > 0)
             log.WriteLine($"last step's launches by kernel: {TopKernels(history[^1].LaunchesByKernel)}");
         if (device.IsIlgpu)
