@@ -21,7 +21,10 @@ public sealed record CompareConfig(string Name, string Description, int K, Route
 /// <param name="Result">The training result (for C2R: losses of the whole run, history of both halves).</param>
 /// <param name="History">Per-step reports of every step of the run.</param>
 /// <param name="Seconds">Wall time of the run (for C2R: the continued half only).</param>
-public sealed record CompareRun(CompareConfig Config, ulong Seed, TrainCommand.TrainResult Result, IReadOnlyList<StepReport> History, double Seconds);
+/// <param name="PeakResidentBytes">The process's peak resident memory during the run (for C2R: the continued half), or
+/// null where the peak could not be reset before it (then it would include the runs before).</param>
+public sealed record CompareRun(CompareConfig Config, ulong Seed, TrainCommand.TrainResult Result, IReadOnlyList<StepReport> History, double Seconds,
+    long? PeakResidentBytes = null);
 
 /// <summary>
 /// `puremoe compare`: trains the same model under each router configuration with the same data, seed, steps and
@@ -137,11 +140,13 @@ public static class CompareCommand
                     o = o with { ResumeDir = TrainCheckpoint.StepDir(Path.Combine(work, $"topk2-seed{seed}"), half) };
                 }
                 log.WriteLine($"=== {c.Name} (seed {seed}): {c.Description}");
+                // Each run's own peak memory: the last run's arrays collected, the process's high-water mark reset.
+                bool peakIsThisRun = ProcessMemory.TryResetPeak();
                 var clock = Stopwatch.StartNew();
                 var result = TrainCommand.Run(o, new PrefixWriter(log, "  "), cancel);
                 if (result.Cancelled) throw new OperationCanceledException("compare: cancelled");
                 var history = c.FromTopK2 ? topk2!.History.Take(half).Concat(result.History).ToList() : result.History.ToList();
-                var run = new CompareRun(c, seed, result, history, clock.Elapsed.TotalSeconds);
+                var run = new CompareRun(c, seed, result, history, clock.Elapsed.TotalSeconds, peakIsThisRun ? result.PeakResidentBytes : null);
                 if (c.Name == "topk2") topk2 = run;
                 runs.Add(run);
             }
@@ -190,8 +195,8 @@ public static class CompareCommand
                       $"context {o.Seq}, batch {o.Batch}{(o.Accum > 1 ? $" x {o.Accum} micro-batches" : "")}, {o.Steps} steps (≈ {(double)o.Steps * o.Batch * o.Accum * o.Seq / 1e6:F2} M tokens), AdamW lr {o.LearningRate} " +
                       $"warmup {o.Warmup} + cosine, clip {o.Clip}; seeds {string.Join(", ", seeds)}; validation on {o.EvalBatches} fixed batches; " +
                       $"{Environment.ProcessorCount} cores; total {elapsed.TotalMinutes:F1} min.").AppendLine();
-        sb.AppendLine("| config | k | valid loss | train loss (last 10) | tokens/s | drop % | padding % | IR tokens/step | fill-ins/step | load CV | experts/token | ReMoE sparsity | ReMoE λ | bytes exchanged (--devices) |");
-        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| config | k | valid loss | train loss (last 10) | tokens/s | peak MiB | drop % | padding % | IR tokens/step | fill-ins/step | load CV | experts/token | ReMoE sparsity | ReMoE λ | bytes exchanged (--devices) |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var group in runs.GroupBy(r => r.Config))
         {
             var rs = group.ToList();
@@ -201,15 +206,17 @@ public static class CompareCommand
             string valid = F(valids.Average(), "F4") + (valids.Count > 1 ? $" ({string.Join(", ", valids.Select(v => F(v, "F4")))})" : "");
             double train = rs.Average(r => r.Result.TrainLosses.TakeLast(10).Average());
             double tps = rs.Average(r => r.Result.TokensPerSecond);
-            sb.AppendLine($"| {group.Key.Name}: {group.Key.Description} | {group.Key.K} | {valid} | {F(train, "F4")} | {F(tps, "N0")} | {F(100 * Mean(s => s.DropRate), "F2")} | " +
+            double peak = rs.All(r => r.PeakResidentBytes is not null) ? rs.Max(r => r.PeakResidentBytes!.Value) / 1048576.0 : double.NaN;
+            sb.AppendLine($"| {group.Key.Name}: {group.Key.Description} | {group.Key.K} | {valid} | {F(train, "F4")} | {F(tps, "N0")} | {F(peak, "N0")} | {F(100 * Mean(s => s.DropRate), "F2")} | " +
                           $"{F(100 * Mean(s => s.PadRate), "F2")} | {F(Mean(s => s.IrPerStep), "F1")} | {F(Mean(s => s.FillInsPerStep), "F1")} | {F(Mean(s => s.LoadCv), "F3")} | " +
                           $"{F(Mean(s => s.ExpertsPerToken), "F3")} | {F(Mean(s => s.Sparsity), "F3")} | {F(Mean(s => s.Lambda), "E2")} | {Exchanged(rs)} |");
         }
         sb.AppendLine();
         sb.AppendLine($"Columns: valid loss = mean next-token cross-entropy ({LossUnit(o)}) on the fixed validation batches after the last step (per-seed values in brackets); " +
+                      "peak MiB = the process's peak resident memory during the run, the most over seeds (the garbage of the runs before collected first; — where it cannot be reset); " +
                       "drop % = first-choice (top-k) pairs dropped for capacity and not rectified in place (an unused fill-in candidate is not a drop); padding % = zero rows among capacity · E rows; IR tokens and fill-ins summed over layers per step; " +
                       "load CV and experts/token over the last quarter of steps; ReMoE sparsity = fraction of zero gates (last quarter), λ at the end; " +
-                      "bytes exchanged = dispatch bytes per step summed over layers, each way (combine moves the same), with --devices P > 1, else —. C2R's tokens/s and bytes are of its continued half only.");
+                      "bytes exchanged = dispatch bytes per step summed over layers, each way (combine moves the same), with --devices P > 1, else —. C2R's tokens/s, peak memory and bytes are of its continued half only.");
         sb.AppendLine().AppendLine("Plots: loss.png (training loss, smoothed), valid.png, load-<config>.png (expert load per layer over steps), remoe.png, coactivation.png.");
         return sb.ToString();
     }

@@ -197,6 +197,12 @@ public static class TrainCommand
         /// without validation: tokens of steps 2.. over their time. NaN with fewer than two steps.
         /// </summary>
         public double SteadyTokensPerSecond { get; init; } = double.NaN;
+
+        /// <summary>
+        /// The process's peak resident memory in bytes at the end of the run (0 for a cancelled run): since the
+        /// process started, or since <c>compare</c> reset it before this run.
+        /// </summary>
+        public long PeakResidentBytes { get; init; }
     }
 
     /// <summary>Trains (the command's body; tests call it directly). Cancelling <paramref name="cancel"/> saves a checkpoint and returns.</summary>
@@ -368,9 +374,9 @@ public static class TrainCommand
                           (double.IsNaN(steady) ? "" : $"; {steady:N0} tok/s after the first step, validation excluded") +
                           $"): loss {losses[0]:F4} -> {losses[^1]:F4}, valid {valid[0].Loss:F4} -> {valid[^1].Loss:F4}");
         // The process's high-water mark of resident memory (VmHWM on Linux): what a user sizing a machine needs.
-        using (var self = Process.GetCurrentProcess())
-            log.WriteLine($"host memory: peak {self.PeakWorkingSet64 / 1048576.0:N0} MiB resident (the whole process: " +
-                          (device.IsHost ? "parameters, optimizer state, a step's arrays, the .NET runtime)" : "host copies, staging buffers, the .NET runtime)"));
+        long peakResident = ProcessMemory.PeakResidentBytes;
+        log.WriteLine($"host memory: peak {peakResident / 1048576.0:N0} MiB resident (the whole process: " +
+                      (device.IsHost ? "parameters, optimizer state, a step's arrays, the .NET runtime)" : "host copies, staging buffers, the .NET runtime)"));
         if (history.Count > 0 && history[^1].LaunchesByKernel.Count > 0)
             log.WriteLine($"last step's launches by kernel: {TopKernels(history[^1].LaunchesByKernel)}");
         if (device.IsIlgpu)
@@ -386,7 +392,7 @@ public static class TrainCommand
             TrainCheckpoint.Save(o.OutDir, model, optimizer, State(o.Steps), lastStats, data.Tokenizer);
             log.WriteLine($"saved {o.OutDir}");
         }
-        return new TrainResult(losses, valid, model, history, tps, false, lastCheckpoint) { SteadyTokensPerSecond = steady };
+        return new TrainResult(losses, valid, model, history, tps, false, lastCheckpoint) { SteadyTokensPerSecond = steady, PeakResidentBytes = peakResident };
     }
 
     // Device → host reads of the step on an ILGPU device (each one a synchronisation), and the work it queued.

@@ -89,6 +89,9 @@ public sealed class CliCommandsTests : IDisposable
         string md = File.ReadAllText(Path.Combine(outDir, "results.md"));
         foreach (var c in CompareCommand.Configs) Assert.Contains($"| {c.Name}:", md);
         Assert.Contains("bytes exchanged", md);
+        // Each run's own peak memory (the high-water mark reset before it, on Linux), in its own column.
+        Assert.Contains("| tokens/s | peak MiB |", md);
+        if (OperatingSystem.IsLinux()) Assert.All(runs, r => Assert.True(r.PeakResidentBytes > 0, r.Config.Name));
         // Both C2R runs continued the TopK top-2 run: their first half is that run's; their second half differs
         // (1 candidate constrains the second expert more than 3 do).
         var topk2 = runs.Single(r => r.Config.Name == "topk2");
