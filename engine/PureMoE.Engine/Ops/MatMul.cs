@@ -19,9 +19,13 @@ public sealed partial class Tensor
         if (k != k2)
             throw new ArgumentException($"MatMul: {a.Shape} x {b.Shape}: inner dimensions {k} and {k2} differ");
 
-        // A [.., m, k] times a plain matrix B [k, n]: fold the batch into the rows, one large GEMM.
+        // A [.., m, k] times a plain matrix B [k, n]: fold the batch into the rows, one large GEMM. A view that cannot
+        // fold (the hidden states without their last position, before a tied lm_head) is copied first: A's size,
+        // where the unfolded backward would make a [batch, k, n] temporary for dB (206 MB at 16 × 64 tokens and
+        // GPT-2's 50,257-token vocabulary) and sum it over the batch.
+        if (b.Rank == 2 && a.Rank > 2 && !a.IsContiguous) return a.Contiguous().MatMul(b);
         Tensor y;
-        bool folded = b.Rank == 2 && a.Rank > 2 && a.IsContiguous;
+        bool folded = b.Rank == 2 && a.Rank > 2;
         if (folded)
         {
             var a2 = a.Reshape(-1, k);

@@ -107,6 +107,28 @@ public class MatMulGradTests
     }
 
     [Fact]
+    public void MatMulOfANarrowedBatchTimesAMatrixFoldsAfterACopy()
+    {
+        // The tied lm_head: hidden states without their last position ([B, S−1, d] of [B, S, d], not contiguous)
+        // times Eᵀ. Gradients against finite differences, and dB is the folded product's (one GEMM over all rows),
+        // not a batched one summed over the batch.
+        var h = GradChecker.Randn(new Shape(3, 5, 4), new Rng(7));
+        var e = GradChecker.Randn(new Shape(6, 4), new Rng(8));
+        GradChecker.Check("MatMul narrowed batch x matrix", t => t[0].Narrow(1, 0, 4).MatMul(t[1].T), 5, h, e);
+
+        var hf = Tensor.Randn(new Shape(3, 5, 4), new Rng(9));
+        var ef = Tensor.Randn(new Shape(6, 4), new Rng(10));
+        hf.RequiresGrad = ef.RequiresGrad = true;
+        var g = Tensor.Randn(new Shape(3, 4, 6), new Rng(11));
+        var y = hf.Narrow(1, 0, 4).MatMul(ef.T);
+        y.Backward(g);
+        var dense = hf.Detach().Narrow(1, 0, 4).Contiguous();
+        Assert.Equal(dense.MatMul(ef.Detach().T).ToArray<float>(), y.ToArray<float>());
+        var folded = dense.Reshape(-1, 4).T.MatMul(g.Reshape(-1, 6));    // dEᵀ [4, 6]
+        Assert.Equal(folded.T.Contiguous().ToArray<float>(), ef.Grad!.ToArray<float>());
+    }
+
+    [Fact]
     public void MatMulWithExpandedBatchOperand()
     {
         var a = GradChecker.Randn(new Shape(1, 3, 4), new Rng(1));
