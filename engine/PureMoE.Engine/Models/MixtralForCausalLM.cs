@@ -53,8 +53,15 @@ public sealed class MixtralForCausalLM : Module
         if (s < 2) throw new ArgumentException($"Loss: sequences need at least 2 tokens, got {inputIds.Shape}");
         // The last position predicts nothing: leaving it out of the hidden states (d wide) rather than the logits
         // (vocab wide) spares computing its logits, and copying and padding the rest (vocab/d times the data).
-        var logits = Project(Model.Forward(inputIds).Narrow(1, 0, s - 1));
-        return logits.CrossEntropy(inputIds.Narrow(1, 1, s - 1));
+        var hidden = Model.Forward(inputIds).Narrow(1, 0, s - 1);
+        var targets = inputIds.Narrow(1, 1, s - 1);
+        // Large logits on the host (a BPE vocabulary): the output layer and the loss as one op in blocks of rows, so
+        // the [rows, vocab] logits and their gradient are never held whole. Small ones keep the plain path.
+        var weight = LmHead is Linear head ? (head.HasBias ? null : head.Weight) : Model.EmbedTokens.Weight;
+        if (weight is not null && hidden.Device.IsHost &&
+            (long)targets.Numel * Config.VocabSize > Tensor.LinearCrossEntropyBlockElements)
+            return hidden.LinearCrossEntropy(weight, targets);
+        return Project(hidden).CrossEntropy(targets);
     }
 
     /// <summary>Mean next-token cross-entropy of logits [B, S, V] for ids [B, S]: position i predicts id i+1.</summary>
