@@ -37,16 +37,7 @@ public sealed partial class Tensor
         int d = weight.Shape[1], v = weight.Shape[0], rows = Numel / Math.Max(d, 1);
         int block = Math.Clamp(blockRows ?? LinearCrossEntropyBlockElements / Math.Max(v, 1), 1, Math.Max(rows, 1));
 
-        long[] t = targets.ToArray<long>();
-        int count = 0;
-        for (int i = 0; i < t.Length; i++)
-        {
-            if (t[i] == ignoreIndex) continue;
-            if (t[i] < 0 || t[i] >= v)
-                throw new ArgumentException($"{op}: target {t[i]} at position {i} is outside [0, {v}) for a weight {weight.Shape}");
-            count++;
-        }
-        double scale = 1.0 / Math.Max(count, 1);
+        double scale = 1.0 / Math.Max(CountTargets(targets, ignoreIndex, v, op, $"a weight {weight.Shape}"), 1);
 
         bool wantX = GradMode.IsEnabled && RequiresGrad, wantW = GradMode.IsEnabled && weight.RequiresGrad;
         var x = new Tensor(Dense().Storage, new Shape(rows, d), Device);   // Dense: from offset 0

@@ -19,17 +19,25 @@ public sealed partial class Tensor
         if (!targets.Device.IsHost) return CrossEntropyOnDevice(targets, ignoreIndex);
         // On the host the targets are checked (on a device that would be a read) and the rows that count are counted;
         // the rows' losses then come from the same fused kernels a device runs.
+        int count = CountTargets(targets, ignoreIndex, c, "CrossEntropy", $"logits {Shape}");
+        var (rowLoss, _) = CrossEntropyByRows(targets, ignoreIndex);
+        return rowLoss.Sum().MulScalar(1.0 / Math.Max(count, 1));
+    }
+
+    // How many host targets count (are not ignoreIndex); each must be a class in [0, classes), else an error naming
+    // the op, the target, its position and what it indexes.
+    private static int CountTargets(Tensor targets, long ignoreIndex, int classes, string op, string against)
+    {
         long[] t = targets.ToArray<long>();
         int count = 0;
         for (int i = 0; i < t.Length; i++)
         {
             if (t[i] == ignoreIndex) continue;
-            if (t[i] < 0 || t[i] >= c)
-                throw new ArgumentException($"CrossEntropy: target {t[i]} at position {i} is outside [0, {c}) for logits {Shape}");
+            if (t[i] < 0 || t[i] >= classes)
+                throw new ArgumentException($"{op}: target {t[i]} at position {i} is outside [0, {classes}) for {against}");
             count++;
         }
-        var (rowLoss, _) = CrossEntropyByRows(targets, ignoreIndex);
-        return rowLoss.Sum().MulScalar(1.0 / Math.Max(count, 1));
+        return count;
     }
 
     // The same loss computed on the device, without reading anything back (a read would be a synchronisation in
