@@ -55,7 +55,7 @@ public sealed partial class Tensor
                 var xBlock = x.Narrow(0, r0, n);
                 var tBlock = targets.Reshape(rows).Narrow(0, r0, n).Dense();
                 var zBlock = new Tensor(logits.Storage, new Shape(n, v), Device);
-                RunGemmInto(xBlock, w.T, zBlock, 0);                                  // z = x·Wᵀ
+                RunGemm(xBlock, w.T, zBlock);                                          // z = x·Wᵀ
                 var loss = Empty(new Shape(n), DType, Device);
                 var counted = Empty(new Shape(n), DType, Device);
                 var logSumExp = Empty(new Shape(n), DType, Device);
@@ -65,8 +65,8 @@ public sealed partial class Tensor
                 var dz = new Tensor(dLogits.Storage, new Shape(n, v), Device);
                 var rowGrad = Full(new Shape(n), scale, DType, Device);               // d mean / d row loss
                 Backend.CrossEntropyRowsBackward(zBlock.Storage, tBlock.Storage, ignoreIndex, logSumExp.Storage, rowGrad.Storage, dz.Storage, n, v);
-                if (dx is not null) RunGemmInto(dz, w, dx.Narrow(0, r0, n), 0);       // dx = dz·W
-                if (dw is not null) RunGemmInto(dz.T, xBlock, dw, r0 == 0 ? 0 : 1);   // dW += dzᵀ·x
+                if (dx is not null) RunGemm(dz, w, dx.Narrow(0, r0, n));               // dx = dz·W
+                if (dw is not null) RunGemm(dz.T, xBlock, dw, beta: r0 == 0 ? 0 : 1); // dW += dzᵀ·x
             }
         }
         Tensor mean;

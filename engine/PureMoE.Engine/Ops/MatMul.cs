@@ -141,23 +141,14 @@ public sealed partial class Tensor
         return (t.Dense(), Math.Max(cols, 1), false, rows * cols);
     }
 
-    // C = A·B (beta 0) or C += A·B (beta 1) for one [m, k]·[k, n] product into a row-major [m, n] view that may
-    // start at an offset of its storage (a block of rows).
-    private static void RunGemmInto(Tensor a, Tensor b, Tensor c, double beta)
+    // C = A·B (beta 0) or C += A·B (beta 1), for `batch` products of [m, k]·[k, n] into row-major [m, n] blocks of C
+    // from C's offset (a block of rows of a larger buffer, for LinearCrossEntropy).
+    private static void RunGemm(Tensor a, Tensor b, Tensor c, int batch = 1, double beta = 0)
     {
         int m = a.Shape[-2], k = a.Shape[-1], n = b.Shape[-1];
         var (ta, lda, transA, sa) = GemmOperand(a);
         var (tb, ldb, transB, sb) = GemmOperand(b);
         a.Backend.Gemm(transA, transB, m, n, k, 1.0, ta.Storage, ta.Offset, lda, sa, tb.Storage, tb.Offset, ldb, sb,
-            beta, c.Storage, c.Offset, n, m * n, 1);
-    }
-
-    private static void RunGemm(Tensor a, Tensor b, Tensor c, int batch)
-    {
-        int m = a.Shape[-2], k = a.Shape[-1], n = b.Shape[-1];
-        var (ta, lda, transA, sa) = GemmOperand(a);
-        var (tb, ldb, transB, sb) = GemmOperand(b);
-        a.Backend.Gemm(transA, transB, m, n, k, 1.0, ta.Storage, ta.Offset, lda, sa, tb.Storage, tb.Offset, ldb, sb,
-            0.0, c.Storage, 0, n, m * n, batch);
+            beta, c.Storage, c.Offset, n, m * n, batch);
     }
 }
