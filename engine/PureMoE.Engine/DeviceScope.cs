@@ -70,6 +70,16 @@ public sealed class DeviceScope : IDisposable
     /// <summary>Whether this scope owns and reuses host arrays (see <see cref="Begin(bool)"/>).</summary>
     public bool ReusesHostMemory { get; }
 
+    /// <summary>
+    /// The bytes of the host arrays that the last scope to end among those reusing host memory
+    /// (<see cref="Begin(bool)"/>) used, all kept now for the next. Read right after a training step's scope has
+    /// ended, it is what that step's tensors took: activations, gradients and temporaries (the parameters, their
+    /// optimizer state and tensors kept out of the scope aside). The backward pass gives a consumed gradient's array
+    /// back at once for later gradients of the same pass, so this counts the gradients in flight at one moment, not
+    /// all of them.
+    /// </summary>
+    public static long LastScopeHostBytes => Backends.Cpu.HostArrayPool.Shared.LastScopeBytes;
+
     /// <summary>The innermost scope of this flow of execution, or null.</summary>
     public static DeviceScope? Current => s_current.Value;
 
@@ -135,6 +145,21 @@ public sealed class DeviceScope : IDisposable
             }
         }
         if (ReusesHostMemory) Backends.Cpu.HostArrayPool.Shared.ReturnAll(reusable);
+    }
+
+    /// <summary>
+    /// Hands <paramref name="storage"/>'s array to the host-array pool now instead of when the scope ends, for
+    /// allocations later in the scope to take: false (and nothing done) unless this scope reuses host memory and
+    /// owns the storage. The caller promises nothing reads the storage again; a tensor that does throws
+    /// <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    internal bool ReturnEarly(CpuStorage storage)
+    {
+        if (!ReusesHostMemory) return false;
+        lock (_lock)
+            if (_disposed || !_owned.Remove(storage)) return false;
+        if (storage.TakeForPool() is Array array) Backends.Cpu.HostArrayPool.Shared.Return(array);
+        return true;
     }
 
     /// <summary>Called by device storages when they are created: the current scope owns them.</summary>

@@ -113,16 +113,18 @@ public sealed partial class Tensor
 
     /// <summary>
     /// Records <paramref name="output"/> as produced by <paramref name="op"/> from <paramref name="inputs"/>, if
-    /// recording is on and any input requires a gradient. Returns the output.
+    /// recording is on and any input requires a gradient. Returns the output. <paramref name="keepsGradient"/>: the
+    /// backward may keep its output gradient past its return (custom functions), so the backward pass must not
+    /// recycle it.
     /// </summary>
-    internal static Tensor Record(string op, Tensor output, Tensor[] inputs, Func<Tensor, Tensor?[]> backward)
+    internal static Tensor Record(string op, Tensor output, Tensor[] inputs, Func<Tensor, Tensor?[]> backward, bool keepsGradient = false)
     {
         if (!GradMode.IsEnabled) return output;
         bool any = false;
         foreach (var t in inputs) any |= t.RequiresGrad;
         if (!any) return output;
         output._requiresGrad = true;
-        output.GradFn = new Node(op, inputs, backward);
+        output.GradFn = new Node(op, inputs, backward, keepsGradient);
         return output;
     }
 

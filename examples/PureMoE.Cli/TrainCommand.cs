@@ -301,6 +301,7 @@ public static class TrainCommand
             return dir;
         }
 
+        long stepArrayBytes = 0;
         for (int step = start + 1; step <= o.Steps; step++)
         {
             if (cancel.IsCancellationRequested)
@@ -336,6 +337,8 @@ public static class TrainCommand
                 losses.Add(MicroBatches.Loss(earlier, lossValue, o.Accum));
                 model.ZeroGrad();    // the gradients' buffers go back to the pool with the scope
             }
+            // The host-array pool now holds exactly the arrays this step took (read before a validation's scope).
+            stepArrayBytes = Math.Max(stepArrayBytes, DeviceScope.LastScopeHostBytes);
             if (step > start + 1)
             {
                 steadySeconds += Stopwatch.GetElapsedTime(stepStart).TotalSeconds;
@@ -376,7 +379,9 @@ public static class TrainCommand
         // The process's high-water mark of resident memory (VmHWM on Linux): what a user sizing a machine needs.
         long peakResident = ProcessMemory.PeakResidentBytes;
         log.WriteLine($"host memory: peak {peakResident / 1048576.0:N0} MiB resident (the whole process: " +
-                      (device.IsHost ? "parameters, optimizer state, a step's arrays, the .NET runtime)" : "host copies, staging buffers, the .NET runtime)"));
+                      (device.IsHost
+                          ? $"parameters, optimizer state, a step's arrays, the .NET runtime); a step's arrays {stepArrayBytes / 1048576.0:N1} MiB"
+                          : "host copies, staging buffers, the .NET runtime)"));
         if (history.Count > 0 && history[^1].LaunchesByKernel.Count > 0)
             log.WriteLine($"last step's launches by kernel: {TopKernels(history[^1].LaunchesByKernel)}");
         if (device.IsIlgpu)

@@ -11,6 +11,9 @@ internal static class Backprop
     {
         var order = TopologicalOrder(root);
         var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance) { [root] = seed };
+        // Counts the pending gradients per storage; a consumed gradient's array goes back to the pool (see there).
+        var recycler = new GradientRecycler();
+        recycler.Hold(seed);
         using var _ = GradMode.NoGrad();
         // Walk from the root towards the leaves: every consumer of a tensor is visited before the tensor itself.
         for (int i = order.Count - 1; i >= 0; i--)
@@ -19,20 +22,46 @@ internal static class Backprop
             if (!grads.Remove(t, out Tensor? g)) continue;
             if (t.GradFn is null)
             {
-                if (t.RequiresGrad) t.AccumulateGrad(g);
+                if (t.RequiresGrad)
+                {
+                    t.AccumulateGrad(g);
+                    if (ReferenceEquals(t.Grad?.Storage, g.Storage)) recycler.Keep(g);
+                }
+                recycler.Drop(g);
                 continue;
             }
+            if (t.GradFn.KeepsGradient) recycler.Keep(g);
             Tensor?[] inputGrads = t.GradFn.Backward(g);
             Tensor[] inputs = t.GradFn.Inputs;
+            // Count every returned gradient before dropping any: two of them, or one and g, may share a storage.
+            foreach (var ig in inputGrads)
+                if (ig is not null) recycler.Hold(ig);
             for (int j = 0; j < inputs.Length; j++)
             {
                 Tensor? ig = inputGrads[j];
-                if (ig is null || !inputs[j].RequiresGrad) continue;
+                if (ig is null) continue;
+                if (!inputs[j].RequiresGrad)
+                {
+                    recycler.Drop(ig);
+                    continue;
+                }
                 if (ig.Shape != inputs[j].Shape)
                     throw new InvalidOperationException(
                         $"{t.GradFn.Op} backward: gradient shape {ig.Shape} does not match input shape {inputs[j].Shape}");
-                grads[inputs[j]] = grads.TryGetValue(inputs[j], out Tensor? prev) ? prev.Add(ig).AsFreshGradient() : ig;
+                if (grads.TryGetValue(inputs[j], out Tensor? prev))
+                {
+                    var sum = prev.Add(ig).AsFreshGradient();
+                    recycler.Hold(sum);
+                    recycler.Drop(prev);
+                    recycler.Drop(ig);
+                    grads[inputs[j]] = sum;
+                }
+                else
+                {
+                    grads[inputs[j]] = ig;
+                }
             }
+            recycler.Drop(g);
         }
     }
 

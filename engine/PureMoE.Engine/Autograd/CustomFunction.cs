@@ -10,7 +10,8 @@ public sealed partial class Tensor
     /// Records <paramref name="output"/> as the result of a custom operation on <paramref name="inputs"/>, whose
     /// backward maps the gradient of the output to one gradient (or null) per input, each of its input's shape.
     /// Recorded only when gradients are enabled and an input requires one; returns <paramref name="output"/>.
-    /// The output must be a fresh tensor computed without recording (e.g. inside <see cref="NoGrad"/>).
+    /// The output must be a fresh tensor computed without recording (e.g. inside <see cref="NoGrad"/>). The backward
+    /// may keep the gradient it is given (the backward pass then never recycles that gradient's memory).
     /// </summary>
     public static Tensor Function(string op, Tensor output, Tensor[] inputs, Func<Tensor, Tensor?[]> backward)
     {
@@ -30,6 +31,6 @@ public sealed partial class Tensor
             if (grads.Length != n)
                 throw new InvalidOperationException($"Tensor.Function({op}) backward returned {grads.Length} gradients for {n} inputs");
             return grads;
-        });
+        }, keepsGradient: true);
     }
 }

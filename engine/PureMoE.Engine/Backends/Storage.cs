@@ -28,6 +28,8 @@ public abstract class Storage : IDisposable
 /// </remarks>
 public sealed class CpuStorage : Storage
 {
+    private static long s_pooledCreated;
+
     private Array? _data;
     private readonly int _length;
     private readonly bool _pooled;
@@ -101,7 +103,7 @@ public sealed class CpuStorage : Storage
         // Tests poison the elements past the length too: a kernel that read the array's length instead of its
         // tensor's size would then see NaN, not a plausible number.
         if (UninitializedMemory.Poison && array.Length > length) Poison(array, length, array.Length - length);
-        var storage = new CpuStorage(array, length, pooled: true);
+        var storage = new CpuStorage(array, length, pooled: true) { Serial = Interlocked.Increment(ref s_pooledCreated) };
         DeviceScope.Track(storage);
         return storage;
     }
@@ -116,16 +118,32 @@ public sealed class CpuStorage : Storage
 
     /// <summary>
     /// For a storage a reusing scope owns: empties it and returns its array (the scope hands it to the pool).
-    /// Null for any other storage, or when already taken.
+    /// Null for any other storage, or when already taken. Under <see cref="UninitializedMemory.Poison"/> the array
+    /// is filled with NaN first, so code that kept the array itself would read NaN, not another tensor's numbers.
     /// </summary>
-    internal Array? TakeForPool() => _pooled ? Interlocked.Exchange(ref _data, null) : null;
+    internal Array? TakeForPool()
+    {
+        if (!_pooled || Interlocked.Exchange(ref _data, null) is not Array array) return null;
+        if (UninitializedMemory.Poison) Poison(array, 0, array.Length);
+        return array;
+    }
+
+    /// <summary>
+    /// For a storage from the host-array pool, its place in the order such storages were created (1, 2, …, across
+    /// the process); 0 for any other. The backward pass recycles only storages created after it began.
+    /// </summary>
+    internal long Serial { get; private init; }
+
+    /// <summary>How many storages the host-array pool has made so far (the last <see cref="Serial"/>).</summary>
+    internal static long PooledCreated => Interlocked.Read(ref s_pooledCreated);
 
     /// <summary>The array (from the host-array pool it may be longer than <see cref="Length"/>).</summary>
     /// <exception cref="ObjectDisposedException">The scope that owned this storage has ended.</exception>
     public Array Data => _data ?? throw Disposed();
 
     private static ObjectDisposedException Disposed() => new(nameof(CpuStorage),
-        "a host tensor was used after the DeviceScope that owned it ended; keep it with scope.Keep(tensor) or create it outside the scope");
+        "a host tensor was used after its array went back to the pool: the DeviceScope that owned it ended (keep it with " +
+        "scope.Keep(tensor) or create it outside the scope), or it was a gradient the backward pass had consumed and recycled");
 
     /// <inheritdoc />
     public override DType DType { get; }

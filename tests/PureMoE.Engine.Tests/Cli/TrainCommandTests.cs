@@ -29,7 +29,7 @@ public class TrainCommandTests
         var r = TrainCommand.Run(Short(3), log, TestContext.Current.CancellationToken);
         Assert.True(double.IsFinite(r.SteadyTokensPerSecond) && r.SteadyTokensPerSecond > 0, $"{r.SteadyTokensPerSecond}");
         Assert.Matches(@"done in [0-9.]+ s \([0-9,]+ tok/s; [0-9,]+ tok/s after the first step, validation excluded\)", log.ToString());
-        Assert.Matches(@"host memory: peak [1-9][0-9,]* MiB resident \(the whole process: ", log.ToString());
+        Assert.Matches(@"host memory: peak [1-9][0-9,]* MiB resident \(the whole process: .*\); a step's arrays [0-9,]+\.[0-9] MiB", log.ToString());
         var one = TrainCommand.Run(Short(1), log, TestContext.Current.CancellationToken);
         Assert.True(double.IsNaN(one.SteadyTokensPerSecond));
     }

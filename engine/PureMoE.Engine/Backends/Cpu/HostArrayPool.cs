@@ -9,9 +9,10 @@ namespace PureMoE.Backends.Cpu;
 /// by size class (<see cref="SizeClasses"/>: 1, 1.25, 1.5, 1.75 × 2ᵏ elements) and a request takes the shortest free
 /// array of its class that is long enough. A new array gets a little headroom (<see cref="Capacity"/>, at most
 /// 1/16 of its octave), so fixed sizes waste little; where a class's free arrays were all too short, the sizes
-/// there vary, and a new one spans the whole class. The pool holds at most what the last scope to end gave
-/// back: <see cref="ReturnAll"/> first drops whatever the scope before it left unused, so sizes that stop recurring
-/// do not pile up.
+/// there vary, and a new one spans the whole class. Arrays come back when their scope ends (<see cref="ReturnAll"/>)
+/// or earlier, one by one (<see cref="Return"/>: a gradient the backward pass has consumed, taken again by the same
+/// pass). The pool holds about what the last two scopes used: an array that sees more than
+/// <see cref="MaxIdleScopes"/> scope ends without being taken is dropped, so sizes that stop recurring do not pile up.
 /// </summary>
 internal sealed class HostArrayPool
 {
@@ -21,7 +22,17 @@ internal sealed class HostArrayPool
     /// <summary>The process's pool.</summary>
     public static HostArrayPool Shared { get; } = new();
 
-    private readonly Dictionary<(Type, long), List<Array>> _free = new();
+    /// <summary>
+    /// How many scope ends a free array may see without being taken before the pool drops it. One: a training
+    /// step's arrays survive a validation scope between two steps, and a ReLU router's expert block that moved to
+    /// another size class for a step finds its array the step after (a third fewer new arrays over 40 ReLU-routed
+    /// steps than dropping at once, bench/RESULTS.md); sizes that stop recurring go.
+    /// </summary>
+    public const int MaxIdleScopes = 1;
+
+    // Free arrays by (element type, size class), each with the scope ends it has seen free (−1: returned during the
+    // current scope), in the order they came back.
+    private readonly Dictionary<(Type, long), List<(Array Array, int Idle)>> _free = new();
     private readonly Lock _lock = new();
 
     /// <summary>
@@ -33,10 +44,11 @@ internal sealed class HostArrayPool
 
     /// <summary>
     /// The shortest free array of <paramref name="elementType"/> in the size class of <paramref name="length"/> with
-    /// at least <paramref name="length"/> elements (old contents), taken out of the pool. When there is none, null,
-    /// and <paramref name="newCapacity"/> is the length a new array should have: <see cref="Capacity"/>, or the
-    /// whole class when the class had free arrays but all too short (its sizes vary: a request a little longer than
-    /// last step's, as a ReLU router's expert blocks make; an array spanning the class fits them all from now on).
+    /// at least <paramref name="length"/> elements (old contents; of equal ones, the last returned), taken out of the
+    /// pool. When there is none, null, and <paramref name="newCapacity"/> is the length a new array should have:
+    /// <see cref="Capacity"/>, or the whole class when the class had free arrays but all too short (its sizes vary: a
+    /// request a little longer than last step's, as a ReLU router's expert blocks make; an array spanning the class
+    /// fits them all from now on).
     /// </summary>
     public Array? TryRent(Type elementType, int length, out int newCapacity)
     {
@@ -45,17 +57,18 @@ internal sealed class HostArrayPool
         {
             newCapacity = Capacity(length);
             if (!_free.TryGetValue((elementType, sizeClass), out var list) || list.Count == 0) return null;
+            // Of equally short arrays the one returned last: a gradient the backward pass has just recycled is
+            // still in cache, and one array goes round instead of every free one in turn.
             int best = -1;
-            for (int i = 0; i < list.Count; i++)
-                if (list[i].Length >= length && (best < 0 || list[i].Length < list[best].Length)) best = i;
+            for (int i = list.Count - 1; i >= 0; i--)
+                if (list[i].Array.Length >= length && (best < 0 || list[i].Array.Length < list[best].Array.Length)) best = i;
             if (best < 0)
             {
                 newCapacity = Fit(sizeClass, length);
                 return null;
             }
-            var array = list[best];
-            list[best] = list[^1];
-            list.RemoveAt(list.Count - 1);
+            var array = list[best].Array;
+            list.RemoveAt(best);
             return array;
         }
     }
@@ -63,19 +76,35 @@ internal sealed class HostArrayPool
     // A rounded length, or the length itself where the rounding would pass the largest array .NET allows.
     private static int Fit(long rounded, int length) => rounded <= Array.MaxLength ? (int)rounded : length;
 
-    /// <summary>Drops the arrays nobody took since the last call, then keeps <paramref name="arrays"/> for reuse.</summary>
+    /// <summary>
+    /// A scope has ended: every free array has seen one more scope end without being taken, and those that have
+    /// seen more than <see cref="MaxIdleScopes"/> are dropped; then <paramref name="arrays"/> (the scope's) are kept
+    /// for reuse.
+    /// </summary>
     public void ReturnAll(IEnumerable<Array> arrays)
     {
         lock (_lock)
         {
-            _free.Clear();
-            foreach (var a in arrays)
+            foreach (var list in _free.Values)
             {
-                var key = (a.GetType().GetElementType()!, SizeClasses.RoundUp(a.Length));
-                if (!_free.TryGetValue(key, out var list)) _free[key] = list = [];
-                list.Add(a);
+                for (int i = 0; i < list.Count; i++) list[i] = (list[i].Array, list[i].Idle + 1);
+                list.RemoveAll(e => e.Idle > MaxIdleScopes);
             }
+            foreach (var a in arrays) Add(a, idle: 0);
         }
+    }
+
+    /// <summary>Keeps one array for reuse now, before its scope ends (it is free from this moment).</summary>
+    public void Return(Array array)
+    {
+        lock (_lock) Add(array, idle: -1);
+    }
+
+    private void Add(Array array, int idle)
+    {
+        var key = (array.GetType().GetElementType()!, SizeClasses.RoundUp(array.Length));
+        if (!_free.TryGetValue(key, out var list)) _free[key] = list = [];
+        list.Add((array, idle));
     }
 
     /// <summary>How many arrays the pool holds now (for tests).</summary>
@@ -83,4 +112,21 @@ internal sealed class HostArrayPool
     {
         get { lock (_lock) return _free.Values.Sum(l => l.Count); }
     }
+
+    /// <summary>The bytes of the arrays the pool holds now.</summary>
+    public long Bytes
+    {
+        get { lock (_lock) return _free.Values.Sum(l => l.Sum(e => SizeOf(e.Array))); }
+    }
+
+    /// <summary>
+    /// The bytes of the arrays the last scope to end used (those it gave back, at its end or earlier): after a
+    /// training step, the host memory its tensors took (parameters and optimizer state aside).
+    /// </summary>
+    public long LastScopeBytes
+    {
+        get { lock (_lock) return _free.Values.Sum(l => l.Where(e => e.Idle == 0).Sum(e => SizeOf(e.Array))); }
+    }
+
+    private static long SizeOf(Array array) => (long)array.Length * (array is float[] ? 4 : 8);
 }

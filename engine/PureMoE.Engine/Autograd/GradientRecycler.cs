@@ -1,0 +1,75 @@
+using PureMoE.Backends;
+
+namespace PureMoE.Autograd;
+
+/// <summary>
+/// Gives the host arrays of consumed gradients back to the host-array pool during the backward pass, so the
+/// gradients made later in the same pass take them again: a pass then holds about the gradients in flight at one
+/// moment instead of every gradient it ever made. Without this, the scope of a training step keeps every array until
+/// the step ends (bench/RESULTS.md: about a third of the compare model's step memory was consumed gradients).
+/// </summary>
+/// <remarks>
+/// Safe by construction, and otherwise idle:
+/// <list type="bullet">
+/// <item>Only while a <see cref="DeviceScope"/> that reuses host memory is current and owns the storage (outside
+/// one, a dropped gradient is already garbage for the collector).</item>
+/// <item>Only storages made after the pass began (<see cref="CpuStorage.Serial"/>): never the seed, a forward
+/// activation, or a gradient an op computed in its forward and hands out in its backward.</item>
+/// <item>A storage is counted once per pending gradient that views it (a reshape's gradient shares its consumer's
+/// storage; Add hands one gradient to both inputs), and goes back only when none is left.</item>
+/// <item>Never a storage a leaf keeps as its <see cref="Tensor.Grad"/>, nor the gradient given to a custom function
+/// (<see cref="Tensor.Function"/>), whose backward may keep it.</item>
+/// </list>
+/// A recycled storage is emptied: a tensor that still read it would throw <see cref="ObjectDisposedException"/>, not
+/// read another gradient's numbers.
+/// </remarks>
+internal sealed class GradientRecycler
+{
+    private readonly DeviceScope? _scope;
+    private readonly long _madeAfter;
+    private readonly Dictionary<CpuStorage, int> _pending = new(ReferenceEqualityComparer.Instance);
+    private readonly HashSet<CpuStorage> _kept = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Starts recycling for one backward pass (idle unless the current scope reuses host memory).</summary>
+    public GradientRecycler()
+    {
+        _scope = DeviceScope.Current is { ReusesHostMemory: true } scope ? scope : null;
+        _madeAfter = CpuStorage.PooledCreated;
+    }
+
+    /// <summary>How many storages this pass has given back so far.</summary>
+    public int Recycled { get; private set; }
+
+    /// <summary>Counts one more pending gradient viewing <paramref name="gradient"/>'s storage.</summary>
+    public void Hold(Tensor gradient)
+    {
+        if (Candidate(gradient) is { } s) _pending[s] = _pending.GetValueOrDefault(s) + 1;
+    }
+
+    /// <summary>
+    /// Counts one pending gradient fewer on <paramref name="gradient"/>'s storage (one that <see cref="Hold"/>
+    /// counted); the last one gives the storage back, unless a leaf keeps it.
+    /// </summary>
+    public void Drop(Tensor gradient)
+    {
+        if (Candidate(gradient) is not { } s) return;
+        int left = _pending[s] - 1;
+        if (left > 0)
+        {
+            _pending[s] = left;
+            return;
+        }
+        _pending.Remove(s);
+        if (!_kept.Contains(s) && _scope!.ReturnEarly(s)) Recycled++;
+    }
+
+    /// <summary>Marks <paramref name="gradient"/>'s storage as never to recycle (a leaf adopted it, or a custom backward may keep it).</summary>
+    public void Keep(Tensor gradient)
+    {
+        if (Candidate(gradient) is { } s) _kept.Add(s);
+    }
+
+    // A storage this pass may recycle: host, from the pool, made after the pass began, with a reusing scope current.
+    private CpuStorage? Candidate(Tensor gradient) =>
+        _scope is not null && gradient.Storage is CpuStorage { Serial: > 0 } s && s.Serial > _madeAfter ? s : null;
+}

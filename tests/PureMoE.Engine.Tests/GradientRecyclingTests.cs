@@ -1,0 +1,127 @@
+using FsCheck.Xunit;
+using PureMoE.Backends.Cpu;
+
+namespace PureMoE.Engine.Tests;
+
+/// <summary>
+/// The backward pass recycles a consumed gradient's host array (<c>GradientRecycler</c>) inside a scope that reuses
+/// host memory: a pass holds the gradients in flight, not every gradient it made; the numbers are the same bits as
+/// without a scope; gradients that share a storage, a leaf's adopted gradient and a custom function's kept gradient
+/// are never recycled while still needed. The test project poisons recycled arrays with NaN, so a gradient read
+/// after its array went back would show.
+/// </summary>
+[Collection("HostArrayPool")]
+public sealed class GradientRecyclingTests
+{
+    private const int Side = 80; // 6,400 elements: pooled
+
+    [Fact]
+    public void A_chain_of_ops_holds_two_gradients_in_flight_not_one_per_op()
+    {
+        const int ops = 16;
+        var x = Tensor.Full(new Shape(Side, Side), 0.5);
+        x.RequiresGrad = true;
+        for (int round = 0; round < 2; round++) // the second round's arrays are what one such pass takes
+        {
+            using (DeviceScope.Begin(reuseHostMemory: true))
+            {
+                x.ZeroGrad();
+                var y = x;
+                for (int i = 0; i < ops; i++) y = y.MulScalar(1.25);
+                y.Sum().Backward();
+                Assert.All(x.Grad!.ToArray<float>(), g => Assert.Equal(MathF.Pow(1.25f, ops), g));
+            }
+        }
+        // 16 forward outputs, and two gradient arrays used in turn (one of them became x.Grad); every op's gradient
+        // held to the step's end would make 16 more.
+        Assert.Equal((ops + 2) * HostArrayPool.Capacity(Side * Side) * 4L, HostArrayPool.Shared.LastScopeBytes);
+        Assert.Equal(HostArrayPool.Shared.LastScopeBytes, DeviceScope.LastScopeHostBytes);
+    }
+
+    [Property(MaxTest = 40)]
+    public void Random_graphs_with_shared_and_viewed_gradients_give_the_same_bits_with_recycling(int seed)
+    {
+        // A random graph over [80, 80] tensors: fan-out (a tensor used by several later ops, so its gradients add up),
+        // an op using one tensor twice (both inputs get one gradient), views (transposes: a gradient that views
+        // another's storage) and elementwise ops. The gradient of the input must not depend on recycling.
+        var expected = Gradient(seed, scope: false);
+        for (int round = 0; round < 2; round++) // the second round takes the first one's arrays again
+            Assert.Equal(expected, Gradient(seed, scope: true));
+    }
+
+    private static float[] Gradient(int seed, bool scope)
+    {
+        var rng = new Random(seed);
+        var x = Tensor.Randn(new Shape(Side, Side), new Rng((ulong)(uint)seed));
+        x.RequiresGrad = true;
+        using var s = scope ? DeviceScope.Begin(reuseHostMemory: true) : null;
+        var made = new List<Tensor> { x };
+        for (int i = rng.Next(3, 14); i > 0; i--)
+        {
+            var a = made[rng.Next(made.Count)];
+            var b = made[rng.Next(made.Count)];
+            made.Add(rng.Next(7) switch
+            {
+                0 => a.Add(b),
+                1 => a.Mul(b.Tanh()),
+                2 => a.Add(a),
+                3 => a.Transpose(0, 1),
+                4 => a.Transpose(0, 1).MulScalar(0.5).Transpose(0, 1),
+                5 => a.Reshape(Side * Side).Reshape(Side, Side),
+                _ => a.Tanh().Sub(b.MulScalar(0.25)),
+            });
+        }
+        // The loss reads the last few tensors, so several gradients are in flight at once.
+        var loss = made[^1].Sum();
+        for (int i = 2; i <= Math.Min(4, made.Count); i++) loss = loss.Add(made[^i].Square().Mean());
+        loss.Backward();
+        return x.Grad!.ToArray<float>();
+    }
+
+    [Fact]
+    public void A_custom_function_may_keep_its_output_gradient_for_a_later_node()
+    {
+        // The expert-parallel layer's pattern: each output's backward keeps its gradient for one hub node, whose
+        // backward runs later and reads them all. The kept gradient (made by MulScalar's backward, so a candidate)
+        // must not be recycled when the output's backward returns.
+        var x = Tensor.Full(new Shape(Side, Side), 1.0);
+        x.RequiresGrad = true;
+        for (int round = 0; round < 2; round++)
+        {
+            using (DeviceScope.Begin(reuseHostMemory: true))
+            {
+                x.ZeroGrad();
+                Tensor? pending = null;
+                var hub = Tensor.Function("hub", Tensor.Zeros(new Shape(1)), [x], _ => [pending!.MulScalar(3)]);
+                Tensor output;
+                using (Tensor.NoGrad()) output = x.MulScalar(1);
+                output = Tensor.Function("output", output, [hub], g =>
+                {
+                    pending = g;
+                    return [Tensor.ZerosLike(hub)];
+                });
+                // Work between the two backward calls that would take a recycled array and overwrite it.
+                output.MulScalar(2).Tanh().MulScalar(0.5).Sum().Backward();
+                float dTanh = 1 - MathF.Tanh(2f) * MathF.Tanh(2f);
+                Assert.All(x.Grad!.ToArray<float>(), g => Assert.Equal(3 * 2 * 0.5f * dTanh, g, 6));
+            }
+        }
+    }
+
+    [Fact]
+    public void A_free_array_outlives_one_scope_end_untaken_and_is_dropped_at_the_second()
+    {
+        var early = new float[HostArrayPool.Capacity(Side * Side)];
+        var atEnd = new float[HostArrayPool.Capacity(2 * Side * Side)];
+        for (int i = 0; i <= HostArrayPool.MaxIdleScopes; i++) HostArrayPool.Shared.ReturnAll([]);
+        Assert.Equal(0, HostArrayPool.Shared.Count); // whatever earlier tests left is gone
+        HostArrayPool.Shared.Return(early);          // a consumed gradient, given back during the scope
+        HostArrayPool.Shared.ReturnAll([atEnd]);     // the scope ends: both are what it used
+        Assert.Equal(4L * (early.Length + atEnd.Length), HostArrayPool.Shared.LastScopeBytes);
+        HostArrayPool.Shared.ReturnAll([]);          // a scope that took neither (a validation between two steps)
+        Assert.Equal(2, HostArrayPool.Shared.Count);
+        Assert.Equal(0, HostArrayPool.Shared.LastScopeBytes);
+        HostArrayPool.Shared.ReturnAll([]);          // a second one: dropped
+        Assert.Equal(0, HostArrayPool.Shared.Count);
+    }
+}
