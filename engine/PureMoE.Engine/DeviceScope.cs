@@ -74,9 +74,9 @@ public sealed class DeviceScope : IDisposable
     /// The bytes of the host arrays that the last scope to end among those reusing host memory
     /// (<see cref="Begin(bool)"/>) used, all kept now for the next. Read right after a training step's scope has
     /// ended, it is what that step's tensors took: activations, gradients and temporaries (the parameters, their
-    /// optimizer state and tensors kept out of the scope aside). The backward pass gives a consumed gradient's array
-    /// back at once for later gradients of the same pass, so this counts the gradients in flight at one moment, not
-    /// all of them.
+    /// optimizer state and tensors kept out of the scope aside). The backward pass gives a consumed gradient's array,
+    /// and a node's temporaries, back at once for later gradients of the same pass, so this counts the gradients in
+    /// flight at one moment, not all of them.
     /// </summary>
     public static long LastScopeHostBytes => Backends.Cpu.HostArrayPool.Shared.LastScopeBytes;
 
@@ -168,7 +168,44 @@ public sealed class DeviceScope : IDisposable
     private void Add(Storage storage)
     {
         lock (_lock)
-            if (!_disposed) _owned.Add(storage);
+        {
+            if (_disposed) return;
+            _owned.Add(storage);
+            if (_madeLog is not null && storage is CpuStorage host && Environment.CurrentManagedThreadId == _madeLogThread)
+                _madeLog.Add(host);
+        }
+    }
+
+    // While set, the host storages this scope comes to own on one thread are also listed here: the backward pass's
+    // record of what one node's backward made (GradientRecycler). One thread only, so that a task running beside
+    // the pass cannot have its tensors taken for the pass's temporaries.
+    private List<CpuStorage>? _madeLog;
+    private int _madeLogThread;
+
+    /// <summary>
+    /// Lists in <paramref name="log"/> the host storages this scope comes to own from now on, on the calling thread
+    /// only; null stops.
+    /// </summary>
+    internal void LogMade(List<CpuStorage>? log)
+    {
+        lock (_lock)
+        {
+            _madeLog = log;
+            _madeLogThread = Environment.CurrentManagedThreadId;
+        }
+    }
+
+    /// <summary>
+    /// A backward pass begins inside a node's backward (nested): what that node makes from here is no longer its
+    /// temporaries alone (the nested pass's gradients, kept by the node), so its list is emptied and stopped.
+    /// </summary>
+    internal void AbandonMadeLog()
+    {
+        lock (_lock)
+        {
+            _madeLog?.Clear();
+            _madeLog = null;
+        }
     }
 
     private void Release(Storage storage)

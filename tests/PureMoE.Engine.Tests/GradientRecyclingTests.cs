@@ -38,6 +38,58 @@ public sealed class GradientRecyclingTests
         Assert.Equal(HostArrayPool.Shared.LastScopeBytes, DeviceScope.LastScopeHostBytes);
     }
 
+    [Fact]
+    public void A_nodes_temporaries_go_back_when_its_backward_returns()
+    {
+        // y ← y / c, 16 times, c a leaf: each Div backward makes g·y and g·y / c as temporaries on the way to −g·y / c²
+        // (c's gradient, summed over the 16 nodes). Held to the step's end they would be 32 arrays more.
+        const int ops = 16;
+        var x = Tensor.Full(new Shape(Side, Side), 0.5);
+        var c = Tensor.Full(new Shape(Side, Side), 1.25);
+        x.RequiresGrad = c.RequiresGrad = true;
+        float[] dx = [], dc = [];
+        for (int round = 0; round < 2; round++)
+        {
+            using (DeviceScope.Begin(reuseHostMemory: true))
+            {
+                x.ZeroGrad();
+                c.ZeroGrad();
+                var y = x;
+                for (int i = 0; i < ops; i++) y = y.Div(c);
+                y.Sum().Backward();
+                dx = x.Grad!.ToArray<float>();
+                dc = c.Grad!.ToArray<float>();
+            }
+        }
+        // y = x / c¹⁶: dy/dx = c⁻¹⁶, dy/dc = −16·x·c⁻¹⁷.
+        Assert.All(dx, g => Assert.Equal(MathF.Pow(1.25f, -ops), g, 1e-6f));
+        Assert.All(dc, g => Assert.Equal(-ops * 0.5f * MathF.Pow(1.25f, -ops - 1), g, 1e-6f));
+        long array = HostArrayPool.Capacity(Side * Side) * 4L;
+        Assert.InRange(HostArrayPool.Shared.LastScopeBytes / array, ops + 2, ops + 8);
+    }
+
+    [Fact]
+    public void A_backward_pass_nested_in_a_nodes_backward_keeps_what_it_made()
+    {
+        // A node whose backward runs a backward pass of its own (as the expert-parallel layer does per rank): the
+        // gradient it seeds that pass with, made in its backward and not returned, ends up as w.Grad (a fresh
+        // gradient is adopted, not copied) and must not be taken for the node's temporary.
+        var x = Tensor.Full(new Shape(Side, Side), 1.0);
+        var w = Tensor.Full(new Shape(Side, Side), 1.0);
+        x.RequiresGrad = w.RequiresGrad = true;
+        using (DeviceScope.Begin(reuseHostMemory: true))
+        {
+            var y = Tensor.Record("NestedBackward", x.Detach().MulScalar(1), [x], g =>
+            {
+                w.Backward(Tensor.Full(new Shape(Side, Side), 3.0).AsFreshGradient());
+                return [g.MulScalar(2)];
+            });
+            y.MulScalar(1).Sum().Backward();
+            Assert.All(w.Grad!.ToArray<float>(), v => Assert.Equal(3f, v));
+            Assert.All(x.Grad!.ToArray<float>(), v => Assert.Equal(2f, v));
+        }
+    }
+
     [Property(MaxTest = 40)]
     public void Random_graphs_with_shared_and_viewed_gradients_give_the_same_bits_with_recycling(int seed)
     {

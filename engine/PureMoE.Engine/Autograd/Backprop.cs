@@ -31,7 +31,16 @@ internal static class Backprop
                 continue;
             }
             if (t.GradFn.KeepsGradient) recycler.Keep(g);
-            Tensor?[] inputGrads = t.GradFn.Backward(g);
+            Tensor?[]? inputGrads = null;
+            recycler.BeginBackward(t.GradFn);
+            try
+            {
+                inputGrads = t.GradFn.Backward(g);
+            }
+            finally
+            {
+                recycler.EndBackward(inputGrads);   // its temporaries go back
+            }
             Tensor[] inputs = t.GradFn.Inputs;
             // Count every returned gradient before dropping any: two of them, or one and g, may share a storage.
             foreach (var ig in inputGrads)

@@ -3,10 +3,11 @@ using PureMoE.Backends;
 namespace PureMoE.Autograd;
 
 /// <summary>
-/// Gives the host arrays of consumed gradients back to the host-array pool during the backward pass, so the
-/// gradients made later in the same pass take them again: a pass then holds about the gradients in flight at one
-/// moment instead of every gradient it ever made. Without this, the scope of a training step keeps every array until
-/// the step ends (bench/RESULTS.md: about a third of the compare model's step memory was consumed gradients).
+/// Gives the host arrays of consumed gradients, and of each node's temporaries, back to the host-array pool during
+/// the backward pass, so the gradients made later in the same pass take them again: a pass then holds about the
+/// gradients in flight at one moment instead of every array it ever made. Without this, the scope of a training step
+/// keeps every array until the step ends (bench/RESULTS.md: about a third of the compare model's step memory was
+/// consumed gradients).
 /// </summary>
 /// <remarks>
 /// Safe by construction, and otherwise idle:
@@ -19,6 +20,9 @@ namespace PureMoE.Autograd;
 /// storage; Add hands one gradient to both inputs), and goes back only when none is left.</item>
 /// <item>Never a storage a leaf keeps as its <see cref="Tensor.Grad"/>, nor the gradient given to a custom function
 /// (<see cref="Tensor.Function"/>), whose backward may keep it.</item>
+/// <item>A node's temporaries: the storages its backward made (on the pass's thread) that none of the gradients it
+/// returned views; engine ops keep nothing from their backward. Not a custom function's (it may keep what it
+/// made), nor those of a node whose backward runs a backward pass of its own.</item>
 /// </list>
 /// A recycled storage is emptied: a tensor that still read it would throw <see cref="ObjectDisposedException"/>, not
 /// read another gradient's numbers.
@@ -29,12 +33,15 @@ internal sealed class GradientRecycler
     private readonly long _madeAfter;
     private readonly Dictionary<CpuStorage, int> _pending = new(ReferenceEqualityComparer.Instance);
     private readonly HashSet<CpuStorage> _kept = new(ReferenceEqualityComparer.Instance);
+    private readonly List<CpuStorage> _made = [];
+    private bool _logging;
 
     /// <summary>Starts recycling for one backward pass (idle unless the current scope reuses host memory).</summary>
     public GradientRecycler()
     {
         _scope = DeviceScope.Current is { ReusesHostMemory: true } scope ? scope : null;
         _madeAfter = CpuStorage.PooledCreated;
+        _scope?.AbandonMadeLog(); // a pass nested in a node's backward: that node's temporaries are not known now
     }
 
     /// <summary>How many storages this pass has given back so far.</summary>
@@ -61,6 +68,39 @@ internal sealed class GradientRecycler
         }
         _pending.Remove(s);
         if (!_kept.Contains(s) && _scope!.ReturnEarly(s)) Recycled++;
+    }
+
+    /// <summary>
+    /// Before a node's backward runs: starts listing the host storages it makes (unless its backward may keep
+    /// tensors, as a custom function's may). <see cref="EndBackward"/> gives back those that are temporaries.
+    /// </summary>
+    public void BeginBackward(Node node)
+    {
+        if (_scope is null || node.KeepsGradient) return;
+        _made.Clear();
+        _scope.LogMade(_made);
+        _logging = true;
+    }
+
+    /// <summary>
+    /// After a node's backward: the storages it made that none of its returned <paramref name="gradients"/> views
+    /// were its temporaries (a softmax backward's y·dy, the activations a SwiGLU backward recomputes), read by nothing
+    /// any more, and go back. Null <paramref name="gradients"/> (the backward threw) only stops the listing.
+    /// </summary>
+    public void EndBackward(Tensor?[]? gradients)
+    {
+        if (!_logging) return;
+        _scope!.LogMade(null);
+        _logging = false;
+        if (gradients is null) return;
+        foreach (var s in _made)
+        {
+            bool returned = false;
+            foreach (var g in gradients)
+                returned |= g is not null && ReferenceEquals(g.Storage, s);
+            if (!returned && _scope.ReturnEarly(s)) Recycled++;
+        }
+        _made.Clear();
     }
 
     /// <summary>Marks <paramref name="gradient"/>'s storage as never to recycle (a leaf adopted it, or a custom backward may keep it).</summary>
