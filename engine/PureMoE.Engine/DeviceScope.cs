@@ -42,10 +42,10 @@ public sealed class DeviceScope : IDisposable
     private readonly Lock _lock = new();
     private bool _disposed;
 
-    private DeviceScope(DeviceScope? outer, bool reuseHostMemory)
+    private DeviceScope(DeviceScope? outer, Backends.Cpu.HostArrayPool? hostPool)
     {
         _outer = outer;
-        ReusesHostMemory = reuseHostMemory || outer is { ReusesHostMemory: true };
+        HostPool = outer?.HostPool ?? hostPool;
     }
 
     /// <summary>Starts a scope that owns the device memory allocated in this flow (this thread and the tasks it starts) until it is disposed.</summary>
@@ -60,15 +60,25 @@ public sealed class DeviceScope : IDisposable
     /// <see cref="ObjectDisposedException"/>) unless handed to <see cref="Keep(Tensor)"/>. Scopes nested in a
     /// reusing scope reuse too.
     /// </summary>
-    public static DeviceScope Begin(bool reuseHostMemory)
+    public static DeviceScope Begin(bool reuseHostMemory) =>
+        Begin(reuseHostMemory ? Backends.Cpu.HostArrayPool.Shared : null);
+
+    /// <summary>
+    /// Starts a scope that reuses host memory from <paramref name="hostPool"/> instead of the process's pool (null:
+    /// none), so that tests that look at a pool's contents see only their own scopes.
+    /// </summary>
+    internal static DeviceScope Begin(Backends.Cpu.HostArrayPool? hostPool)
     {
-        var scope = new DeviceScope(s_current.Value, reuseHostMemory);
+        var scope = new DeviceScope(s_current.Value, hostPool);
         s_current.Value = scope;
         return scope;
     }
 
     /// <summary>Whether this scope owns and reuses host arrays (see <see cref="Begin(bool)"/>).</summary>
-    public bool ReusesHostMemory { get; }
+    public bool ReusesHostMemory => HostPool is not null;
+
+    /// <summary>The pool this scope's host arrays come from and go back to (an enclosing scope's if it has one); null unless it reuses host memory.</summary>
+    internal Backends.Cpu.HostArrayPool? HostPool { get; }
 
     /// <summary>
     /// The bytes of the host arrays that the last scope to end among those reusing host memory
@@ -144,7 +154,7 @@ public sealed class DeviceScope : IDisposable
                 s.Dispose();
             }
         }
-        if (ReusesHostMemory) Backends.Cpu.HostArrayPool.Shared.ReturnAll(reusable);
+        HostPool?.ReturnAll(reusable);
     }
 
     /// <summary>
@@ -155,10 +165,10 @@ public sealed class DeviceScope : IDisposable
     /// </summary>
     internal bool ReturnEarly(CpuStorage storage)
     {
-        if (!ReusesHostMemory) return false;
+        if (HostPool is not { } pool) return false;
         lock (_lock)
             if (_disposed || !_owned.Remove(storage)) return false;
-        if (storage.TakeForPool() is Array array) Backends.Cpu.HostArrayPool.Shared.Return(array);
+        if (storage.TakeForPool() is Array array) pool.Return(array);
         return true;
     }
 

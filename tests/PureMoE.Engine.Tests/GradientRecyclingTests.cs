@@ -10,9 +10,11 @@ namespace PureMoE.Engine.Tests;
 /// are never recycled while still needed. The test project poisons recycled arrays with NaN, so a gradient read
 /// after its array went back would show.
 /// </summary>
-[Collection("HostArrayPool")]
 public sealed class GradientRecyclingTests
 {
+    // Each test its own pool (xunit makes a new instance per test): what other tests' scopes do cannot show here.
+    private readonly HostArrayPool _pool = new();
+
     private const int Side = 80; // 6,400 elements: pooled
 
     [Fact]
@@ -23,7 +25,7 @@ public sealed class GradientRecyclingTests
         x.RequiresGrad = true;
         for (int round = 0; round < 2; round++) // the second round's arrays are what one such pass takes
         {
-            using (DeviceScope.Begin(reuseHostMemory: true))
+            using (DeviceScope.Begin(_pool))
             {
                 x.ZeroGrad();
                 var y = x;
@@ -34,8 +36,7 @@ public sealed class GradientRecyclingTests
         }
         // 16 forward outputs, and two gradient arrays used in turn (one of them became x.Grad); every op's gradient
         // held to the step's end would make 16 more.
-        Assert.Equal((ops + 2) * HostArrayPool.Capacity(Side * Side) * 4L, HostArrayPool.Shared.LastScopeBytes);
-        Assert.Equal(HostArrayPool.Shared.LastScopeBytes, DeviceScope.LastScopeHostBytes);
+        Assert.Equal((ops + 2) * HostArrayPool.Capacity(Side * Side) * 4L, _pool.LastScopeBytes);
     }
 
     [Fact]
@@ -50,7 +51,7 @@ public sealed class GradientRecyclingTests
         float[] dx = [], dc = [];
         for (int round = 0; round < 2; round++)
         {
-            using (DeviceScope.Begin(reuseHostMemory: true))
+            using (DeviceScope.Begin(_pool))
             {
                 x.ZeroGrad();
                 c.ZeroGrad();
@@ -65,7 +66,7 @@ public sealed class GradientRecyclingTests
         Assert.All(dx, g => Assert.Equal(MathF.Pow(1.25f, -ops), g, 1e-6f));
         Assert.All(dc, g => Assert.Equal(-ops * 0.5f * MathF.Pow(1.25f, -ops - 1), g, 1e-6f));
         long array = HostArrayPool.Capacity(Side * Side) * 4L;
-        Assert.InRange(HostArrayPool.Shared.LastScopeBytes / array, ops + 2, ops + 8);
+        Assert.InRange(_pool.LastScopeBytes / array, ops + 2, ops + 8);
     }
 
     [Fact]
@@ -77,7 +78,7 @@ public sealed class GradientRecyclingTests
         var x = Tensor.Full(new Shape(Side, Side), 1.0);
         var w = Tensor.Full(new Shape(Side, Side), 1.0);
         x.RequiresGrad = w.RequiresGrad = true;
-        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Begin(_pool))
         {
             var y = Tensor.Record("NestedBackward", x.Detach().MulScalar(1), [x], g =>
             {
@@ -101,12 +102,12 @@ public sealed class GradientRecyclingTests
             Assert.Equal(expected, Gradient(seed, scope: true));
     }
 
-    private static float[] Gradient(int seed, bool scope)
+    private float[] Gradient(int seed, bool scope)
     {
         var rng = new Random(seed);
         var x = Tensor.Randn(new Shape(Side, Side), new Rng((ulong)(uint)seed));
         x.RequiresGrad = true;
-        using var s = scope ? DeviceScope.Begin(reuseHostMemory: true) : null;
+        using var s = scope ? DeviceScope.Begin(_pool) : null;
         var made = new List<Tensor> { x };
         for (int i = rng.Next(3, 14); i > 0; i--)
         {
@@ -140,7 +141,7 @@ public sealed class GradientRecyclingTests
         x.RequiresGrad = true;
         for (int round = 0; round < 2; round++)
         {
-            using (DeviceScope.Begin(reuseHostMemory: true))
+            using (DeviceScope.Begin(_pool))
             {
                 x.ZeroGrad();
                 Tensor? pending = null;
@@ -161,19 +162,33 @@ public sealed class GradientRecyclingTests
     }
 
     [Fact]
-    public void A_free_array_outlives_one_scope_end_untaken_and_is_dropped_at_the_second()
+    public void The_arrays_a_scope_used_wait_for_the_next_and_go_if_it_takes_none()
     {
         var early = new float[HostArrayPool.Capacity(Side * Side)];
         var atEnd = new float[HostArrayPool.Capacity(2 * Side * Side)];
-        for (int i = 0; i <= HostArrayPool.MaxIdleScopes; i++) HostArrayPool.Shared.ReturnAll([]);
-        Assert.Equal(0, HostArrayPool.Shared.Count); // whatever earlier tests left is gone
-        HostArrayPool.Shared.Return(early);          // a consumed gradient, given back during the scope
-        HostArrayPool.Shared.ReturnAll([atEnd]);     // the scope ends: both are what it used
-        Assert.Equal(4L * (early.Length + atEnd.Length), HostArrayPool.Shared.LastScopeBytes);
-        HostArrayPool.Shared.ReturnAll([]);          // a scope that took neither (a validation between two steps)
-        Assert.Equal(2, HostArrayPool.Shared.Count);
-        Assert.Equal(0, HostArrayPool.Shared.LastScopeBytes);
-        HostArrayPool.Shared.ReturnAll([]);          // a second one: dropped
-        Assert.Equal(0, HostArrayPool.Shared.Count);
+        _pool.Return(early);          // a consumed gradient, given back during the scope
+        _pool.ReturnAll([atEnd]);     // the scope ends: both are what it used
+        Assert.Equal(2, _pool.Count);
+        Assert.Equal(4L * (early.Length + atEnd.Length), _pool.LastScopeBytes);
+        for (int i = 0; i <= HostArrayPool.MaxIdleScopes; i++) _pool.ReturnAll([]); // scopes that take neither
+        Assert.Equal(0, _pool.Count);
+    }
+
+    [Fact]
+    public void Dropping_enough_arrays_asks_for_one_full_collection()
+    {
+        int length = (int)(HostArrayPool.CollectAfterDroppedBytes / 4 / 8); // an eighth of the threshold
+        int before = _pool.Collections;
+        // Just under the threshold: dropped, no collection yet.
+        _pool.ReturnAll(Enumerable.Range(0, 7).Select(_ => (Array)new float[length]));
+        for (int i = 0; i <= HostArrayPool.MaxIdleScopes; i++) _pool.ReturnAll([]);
+        Assert.Equal(before, _pool.Collections);
+        // One more array's worth reaches it: one collection, and the count starts again.
+        _pool.ReturnAll([new float[length]]);
+        for (int i = 0; i <= HostArrayPool.MaxIdleScopes; i++) _pool.ReturnAll([]);
+        Assert.Equal(before + 1, _pool.Collections);
+        _pool.ReturnAll([new float[length]]);
+        for (int i = 0; i <= HostArrayPool.MaxIdleScopes; i++) _pool.ReturnAll([]);
+        Assert.Equal(before + 1, _pool.Collections);
     }
 }

@@ -11,9 +11,11 @@ namespace PureMoE.Engine.Tests;
 /// hands them to <see cref="HostArrayPool"/> when it ends and the next scope takes them again. A training loop gives
 /// the same bits with and without reuse, and a tensor used after its scope fails loudly.
 /// </summary>
-[Collection("HostArrayPool")]
 public sealed class HostMemoryReuseTests
 {
+    // Each test its own pool (xunit makes a new instance per test): what other tests' scopes do cannot show here.
+    private readonly HostArrayPool _pool = new();
+
     private const int Large = HostArrayPool.MinLength + 904; // pooled
     private const int Small = 100;                            // left to the garbage collector
 
@@ -21,11 +23,11 @@ public sealed class HostMemoryReuseTests
     public void The_next_scope_reuses_the_arrays_of_the_last_one()
     {
         Array first;
-        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Begin(_pool))
         {
             first = Host(Tensor.Zeros(new Shape(Large)));
         }
-        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Begin(_pool))
         {
             Assert.Same(first, Host(Tensor.Zeros(new Shape(Large))));
             Assert.NotSame(first, Host(Tensor.Zeros(new Shape(Large)))); // taken already: a new one
@@ -38,14 +40,14 @@ public sealed class HostMemoryReuseTests
         // New arrays get headroom to the next 1/16 of their octave: 5,000 → 5,120, 8,300 → 8,704, 9,000 → 9,216.
         // 4,990 shares 5,000's size class (5,120); 8,200, 8,300, 8,800, 9,000 and 9,900 share one (10,240).
         Array a5000, a8300, a9000;
-        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Begin(_pool))
         {
             a5000 = Host(Tensor.Full(new Shape(5000), 7.0));
             a9000 = Host(Tensor.Full(new Shape(9000), 7.0));
             a8300 = Host(Tensor.Full(new Shape(8300), 7.0));
         }
         Assert.Equal([5120, 9216, 8704], new[] { a5000.Length, a9000.Length, a8300.Length });
-        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Begin(_pool))
         {
             var shorter = Tensor.Zeros(new Shape(4990));
             Assert.Same(a5000, Host(shorter));
@@ -71,12 +73,12 @@ public sealed class HostMemoryReuseTests
         // 8,300 and 8,800 share the class 10,240. A first request gets a little headroom (8,300 → 8,704); when the
         // class's free arrays are all too short the sizes there vary, and the new array spans the class.
         Array first;
-        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Begin(_pool))
         {
             first = Host(Tensor.Zeros(new Shape(8300)));
         }
         Assert.Equal(8704, first.Length);
-        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Begin(_pool))
         {
             var grown = Host(Tensor.Zeros(new Shape(8800)));
             Assert.Equal(10240, grown.Length);
@@ -96,7 +98,7 @@ public sealed class HostMemoryReuseTests
         DType[] dtypes = [DType.Float32, DType.Float64, DType.Int64];
         for (int scope = 0; scope < 4; scope++)
         {
-            using (DeviceScope.Begin(reuseHostMemory: true))
+            using (DeviceScope.Begin(_pool))
             {
                 var made = new List<(Tensor Tensor, double Value)>();
                 for (int i = rng.Next(1, 12); i > 0; i--)
@@ -143,12 +145,12 @@ public sealed class HostMemoryReuseTests
     [Fact]
     public void Reused_arrays_come_back_zeroed_for_zeros_and_poisoned_for_empty()
     {
-        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Begin(_pool))
         {
             Tensor.Full(new Shape(Large), 7.0);
             Tensor.Full(new Shape(Large), 7.0);
         }
-        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Begin(_pool))
         {
             Assert.All(Tensor.Zeros(new Shape(Large)).ToArray<float>(), v => Assert.Equal(0f, v));
             Assert.All(Tensor.Empty(new Shape(Large), DType.Float32, Device.Cpu).ToArray<float>(), v => Assert.True(float.IsNaN(v)));
@@ -159,7 +161,7 @@ public sealed class HostMemoryReuseTests
     public void A_tensor_used_after_its_reusing_scope_throws_and_a_kept_one_lives()
     {
         Tensor dropped, kept, small;
-        using (var scope = DeviceScope.Begin(reuseHostMemory: true))
+        using (var scope = DeviceScope.Begin(_pool))
         {
             dropped = Tensor.Full(new Shape(Large), 2.0);
             kept = scope.Keep(Tensor.Full(new Shape(Large), 3.0));
@@ -179,7 +181,7 @@ public sealed class HostMemoryReuseTests
         {
             plain = Tensor.Full(new Shape(Large), 5.0);
         }
-        using (DeviceScope.Begin(reuseHostMemory: true))
+        using (DeviceScope.Begin(_pool))
         using (DeviceScope.Suspend())
         {
             suspended = Tensor.Full(new Shape(Large), 6.0);
@@ -201,9 +203,9 @@ public sealed class HostMemoryReuseTests
     [Fact]
     public void Training_steps_give_the_same_bits_with_and_without_reuse()
     {
-        var (lossesPlain, weightsPlain) = Train(reuse: false);
-        var (lossesReused, weightsReused) = Train(reuse: true);
-        Assert.True(HostArrayPool.Shared.Count > 10, "the reusing run left its last step's arrays in the pool");
+        var (lossesPlain, weightsPlain) = Train(null);
+        var (lossesReused, weightsReused) = Train(_pool);
+        Assert.True(_pool.Count > 10, "the reusing run left its last step's arrays in the pool");
         Assert.Equal(lossesPlain, lossesReused);
         Assert.Equal(weightsPlain.Length, weightsReused.Length);
         for (int i = 0; i < weightsPlain.Length; i++) Assert.Equal(weightsPlain[i], weightsReused[i]);
@@ -212,8 +214,8 @@ public sealed class HostMemoryReuseTests
     [Fact]
     public void Relu_routing_whose_expert_blocks_change_size_every_step_gives_the_same_bits_with_reuse()
     {
-        var (lossesPlain, weightsPlain, pairsPlain) = TrainRelu(reuse: false);
-        var (lossesReused, weightsReused, pairsReused) = TrainRelu(reuse: true);
+        var (lossesPlain, weightsPlain, pairsPlain) = TrainRelu(null);
+        var (lossesReused, weightsReused, pairsReused) = TrainRelu(_pool);
         Assert.True(pairsPlain.Distinct().Count() > 3, $"the routed pairs vary from step to step: {string.Join(", ", pairsPlain)}");
         Assert.Equal(pairsPlain, pairsReused);
         Assert.Equal(lossesPlain, lossesReused);
@@ -224,7 +226,7 @@ public sealed class HostMemoryReuseTests
     /// Eight AdamW steps of one MoE layer under ReMoE's ReLU router (λ adapting), one scope per step: the losses, the
     /// final weights and each step's routed (token, expert) pairs, which set the size of every expert-block array.
     /// </summary>
-    private static (double[] Losses, float[][] Weights, int[] Pairs) TrainRelu(bool reuse)
+    private static (double[] Losses, float[][] Weights, int[] Pairs) TrainRelu(HostArrayPool? pool)
     {
         const int d = 32, tokens = 256, steps = 8;
         var rng = new Rng(21);
@@ -235,7 +237,7 @@ public sealed class HostMemoryReuseTests
         var pairs = new int[steps];
         for (int step = 0; step < steps; step++)
         {
-            using (DeviceScope.Begin(reuse))
+            using (DeviceScope.Begin(pool))
             {
                 var x = Tensor.Randn(new Shape(tokens, d), rng);
                 var loss = layer.Forward(x).Sub(x.Tanh()).Square().Mean().Add(layer.LastRegularizationLoss!);
@@ -252,7 +254,7 @@ public sealed class HostMemoryReuseTests
     }
 
     /// <summary>Five AdamW steps of a tiny Mixtral model, one scope per step; the losses and every final weight.</summary>
-    private static (double[] Losses, float[][] Weights) Train(bool reuse)
+    private static (double[] Losses, float[][] Weights) Train(HostArrayPool? pool)
     {
         var config = new MixtralConfig
         {
@@ -267,7 +269,7 @@ public sealed class HostMemoryReuseTests
         {
             var ids = new long[4 * 33];
             for (int i = 0; i < ids.Length; i++) ids[i] = (long)(rng.NextDouble() * 256);
-            using (DeviceScope.Begin(reuse))
+            using (DeviceScope.Begin(pool))
             {
                 model.ZeroGrad();
                 var loss = model.Loss(Tensor.FromArray(ids, 4, 33));
@@ -282,7 +284,3 @@ public sealed class HostMemoryReuseTests
 
     private static Array Host(Tensor t) => ((CpuStorage)t.Storage).Data;
 }
-
-/// <summary>The tests that look at the shared pool's contents run one at a time.</summary>
-[CollectionDefinition("HostArrayPool", DisableParallelization = true)]
-public sealed class HostArrayPoolCollection;

@@ -88,7 +88,7 @@ public sealed class CpuStorage : Storage
     /// </summary>
     private static CpuStorage Create(DType dtype, int length, bool zeroed)
     {
-        if (length < HostArrayPool.MinLength || DeviceScope.Current is not { ReusesHostMemory: true })
+        if (length < HostArrayPool.MinLength || DeviceScope.Current is not { HostPool: { } pool })
             return new CpuStorage(NewArray(dtype, length, zeroed));
         var elementType = dtype switch
         {
@@ -97,7 +97,7 @@ public sealed class CpuStorage : Storage
             DType.Int64 => typeof(long),
             _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
         };
-        var array = HostArrayPool.Shared.TryRent(elementType, length, out int newCapacity);
+        var array = pool.TryRent(elementType, length, out int newCapacity);
         if (array is null) array = NewArray(dtype, newCapacity, zeroed);
         else if (zeroed) Array.Clear(array, 0, length);
         // Tests poison the elements past the length too: a kernel that read the array's length instead of its

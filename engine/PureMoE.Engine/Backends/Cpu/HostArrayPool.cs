@@ -11,8 +11,9 @@ namespace PureMoE.Backends.Cpu;
 /// 1/16 of its octave), so fixed sizes waste little; where a class's free arrays were all too short, the sizes
 /// there vary, and a new one spans the whole class. Arrays come back when their scope ends (<see cref="ReturnAll"/>)
 /// or earlier, one by one (<see cref="Return"/>: a gradient the backward pass has consumed, taken again by the same
-/// pass). The pool holds about what the last two scopes used: an array that sees more than
-/// <see cref="MaxIdleScopes"/> scope ends without being taken is dropped, so sizes that stop recurring do not pile up.
+/// pass). The pool holds about what the last scope used: an array that sees more than <see cref="MaxIdleScopes"/>
+/// scope ends without being taken is dropped, so sizes that stop recurring do not pile up, and once enough has been
+/// dropped the pool asks for a full collection (<see cref="CollectAfterDroppedBytes"/>).
 /// </summary>
 internal sealed class HostArrayPool
 {
@@ -23,17 +24,27 @@ internal sealed class HostArrayPool
     public static HostArrayPool Shared { get; } = new();
 
     /// <summary>
-    /// How many scope ends a free array may see without being taken before the pool drops it. One: a training
-    /// step's arrays survive a validation scope between two steps, and a ReLU router's expert block that moved to
-    /// another size class for a step finds its array the step after (a third fewer new arrays over 40 ReLU-routed
-    /// steps than dropping at once, bench/RESULTS.md); sizes that stop recurring go.
+    /// How many scope ends a free array may see without being taken before the pool drops it: none, so the pool holds
+    /// about what the last scope used. Keeping arrays through one idle scope end made fewer new arrays over 40
+    /// ReLU-routed steps (2,052 against 2,840 MiB) but raised the peak with <see cref="CollectAfterDroppedBytes"/>
+    /// (946–974 against 845 MiB, bench/RESULTS.md).
     /// </summary>
-    public const int MaxIdleScopes = 1;
+    public const int MaxIdleScopes = 0;
+
+    /// <summary>
+    /// When the arrays the pool has dropped since its last request for a collection reach this many bytes, it asks
+    /// the garbage collector for a full, blocking collection. Dropped arrays are large-object-heap garbage, which
+    /// only a full collection frees, and the runtime lets much of it pile up first: a ReLU router's expert blocks,
+    /// whose sizes move every step, left 1.2 GB resident against 422 MiB of step arrays; with this, 845 MiB at the
+    /// same speed (a full collection of a heap of large arrays of numbers has little to trace).
+    /// </summary>
+    public const long CollectAfterDroppedBytes = 64L << 20;
 
     // Free arrays by (element type, size class), each with the scope ends it has seen free (−1: returned during the
     // current scope), in the order they came back.
     private readonly Dictionary<(Type, long), List<(Array Array, int Idle)>> _free = new();
     private readonly Lock _lock = new();
+    private long _droppedBytes;
 
     /// <summary>
     /// The length of a new array for a request of <paramref name="length"/> elements whose size class had no free
@@ -83,16 +94,31 @@ internal sealed class HostArrayPool
     /// </summary>
     public void ReturnAll(IEnumerable<Array> arrays)
     {
+        bool collect;
         lock (_lock)
         {
             foreach (var list in _free.Values)
             {
-                for (int i = 0; i < list.Count; i++) list[i] = (list[i].Array, list[i].Idle + 1);
+                for (int i = 0; i < list.Count; i++)
+                {
+                    list[i] = (list[i].Array, list[i].Idle + 1);
+                    if (list[i].Idle > MaxIdleScopes) _droppedBytes += SizeOf(list[i].Array);
+                }
                 list.RemoveAll(e => e.Idle > MaxIdleScopes);
             }
             foreach (var a in arrays) Add(a, idle: 0);
+            collect = _droppedBytes >= CollectAfterDroppedBytes;
+            if (collect)
+            {
+                _droppedBytes = 0;
+                Collections++;
+            }
         }
+        if (collect) GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true);
     }
+
+    /// <summary>How many collections the pool has asked for (see <see cref="CollectAfterDroppedBytes"/>).</summary>
+    public int Collections { get; private set; }
 
     /// <summary>Keeps one array for reuse now, before its scope ends (it is free from this moment).</summary>
     public void Return(Array array)
