@@ -58,7 +58,9 @@ public sealed class DeviceScope : IDisposable
     /// A training loop that begins one per step allocates almost nothing after its first step. The contract is the
     /// device one: a host tensor created in the scope must not be used after it (that throws
     /// <see cref="ObjectDisposedException"/>) unless handed to <see cref="Keep(Tensor)"/>. Scopes nested in a
-    /// reusing scope reuse too.
+    /// reusing scope reuse too. Inside one, the backward pass gives arrays back as soon as nothing reads them (consumed
+    /// gradients, a node's temporaries, the buffers an op saved for its backward), so a graph recorded in the scope
+    /// supports one backward pass, as PyTorch's does by default; a second one through such an op throws.
     /// </summary>
     public static DeviceScope Begin(bool reuseHostMemory) =>
         Begin(reuseHostMemory ? Backends.Cpu.HostArrayPool.Shared : null);

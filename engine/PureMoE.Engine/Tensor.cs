@@ -115,17 +115,35 @@ public sealed partial class Tensor
     /// Records <paramref name="output"/> as produced by <paramref name="op"/> from <paramref name="inputs"/>, if
     /// recording is on and any input requires a gradient. Returns the output. <paramref name="keepsGradient"/>: the
     /// backward may keep its output gradient past its return (custom functions), so the backward pass must not
-    /// recycle it.
+    /// recycle it. <paramref name="saved"/>: buffers the op made for its backward alone and hands to nobody else (a
+    /// SwiGLU's pre-activations, attention's probabilities); in a scope that reuses host memory they go back to the
+    /// pool once the backward has run, or at once when nothing is recorded.
     /// </summary>
-    internal static Tensor Record(string op, Tensor output, Tensor[] inputs, Func<Tensor, Tensor?[]> backward, bool keepsGradient = false)
+    internal static Tensor Record(string op, Tensor output, Tensor[] inputs, Func<Tensor, Tensor?[]> backward,
+        bool keepsGradient = false, Tensor[]? saved = null)
     {
-        if (!GradMode.IsEnabled) return output;
         bool any = false;
-        foreach (var t in inputs) any |= t.RequiresGrad;
-        if (!any) return output;
+        if (GradMode.IsEnabled)
+            foreach (var t in inputs) any |= t.RequiresGrad;
+        if (!any)
+        {
+            if (saved is not null)
+                foreach (var t in saved) t.Recycle();
+            return output;
+        }
         output._requiresGrad = true;
-        output.GradFn = new Node(op, inputs, backward, keepsGradient);
+        output.GradFn = new Node(op, inputs, backward, keepsGradient) { Saved = saved };
         return output;
+    }
+
+    /// <summary>
+    /// For an op's own buffer that nothing reads any more (a forward temporary, such as attention's scores once turned
+    /// into probabilities): inside a scope that reuses host memory and owns it, its host array goes back to the pool
+    /// at once for the allocations after it; elsewhere nothing happens. The tensor must not be used again.
+    /// </summary>
+    internal void Recycle()
+    {
+        if (Storage is CpuStorage host && DeviceScope.Current is { } scope) scope.ReturnEarly(host);
     }
 
     /// <summary>

@@ -91,6 +91,86 @@ public sealed class GradientRecyclingTests
         }
     }
 
+    [Fact]
+    public void A_swiglus_saved_activations_go_back_after_its_backward_with_the_same_bits()
+    {
+        // GroupedSwiGlu saves h1, h3 and silu(h1)·h3 ([rows, ff] each) for its backward alone.
+        var (expected, _) = SwiGluGradients(null);
+        var (recycled, node) = SwiGluGradients(_pool);
+        Assert.Equal(expected, recycled);
+        Assert.True(node.Spent, "the saved activations went back after the backward");
+    }
+
+    [Fact]
+    public void A_second_backward_through_an_op_whose_saved_buffers_went_back_says_so()
+    {
+        using (DeviceScope.Begin(_pool))
+        {
+            var (x, w1, w3, w2, sizes) = SwiGluInputs();
+            var y = Tensor.GroupedSwiGlu(x, w1, w3, w2, sizes);
+            var loss = y.Square().Sum();
+            loss.Backward();
+            var e = Assert.Throws<InvalidOperationException>(() => loss.Backward());
+            Assert.Contains("GroupedSwiGlu backward", e.Message);
+            Assert.Contains("one backward pass per forward", e.Message);
+        }
+        // Outside a reusing scope nothing is given back, and a second pass accumulates as before.
+        var (x2, a, b, c, s2) = SwiGluInputs();
+        var loss2 = Tensor.GroupedSwiGlu(x2, a, b, c, s2).Square().Sum();
+        loss2.Backward();
+        var once = x2.Grad!.ToArray<float>();
+        loss2.Backward();
+        Assert.Equal(once.Select(g => 2 * g), x2.Grad!.ToArray<float>());
+    }
+
+    [Fact]
+    public void Without_recording_an_ops_saved_and_temporary_buffers_go_back_at_once()
+    {
+        // Two attention calls under NoGrad: each call's scores go back after the softmax and its probabilities
+        // after the output (nothing will run its backward), so the second call takes the first's two arrays:
+        // four arrays in all (scores, P, and two outputs) instead of six.
+        var rng = new Rng(5);
+        Tensor Input() => Tensor.Randn(new Shape(1, 2, 64, 32), rng);
+        var (q, k, v) = (Input(), Input(), Input());
+        float[] first, second;
+        using (Tensor.NoGrad())
+        using (DeviceScope.Begin(_pool))
+        {
+            first = Tensor.CausalAttention(q, k, v).ToArray<float>();
+            second = Tensor.CausalAttention(q, k, v).ToArray<float>();
+        }
+        Assert.Equal(first, second);
+        Assert.Equal(4, _pool.Count);
+        Assert.Equal(first, Tensor.CausalAttention(q, k, v).ToArray<float>()); // and the same numbers as without a scope
+    }
+
+    private (float[] Gradients, Autograd.Node Node) SwiGluGradients(HostArrayPool? pool)
+    {
+        using var scope = DeviceScope.Begin(pool);
+        var (x, w1, w3, w2, sizes) = SwiGluInputs();
+        var y = Tensor.GroupedSwiGlu(x, w1, w3, w2, sizes);
+        // Work after the op's backward that takes the returned arrays, so a stale read would show.
+        y.Tanh().MulScalar(2).Square().Sum().Backward();
+        float[] grads = [.. x.Grad!.ToArray<float>(), .. w1.Concat(w3).Concat(w2).SelectMany(w => w.Grad!.ToArray<float>())];
+        return (grads, y.GradFn!);
+    }
+
+    private static (Tensor X, Tensor[] W1, Tensor[] W3, Tensor[] W2, int[] Sizes) SwiGluInputs()
+    {
+        const int d = 32, ff = 96, groups = 3;
+        int[] sizes = [70, 0, 90];
+        var rng = new Rng(17);
+        Tensor Leaf(params int[] shape)
+        {
+            var t = Tensor.Randn(new Shape(shape), rng, std: 0.2);
+            t.RequiresGrad = true;
+            return t;
+        }
+        var x = Leaf(sizes.Sum(), d);
+        Tensor[] Weights(int o, int i) => [.. Enumerable.Range(0, groups).Select(_ => Leaf(o, i))];
+        return (x, Weights(ff, d), Weights(ff, d), Weights(d, ff), sizes);
+    }
+
     [Property(MaxTest = 40)]
     public void Random_graphs_with_shared_and_viewed_gradients_give_the_same_bits_with_recycling(int seed)
     {

@@ -30,6 +30,10 @@ internal static class Backprop
                 recycler.Drop(g);
                 continue;
             }
+            if (t.GradFn.Spent)
+                throw new InvalidOperationException(
+                    $"{t.GradFn.Op} backward: the buffers it saved for its backward went back to the host-array pool after an " +
+                    "earlier backward pass through it (inside a DeviceScope that reuses host memory); run one backward pass per forward");
             if (t.GradFn.KeepsGradient) recycler.Keep(g);
             Tensor?[]? inputGrads = null;
             recycler.BeginBackward(t.GradFn);
@@ -41,6 +45,7 @@ internal static class Backprop
             {
                 recycler.EndBackward(inputGrads);   // its temporaries go back
             }
+            recycler.ReleaseSaved(t.GradFn, inputGrads);
             Tensor[] inputs = t.GradFn.Inputs;
             // Count every returned gradient before dropping any: two of them, or one and g, may share a storage.
             foreach (var ig in inputGrads)

@@ -23,6 +23,8 @@ namespace PureMoE.Autograd;
 /// <item>A node's temporaries: the storages its backward made (on the pass's thread) that none of the gradients it
 /// returned views; engine ops keep nothing from their backward. Not a custom function's (it may keep what it
 /// made), nor those of a node whose backward runs a backward pass of its own.</item>
+/// <item>The buffers an op saved for its backward alone (<see cref="Node.Saved"/>), once that backward has run;
+/// the node is then spent, and a second backward pass through it throws.</item>
 /// </list>
 /// A recycled storage is emptied: a tensor that still read it would throw <see cref="ObjectDisposedException"/>, not
 /// read another gradient's numbers.
@@ -44,9 +46,6 @@ internal sealed class GradientRecycler
         _scope?.AbandonMadeLog(); // a pass nested in a node's backward: that node's temporaries are not known now
     }
 
-    /// <summary>How many storages this pass has given back so far.</summary>
-    public int Recycled { get; private set; }
-
     /// <summary>Counts one more pending gradient viewing <paramref name="gradient"/>'s storage.</summary>
     public void Hold(Tensor gradient)
     {
@@ -67,7 +66,7 @@ internal sealed class GradientRecycler
             return;
         }
         _pending.Remove(s);
-        if (!_kept.Contains(s) && _scope!.ReturnEarly(s)) Recycled++;
+        if (!_kept.Contains(s)) _scope!.ReturnEarly(s);
     }
 
     /// <summary>
@@ -98,9 +97,27 @@ internal sealed class GradientRecycler
             bool returned = false;
             foreach (var g in gradients)
                 returned |= g is not null && ReferenceEquals(g.Storage, s);
-            if (!returned && _scope.ReturnEarly(s)) Recycled++;
+            if (!returned) _scope.ReturnEarly(s);
         }
         _made.Clear();
+    }
+
+    /// <summary>
+    /// After a node's backward: the buffers its op saved for it alone (<see cref="Node.Saved"/>) go back, except
+    /// any that one of its returned <paramref name="gradients"/> views; the node is then spent (a second backward
+    /// through it throws instead of reading another tensor's numbers).
+    /// </summary>
+    public void ReleaseSaved(Node node, Tensor?[] gradients)
+    {
+        if (_scope is null || node.Saved is null || node.KeepsGradient) return;
+        foreach (var saved in node.Saved)
+        {
+            if (saved.Storage is not CpuStorage s) continue;
+            bool returned = false;
+            foreach (var g in gradients)
+                returned |= g is not null && ReferenceEquals(g.Storage, s);
+            if (!returned && _scope.ReturnEarly(s)) node.Spent = true;
+        }
     }
 
     /// <summary>Marks <paramref name="gradient"/>'s storage as never to recycle (a leaf adopted it, or a custom backward may keep it).</summary>

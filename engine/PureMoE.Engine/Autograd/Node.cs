@@ -15,4 +15,13 @@ internal sealed class Node(string op, Tensor[] inputs, Func<Tensor, Tensor?[]> b
     /// expert-parallel layer collects its outputs' gradients for one later node), so it must not be recycled.
     /// </summary>
     public bool KeepsGradient { get; } = keepsGradient;
+
+    /// <summary>
+    /// Buffers the op made for its backward alone (see <see cref="Tensor.Record"/>); the backward pass gives them
+    /// back after this node's backward when it runs in a scope that reuses host memory.
+    /// </summary>
+    public Tensor[]? Saved { get; init; }
+
+    /// <summary>Set once <see cref="Saved"/> went back: the node's backward cannot run again.</summary>
+    public bool Spent { get; set; }
 }

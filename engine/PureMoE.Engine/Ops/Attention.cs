@@ -159,6 +159,7 @@ public sealed partial class Tensor
         PerRowBlock(scale, transB: true, q, d, kd, scores, sk, keysAreN: true);          // scores = scale·Q·Kᵀ
         var p = Empty(scores.Shape, dtype, device);
         backend.Softmax(scores.Storage, p.Storage, bh * rows, sk, log: false, causalQuery: s);
+        scores.Recycle();   // read by nothing from here: the next layer's scores can take its array
         var y = Empty(qg.Shape, dtype, device);
         PerRowBlock(1.0, transB: false, p, sk, vd, y, d, keysAreN: false);                // Y = P·V
 
@@ -181,7 +182,7 @@ public sealed partial class Tensor
             }
             if (v.RequiresGrad) dv = KeyBlockProducts(1.0, p, dy, v.Shape);               // dV = Pᵀ·dY
             return [dq?.AsFreshGradient(), dk?.AsFreshGradient(), dv?.AsFreshGradient()];
-        });
+        }, saved: ReferenceEquals(q.Storage, qg.Storage) ? [p] : [p, q]);   // P, and Q where it is a dense copy
 
         // Σ over the rows that can see each key: C[j0.., :] = alpha·Σ_groups A[rows from the first that sees j0.., j0..]ᵀ·B[same rows].
         Tensor KeyBlockProducts(double alpha, Tensor a, Tensor bm, Shape shape)

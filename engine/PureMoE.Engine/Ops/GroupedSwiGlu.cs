@@ -103,7 +103,7 @@ public sealed partial class Tensor
                 if (dw.Any(s => s is not null))
                     b.GroupedGemmKGrouped(groupSizes, outDim, inDim, 1.0, gRows.Storage, aRows.Storage, 0.0, dw);
             }
-        });
+        }, saved: [h1, h3, p]);   // read by the backward alone: back to the pool once it has run
     }
 
     /// <summary>

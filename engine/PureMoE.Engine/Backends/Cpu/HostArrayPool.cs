@@ -139,12 +139,6 @@ internal sealed class HostArrayPool
         get { lock (_lock) return _free.Values.Sum(l => l.Count); }
     }
 
-    /// <summary>The bytes of the arrays the pool holds now.</summary>
-    public long Bytes
-    {
-        get { lock (_lock) return _free.Values.Sum(l => l.Sum(e => SizeOf(e.Array))); }
-    }
-
     /// <summary>
     /// The bytes of the arrays the last scope to end used (those it gave back, at its end or earlier): after a
     /// training step, the host memory its tensors took (parameters and optimizer state aside).
