@@ -83,8 +83,8 @@ internal sealed class GradientRecycler
 
     /// <summary>
     /// After a node's backward: the storages it made that none of its returned <paramref name="gradients"/> views
-    /// were its temporaries (a softmax backward's y·dy, the activations a SwiGLU backward recomputes), read by nothing
-    /// any more, and go back. Null <paramref name="gradients"/> (the backward threw) only stops the listing.
+    /// were its temporaries (a Div backward's g·y and g·y / c on the way to −g·y / c²), read by nothing any more,
+    /// and go back. Null <paramref name="gradients"/> (the backward threw) only stops the listing.
     /// </summary>
     public void EndBackward(Tensor?[]? gradients)
     {
@@ -93,12 +93,7 @@ internal sealed class GradientRecycler
         _logging = false;
         if (gradients is null) return;
         foreach (var s in _made)
-        {
-            bool returned = false;
-            foreach (var g in gradients)
-                returned |= g is not null && ReferenceEquals(g.Storage, s);
-            if (!returned) _scope.ReturnEarly(s);
-        }
+            if (!Views(gradients, s)) _scope.ReturnEarly(s);
         _made.Clear();
     }
 
@@ -111,13 +106,15 @@ internal sealed class GradientRecycler
     {
         if (_scope is null || node.Saved is null || node.KeepsGradient) return;
         foreach (var saved in node.Saved)
-        {
-            if (saved.Storage is not CpuStorage s) continue;
-            bool returned = false;
-            foreach (var g in gradients)
-                returned |= g is not null && ReferenceEquals(g.Storage, s);
-            if (!returned && _scope.ReturnEarly(s)) node.Spent = true;
-        }
+            if (saved.Storage is CpuStorage s && !Views(gradients, s) && _scope.ReturnEarly(s)) node.Spent = true;
+    }
+
+    // Whether one of a node's returned gradients views the storage (it lives on as a pending gradient).
+    private static bool Views(Tensor?[] gradients, CpuStorage storage)
+    {
+        foreach (var g in gradients)
+            if (g is not null && ReferenceEquals(g.Storage, storage)) return true;
+        return false;
     }
 
     /// <summary>Marks <paramref name="gradient"/>'s storage as never to recycle (a leaf adopted it, or a custom backward may keep it).</summary>
