@@ -63,7 +63,7 @@ public static class Program
         Console.Error.WriteLine("                          device only: [--kernel auto|tiled|medium|large] [--grouped auto|on|64|off]");
         Console.Error.WriteLine("  PureMoE.Bench quick indexadd [--axis A --count C --inner I --outer O] [--direct|--sorted] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("  PureMoE.Bench quick argsort [--rows R --n N] [--ranks|--radix] [--json] [--repeats R] [--warmup W] [--device D]");
-        Console.Error.WriteLine("  PureMoE.Bench quick attention [--batch B --heads H --kv-heads K --seq S --dim D] [--block N] [--json] [--repeats R] [--warmup W] [--device D]");
+        Console.Error.WriteLine("  PureMoE.Bench quick attention [--batch B --heads H --kv-heads K --seq S --dim D] [--block N] [--kernel auto|products|tiles] [--forward] [--json] [--repeats R] [--warmup W] [--device D]");
         Console.Error.WriteLine("  PureMoE.Bench quick decode [--hidden D --ff F --layers L --heads H --kv-heads K --experts E --k K] [--prompt P] [--tokens N] [--json] [--repeats R] [--device D]");
         Console.Error.WriteLine("  devices (--device): cpu (default), cuda[:N], ilgpu-cpu, ilgpu-wide (the emulator shaped like CUDA), opencl[:N]");
         Console.Error.WriteLine("  PureMoE.Bench [BenchmarkDotNet args, e.g. --filter '*Gemm*']");

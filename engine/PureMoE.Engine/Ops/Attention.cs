@@ -89,13 +89,20 @@ public sealed partial class Tensor
     /// H a multiple of Hkv (query head h reads kv head h / (H/Hkv), as Hugging Face's repeat_kv). Sk ≥ S: the
     /// queries are the last S positions (a KV cache). Returns [B, H, S, D].
     /// </summary>
+    /// <remarks>
+    /// On <see cref="Device.Cpu"/> in float32, from 512 queries (head dimension a multiple of 8), the attention
+    /// runs tile by tile and never holds the [S, Sk] scores (FlashAttention-2's method; memory O(S·D)); below that,
+    /// and on other devices, as block-causal products around a causal softmax.
+    /// </remarks>
     public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v) => CausalAttention(q, k, v, blockRows: 0);
 
     /// <summary>
     /// <see cref="CausalAttention(Tensor, Tensor, Tensor)"/> with the query rows of each product taken
     /// <paramref name="blockRows"/> at a time (0: <see cref="AttentionBlockRows"/>); tests pass small blocks.
+    /// <paramref name="tiled"/>: true or false forces the tiled path (where the device runs it) or the products;
+    /// null chooses by the number of queries.
     /// </summary>
-    internal static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, int blockRows)
+    internal static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, int blockRows, bool? tiled = null)
     {
         if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4 || k.Shape != v.Shape)
             throw new ArgumentException($"CausalAttention: needs q [B,H,S,D] and k, v [B,Hkv,Sk,D], got {q.Shape}, {k.Shape}, {v.Shape}");
@@ -111,6 +118,8 @@ public sealed partial class Tensor
         // Grouped heads share K and V: fold the group into the query rows, [B, Hkv, group·S, D], so no K/V copies.
         // The 1/√D scale is the alpha of the products that take Q or give dQ: it costs no pass over any tensor.
         var qg = q.Reshape(b, hkv, group * s, d);
+        if (CanTile(q, d) && (tiled ?? s >= TiledAttentionMinQueries))
+            return CausalAttentionTiled(qg, k, v, s, 1.0 / Math.Sqrt(d)).Reshape(b, h, s, d);
         int block = blockRows > 0 ? blockRows : AttentionBlockRows(s);
         return CausalAttentionFolded(qg, k, v, s, block, 1.0 / Math.Sqrt(d)).Reshape(b, h, s, d);
     }
