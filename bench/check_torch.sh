@@ -30,9 +30,12 @@ trap 'rm -rf "$work"' EXIT
 "$PY" bench/peers/check_torch.py tokens "$work/tokens.safetensors" --batch 4 --seq 64 --vocab 256 --seed 1
 # A long context too: from 256 queries attention computes by blocks of queries (block-causal products).
 "$PY" bench/peers/check_torch.py tokens "$work/tokens-long.safetensors" --batch 2 --seq 320 --vocab 256 --seed 2
+# From 512 queries the CPU computes float32 attention tile by tile, without the score matrix.
+"$PY" bench/peers/check_torch.py tokens "$work/tokens-tiles.safetensors" --batch 1 --seq 640 --vocab 256 --seed 3
 
 # name | puremoe train flags (the tiny default model: 2 layers, d 64, 4 experts). The c2r models start from topk2's
-# weights and profile it for their candidate lists; names ending in -long are evaluated on 2 × 320 tokens.
+# weights and profile it for their candidate lists; names ending in -long are evaluated on 2 × 320 tokens, -tiles on
+# 1 × 640.
 configs=(
     "topk2|--router topk --k 2"
     "topk1-capacity-st|--router topk --k 1 --capacity-factor 1.0 --straight-through true --aux-loss 0.01"
@@ -45,6 +48,7 @@ configs=(
     "c2r-t1|--router c2r --k 2 --candidates 1 --from $work/topk2"
     "c2r-selected|--router c2r --k 2 --candidates 2 --weighting selected_softmax --selected-scale 2 --from $work/topk2"
     "topk2-long|--router topk --k 2 --seq 320 --batch 4"
+    "topk2-tiles|--router topk --k 2 --seq 640 --batch 2"
 )
 status=0
 for entry in "${configs[@]}"; do
@@ -53,6 +57,7 @@ for entry in "${configs[@]}"; do
     model=$work/$name
     tokens=$work/tokens.safetensors
     [[ $name == *-long ]] && tokens=$work/tokens-long.safetensors
+    [[ $name == *-tiles ]] && tokens=$work/tokens-tiles.safetensors
     puremoe train --steps 30 --out "$model" "${flags[@]}" >"$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }
     ours=()
     for dtype in float64 float32; do
