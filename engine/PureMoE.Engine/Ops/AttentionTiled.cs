@@ -4,7 +4,8 @@ using PureMoE.Backends.Cpu;
 namespace PureMoE;
 
 // Causal attention tile by tile on the CPU (Backends/Cpu/FlashAttention.cs): the op around the kernels, forward and
-// backward together. Kept for the backward: the output, one log-sum-exp per query row and K transposed (O(S·D)).
+// backward together. Kept for the backward: the output, one log-sum-exp per query row, the scaled queries and K
+// transposed (each O(S·D)).
 public sealed partial class Tensor
 {
     /// <summary>
@@ -26,10 +27,13 @@ public sealed partial class Tensor
         int b = qg.Shape[0], hkv = qg.Shape[1], rows = qg.Shape[2], d = qg.Shape[3], sk = k.Shape[2];
         int bh = b * hkv;
         var (dtype, device) = (qg.DType, qg.Device);
+        // The queries times 1/√D, so that no tile scales its scores: a copy of ours is scaled in place.
         var q = qg.Dense();
+        var qs = ReferenceEquals(q.Storage, qg.Storage) ? Empty(qg.Shape, dtype, device) : q;
+        FlashAttention.Scale(Host(q.Storage), Host(qs.Storage), q.Numel, (float)scale);
         var kd = HeadRows(k, bh, sk, d);
         var vd = HeadRows(v, bh, sk, d);
-        var problem = new FlashAttention.Problem(bh, rows, s, sk, d, (float)scale, Host(q.Storage),
+        var problem = new FlashAttention.Problem(bh, rows, s, sk, d, (float)scale, Host(qs.Storage),
             Host(kd.Storage), kd.Offset, kd.HeadStride, Host(vd.Storage), vd.Offset, vd.HeadStride);
         var y = Empty(qg.Shape, dtype, device);
         var lse = Empty(new Shape(bh, rows), dtype, device);
@@ -54,7 +58,7 @@ public sealed partial class Tensor
             slotsK.Recycle();
             slotsV.Recycle();
             return [dq?.AsFreshGradient(), dk?.AsFreshGradient(), dv?.AsFreshGradient()];
-        }, saved: ReferenceEquals(q.Storage, qg.Storage) ? [lse, kT] : [lse, kT, q]);   // and Q where it is a dense copy
+        }, saved: [lse, kT, qs]);
 
         static float[] Host(Storage storage) => ((CpuStorage)storage).As<float>();
     }

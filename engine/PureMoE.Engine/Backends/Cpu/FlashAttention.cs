@@ -33,7 +33,8 @@ internal static unsafe class FlashAttention
     public static bool Supported(int d) => Vector256.IsHardwareAccelerated && Fma.IsSupported && d > 0 && d % 8 == 0;
 
     /// <summary>
-    /// One attention problem on folded heads. <see cref="Q"/> (and the output, dQ) is [Heads, Rows, D] dense, with
+    /// One attention problem on folded heads. <see cref="Q"/> holds the queries already multiplied by
+    /// <see cref="Scale"/> (1/√D: so no tile scales its scores), [Heads, Rows, D] dense like the output and dQ, with
     /// Rows = group·S: row r is query position Sk − S + (r mod S) and sees keys 0 … that position. K and V are Heads
     /// heads of Sk rows of D floats, head h at Offset + h·HeadStride (a KV cache's buffer is read in place).
     /// </summary>
@@ -141,7 +142,7 @@ internal static unsafe class FlashAttention
                         new Span<float>(row, n).Clear();
                         continue;
                     }
-                    float blockMax = ScaleAndMax(row, visible, p.Scale);
+                    float blockMax = Max(row, visible);
                     float newMax = Math.Max(rowMax[i], blockMax);
                     float correction = MathF.Exp(rowMax[i] - newMax);   // 0 on the first block (−∞)
                     float blockSum = ExpMinus(row, visible, newMax);
@@ -203,6 +204,20 @@ internal static unsafe class FlashAttention
                 }
             });
         }
+        // The scores are (scale·Q)·Kᵀ: dQ = scale·dS·K, scaled once here rather than in every tile.
+        if (dq is not null) Scale(dq, dq, p.Heads * p.Rows * p.D, p.Scale);
+    }
+
+    /// <summary>dst[0..n) = scale·src[0..n) (dst may be src).</summary>
+    public static void Scale(float[] src, float[] dst, int n, float scale)
+    {
+        Par.For(n, 1, (start, end) =>
+        {
+            var vs = Vector256.Create(scale);
+            int i = start;
+            for (; i <= end - 8; i += 8) (Vector256.Create(src.AsSpan(i)) * vs).CopyTo(dst.AsSpan(i));
+            for (; i < end; i++) dst[i] = src[i] * scale;
+        }, grain: 8);
     }
 
     // out = Σ over the head's slots (group by group, query block by query block from firstBlock) of their n × D tiles.
@@ -259,67 +274,65 @@ internal static unsafe class FlashAttention
         {
             float* row = pt + i * KeyBlock;
             int visible = Math.Clamp(p.Offset + i0 + i + 1 - j0, 0, n);
-            ScaleAndMax(row, visible, p.Scale);
             ExpMinus(row, visible, lse[row0 + i]);
             new Span<float>(row + visible, cols - visible).Clear();
         }
     }
 
-    // dS = scale·P ∘ (dY·Vᵀ − δ) into dpt over the first cols columns (P is 0 where masked, so dS is too).
+    // dS = P ∘ (dY·Vᵀ − δ), the gradient of the scaled scores, into dpt over the first cols columns (P is 0 where
+    // masked, so dS is too).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ScoreGradient(in Problem p, float* gBlock, int m, int cols, float* vtBlock, float* pt, float* dpt, float[] delta, int row0)
     {
         Product(gBlock, p.D, 1, m, p.D, vtBlock, KeyBlock, cols, dpt, KeyBlock, accumulate: false);  // dP = dY·Vᵀ
-        var vs = Vector256.Create(p.Scale);
         for (int i = 0; i < m; i++)
         {
             float* pr = pt + i * KeyBlock, dr = dpt + i * KeyBlock;
             var vd = Vector256.Create(delta[row0 + i]);
             for (int j = 0; j < cols; j += 8)
-                Vector256.Store(vs * (Vector256.Load(pr + j) * (Vector256.Load(dr + j) - vd)), dr + j);
+                Vector256.Store(Vector256.Load(pr + j) * (Vector256.Load(dr + j) - vd), dr + j);
         }
     }
 
-    // row[0..n) *= scale; returns their maximum.
+    // max of row[0..n) (n ≥ 1). A NaN score needs no care here: its exp is NaN, and so is the row's output.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float ScaleAndMax(float* row, int n, float scale)
+    private static float Max(float* row, int n)
     {
-        var vs = Vector256.Create(scale);
-        var vmax = Vector256.Create(float.NegativeInfinity);
-        int j = 0;
-        for (; j <= n - 8; j += 8)
-        {
-            var x = Vector256.Load(row + j) * vs;
-            Vector256.Store(x, row + j);
-            vmax = Simd.MaxStep(vmax, x);
-        }
         float max = float.NegativeInfinity;
-        for (int l = 0; l < 8; l++) max = Simd.MaxStep(max, vmax[l]);
-        for (; j < n; j++)
+        int j = 0;
+        if (n >= 8)
         {
-            float x = row[j] * scale;
-            row[j] = x;
-            max = Simd.MaxStep(max, x);
+            var vmax = Vector256.Load(row);
+            for (j = 8; j <= n - 8; j += 8) vmax = Vector256.MaxNative(vmax, Vector256.Load(row + j));
+            for (int l = 0; l < 8; l++) max = MathF.Max(max, vmax[l]);
         }
+        for (; j < n; j++) max = MathF.Max(max, row[j]);
         return max;
     }
 
-    // row[0..n) = exp(row − shift) for row ≤ shift; returns their sum (in Simd.Sum's fixed order). The tail goes
-    // through the same 8-lane exp, so every element gets the same function.
+    // row[0..n) = exp(row − shift) for row ≤ shift; returns their sum (8 lanes in order, then across them). The
+    // tail goes through the same 8-lane exp, its unused lanes −∞ (exp 0), so every element gets the same function.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float ExpMinus(float* row, int n, float shift)
     {
         var vs = Vector256.Create(shift);
+        var sum = Vector256<float>.Zero;
         int j = 0;
-        for (; j <= n - 8; j += 8) Vector256.Store(ExpNonPositive(Vector256.Load(row + j) - vs), row + j);
+        for (; j <= n - 8; j += 8)
+        {
+            var e = ExpNonPositive(Vector256.Load(row + j) - vs);
+            Vector256.Store(e, row + j);
+            sum += e;
+        }
         if (j < n)
         {
-            var tail = Vector256<float>.Zero;
+            var tail = Vector256.Create(float.NegativeInfinity);
             for (int l = 0; l < n - j; l++) tail = tail.WithElement(l, row[j + l] - shift);
             tail = ExpNonPositive(tail);
             for (int l = 0; l < n - j; l++) row[j + l] = tail[l];
+            sum += tail;
         }
-        return Simd.Sum(new ReadOnlySpan<float>(row, n));
+        return Vector256.Sum(sum);
     }
 
     // exp(x) for x ≤ 0 in 8 lanes (Cephes' expf: x = n·ln 2 + r with |r| ≤ ln 2 / 2, a degree-5 polynomial for e^r,
