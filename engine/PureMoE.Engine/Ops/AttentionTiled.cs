@@ -12,7 +12,7 @@ public sealed partial class Tensor
     /// From this many queries <see cref="CausalAttention(Tensor, Tensor, Tensor)"/> runs tile by tile on
     /// <see cref="Device.Cpu"/> (float32, head dimension a multiple of 8), never holding the [S, Sk] scores. Below it the
     /// block-causal products were as fast or faster with the JIT's tiering off (as `puremoe` runs; S = 64 to 256), and
-    /// their score matrices are small; from 512 the tiles were 20–30 % faster (bench/RESULTS.md, "Tiles").
+    /// their score matrices are small; from 512 the tiles took a third less time or better (bench/RESULTS.md, "Tiles").
     /// </summary>
     internal const int TiledAttentionMinQueries = 512;
 
