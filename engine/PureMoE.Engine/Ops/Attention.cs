@@ -120,6 +120,10 @@ public sealed partial class Tensor
         var qg = q.Reshape(b, hkv, group * s, d);
         if (CanTile(q, d) && (tiled ?? s >= TiledAttentionMinQueries))
             return CausalAttentionTiled(qg, k, v, s, 1.0 / Math.Sqrt(d)).Reshape(b, h, s, d);
+        if ((long)b * hkv * group * s * sk > int.MaxValue)
+            throw new ArgumentException($"CausalAttention: q {q.Shape} and k/v {k.Shape} need a [{b * hkv},{(long)group * s},{sk}] score matrix, " +
+                $"more than 2^31-1 elements, which {q.DType.Name()} attention on {q.Device} computes whole: use a shorter context or a smaller batch" +
+                (CanTile(q, d) ? "" : " (float32 on the CPU, head dimension a multiple of 8, goes tile by tile without it)"));
         int block = blockRows > 0 ? blockRows : AttentionBlockRows(s);
         return CausalAttentionFolded(qg, k, v, s, block, 1.0 / Math.Sqrt(d)).Reshape(b, h, s, d);
     }

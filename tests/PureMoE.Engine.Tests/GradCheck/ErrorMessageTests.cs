@@ -108,6 +108,9 @@ public class ErrorMessageTests
         Throws<ArgumentException>(() => Tensor.CausalAttention(Z(1, 4, 3, 2), Z(1, 2, 2, 2), Z(1, 2, 2, 2)), "CausalAttention", "Sk");
         Throws<ArgumentException>(() => Tensor.CausalAttention(Z(1, 4, 3, 2), Z(1, 2, 3, 2), Z(1, 2, 3, 3)), "CausalAttention", "[1,2,3,3]");
         Throws<ArgumentException>(() => Tensor.CausalAttention(Z(4, 3, 2), Z(1, 2, 3, 2), Z(1, 2, 3, 2)), "CausalAttention", "[4,3,2]");
+        // A score matrix past 2^31 − 1 elements, where the products would compute it whole: named before any allocation.
+        Throws<ArgumentException>(() => Tensor.CausalAttention(Z(1, 2, 40000, 1), Z(1, 1, 40000, 1), Z(1, 1, 40000, 1)),
+            "CausalAttention", "[1,80000,40000]", "score matrix", "tile by tile");
     }
 
     // ---------------------------------------------------------------- devices
