@@ -8,9 +8,10 @@ namespace PureMoE.Backends.Cpu;
 /// Causal attention in float32 that never holds a [queries, keys] matrix: FlashAttention-2's tiling (Dao, 2023) on
 /// the CPU. Queries go in blocks of <see cref="QueryBlock"/> rows and keys in blocks of <see cref="KeyBlock"/>; a
 /// block of scores lives in a 16 KB scratch tile, and the forward's softmax runs online (a running row maximum and
-/// sum rescale what has been added so far). The forward keeps only the output and each row's log-sum-exp; the
-/// backward computes each block of scores again from them. Memory: O(rows · D) instead of the products' O(rows ·
-/// keys), so long contexts fit.
+/// sum rescale what has been added so far). Besides the output the forward leaves only each row's log-sum-exp; the
+/// backward computes each block of scores again from it (with the scaled queries and the transposed K the op keeps).
+/// Memory: O(rows · D) throughout, the backward's slots included, instead of the products' O(rows · keys), so long
+/// contexts fit.
 /// </summary>
 /// <remarks>
 /// Deterministic and independent of the thread count: no two threads add into one element. FlashAttention-2's
