@@ -30,10 +30,10 @@ public sealed partial class Tensor
         // The queries times 1/√D, so that no tile scales its scores: a copy of ours is scaled in place.
         var q = qg.Dense();
         var qs = ReferenceEquals(q.Storage, qg.Storage) ? Empty(qg.Shape, dtype, device) : q;
-        FlashAttention.Scale(Host(q.Storage), Host(qs.Storage), q.Numel, (float)scale);
+        qg.Backend.Unary(UnaryOp.MulScalar, q.Storage, 0, qs.Storage, 0, q.Numel, scale);
         var kd = HeadRows(k, bh, sk, d);
         var vd = HeadRows(v, bh, sk, d);
-        var problem = new FlashAttention.Problem(bh, rows, s, sk, d, (float)scale, Host(qs.Storage),
+        var problem = new FlashAttention.Problem(bh, rows, s, sk, d, Host(qs.Storage),
             Host(kd.Storage), kd.Offset, kd.HeadStride, Host(vd.Storage), vd.Offset, vd.HeadStride);
         var y = Empty(qg.Shape, dtype, device);
         var lse = Empty(new Shape(bh, rows), dtype, device);
@@ -54,6 +54,8 @@ public sealed partial class Tensor
             FlashAttention.Backward(problem, Host(kT.Storage), Host(vT.Storage), Host(y.Storage), Host(lse.Storage), Host(dy.Storage),
                 dq is null ? null : Host(dq.Storage), dk is null ? null : Host(dk.Storage), dv is null ? null : Host(dv.Storage),
                 Host(slotsK.Storage), Host(slotsV.Storage));
+            // The kernels give the scaled queries' gradient; the queries' own is scale times it.
+            if (dq is not null) g.Backend.Unary(UnaryOp.MulScalar, dq.Storage, 0, dq.Storage, 0, dq.Numel, scale);
             vT.Recycle();
             slotsK.Recycle();
             slotsV.Recycle();

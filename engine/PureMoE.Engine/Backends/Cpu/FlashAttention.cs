@@ -34,12 +34,12 @@ internal static unsafe class FlashAttention
     public static bool Supported(int d) => Vector256.IsHardwareAccelerated && Fma.IsSupported && d > 0 && d % 8 == 0;
 
     /// <summary>
-    /// One attention problem on folded heads. <see cref="Q"/> holds the queries already multiplied by
-    /// <see cref="Scale"/> (1/√D: so no tile scales its scores), [Heads, Rows, D] dense like the output and dQ, with
+    /// One attention problem on folded heads. <see cref="Q"/> holds the queries already multiplied by the softmax's
+    /// scale (1/√D: so no tile scales its scores), [Heads, Rows, D] dense like the output and its gradient, with
     /// Rows = group·S: row r is query position Sk − S + (r mod S) and sees keys 0 … that position. K and V are Heads
     /// heads of Sk rows of D floats, head h at Offset + h·HeadStride (a KV cache's buffer is read in place).
     /// </summary>
-    public readonly record struct Problem(int Heads, int Rows, int S, int Sk, int D, float Scale,
+    public readonly record struct Problem(int Heads, int Rows, int S, int Sk, int D,
         float[] Q, float[] K, int KOffset, int KHeadStride, float[] V, int VOffset, int VHeadStride)
     {
         public int Group => Rows / S;
@@ -166,7 +166,8 @@ internal static unsafe class FlashAttention
 
     /// <summary>
     /// The gradients of <see cref="Forward"/> from dY (<paramref name="dy"/>, [Heads, Rows, D]), its output
-    /// <paramref name="y"/> and <paramref name="lse"/>: dQ into <paramref name="dq"/> ([Heads, Rows, D]), dK and dV
+    /// <paramref name="y"/> and <paramref name="lse"/>: that of the scaled queries <see cref="Problem.Q"/> (dS·K; times
+    /// the scale, the queries' own) into <paramref name="dq"/> ([Heads, Rows, D]), dK and dV
     /// into <paramref name="dk"/>, <paramref name="dv"/> ([Heads, Sk, D] dense); a null one is not computed.
     /// <paramref name="kT"/>, <paramref name="vT"/>: K and V transposed (<see cref="Transpose"/>);
     /// <paramref name="slotsK"/>, <paramref name="slotsV"/>: workspaces of <see cref="Problem.SlotsLength"/>.
@@ -205,20 +206,6 @@ internal static unsafe class FlashAttention
                 }
             });
         }
-        // The scores are (scale·Q)·Kᵀ: dQ = scale·dS·K, scaled once here rather than in every tile.
-        if (dq is not null) Scale(dq, dq, p.Heads * p.Rows * p.D, p.Scale);
-    }
-
-    /// <summary>dst[0..n) = scale·src[0..n) (dst may be src).</summary>
-    public static void Scale(float[] src, float[] dst, int n, float scale)
-    {
-        Par.For(n, 1, (start, end) =>
-        {
-            var vs = Vector256.Create(scale);
-            int i = start;
-            for (; i <= end - 8; i += 8) (Vector256.Create(src.AsSpan(i)) * vs).CopyTo(dst.AsSpan(i));
-            for (; i < end; i++) dst[i] = src[i] * scale;
-        }, grain: 8);
     }
 
     // out = Σ over the head's slots (group by group, query block by query block from firstBlock) of their n × D tiles.
