@@ -20,21 +20,25 @@ public struct SortArgs
 // Orders as the reference backend: NaN is the largest value; ties keep the lower index first (stable).
 internal static partial class IlgpuKernels
 {
+    // Written as plain boolean tests, not as a three-way comparison c ∈ {−1, 0, 1} negated for descending order:
+    // ILGPU 1.5.3's IR turns such an int, built from constants, into a predicate, so −1 reads as 1 and every
+    // element "comes before" every other on CUDA (seen on an H200; ILGPU's CPU accelerator runs the IL and was right).
     /// <summary>True when (a, ia) comes before (b, ib) in ascending (or descending) stable order, NaN largest.</summary>
     public static bool Before(float a, int ia, float b, int ib, bool descending)
     {
         bool an = XMath.IsNaN(a), bn = XMath.IsNaN(b);
-        int c = an || bn ? (an == bn ? 0 : an ? 1 : -1) : a < b ? -1 : a > b ? 1 : 0;
-        if (descending) c = -c;
-        return c < 0 || (c == 0 && ia < ib);
+        if (an && bn) return ia < ib;             // NaNs tie
+        if (an) return descending;                // a NaN is the largest value
+        if (bn) return !descending;
+        if (a == b) return ia < ib;               // ties (−0 and +0 among them) keep the lower index first
+        return descending ? a > b : a < b;
     }
 
     /// <summary>Stable order on int64 keys.</summary>
     public static bool Before(long a, int ia, long b, int ib, bool descending)
     {
-        int c = a < b ? -1 : a > b ? 1 : 0;
-        if (descending) c = -c;
-        return c < 0 || (c == 0 && ia < ib);
+        if (a == b) return ia < ib;
+        return descending ? a > b : a < b;
     }
 
     /// <summary>
