@@ -184,8 +184,10 @@ public abstract class IlgpuArgSortTests : IlgpuTestBase
     public void PathRuleKeepsRankCountingForShortRowsOnly()
     {
         Assert.True(B.UsesRankArgSort(100_000, 64));   // routing: experts per token
-        Assert.True(B.UsesRankArgSort(1, 4096));       // 2²⁴ comparisons: one launch still wins
-        Assert.False(B.UsesRankArgSort(2, 4096));
+        Assert.True(B.UsesRankArgSort(16, 1024));      // 2²⁴ comparisons in rows of 1024: one launch still wins
+        Assert.False(B.UsesRankArgSort(17, 1024));
+        Assert.False(B.UsesRankArgSort(1, 2048));      // an H200: 1 × 4096 took 0.62 ms by ranks, 0.40 by radix
+        Assert.False(B.UsesRankArgSort(1, 4096));
         Assert.False(B.UsesRankArgSort(1, 100_000));
     }
 

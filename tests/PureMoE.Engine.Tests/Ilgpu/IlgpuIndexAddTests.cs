@@ -69,6 +69,17 @@ public abstract class IlgpuIndexAddTests : IlgpuTestBase
         return d.Data;
     }
 
+    [Fact]
+    public void PathRuleFollowsTheMeasuredCrossover()
+    {
+        // An H200, 4096 rows × 1024 (bench/RESULTS.md): direct 0.095 ms at count 32, 0.29 at 128; sorted about 0.2.
+        Assert.True(B.UsesDirectIndexAdd(1, 4096, 32, 1024));
+        Assert.False(B.UsesDirectIndexAdd(1, 4096, 128, 1024));
+        Assert.True(B.UsesDirectIndexAdd(1, 64, 1024, 1024));     // 2²⁶ reads: one launch wins
+        Assert.False(B.UsesDirectIndexAdd(1, 64, 2048, 1024));    // long per thread: sorted
+        Assert.False(B.UsesDirectIndexAdd(4, 64, 1024, 1024));    // 2²⁸ reads
+    }
+
     /// <summary>The paths: forced direct, forced sorted, the backend's choice.</summary>
     private static readonly bool?[] Paths = [true, false, null];
 

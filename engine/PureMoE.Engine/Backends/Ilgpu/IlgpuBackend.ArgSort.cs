@@ -106,12 +106,14 @@ public sealed partial class IlgpuBackend
     internal bool? ForceRankArgSort { get; set; }
 
     /// <summary>
-    /// Rank counting when rows are short (n ≤ 64) or the whole job is small (rows·n² ≤ 2²⁴ comparisons, so n ≤ 4096):
-    /// there its one launch beats the radix path's ~100 small launches (four per 2-bit pass: 16 passes for float32
-    /// keys, 32 for int64, 8 more for the row sort, plus three elementwise kernels). Not yet tuned on a GPU.
+    /// Rank counting when rows are short (n ≤ 64) or the job is small (n ≤ 1024 and rows·n² ≤ 2²⁴ comparisons): there
+    /// its one launch beats the radix path's ~100 small launches (four per 2-bit pass: 16 passes for float32 keys, 32
+    /// for int64, 8 more for the row sort, plus three elementwise kernels). Measured on an H200 (bench/RESULTS.md):
+    /// one row of 4096 took 0.62 ms by ranks, 0.40 ms by radix; a rank thread's loop runs at about 150 ns per element
+    /// there, so ranks win below about 2,000 per row, and 1024 keeps a margin.
     /// </summary>
     internal bool UsesRankArgSort(int rows, int n) =>
-        ForceRankArgSort ?? (n <= 64 || (long)rows * n * n <= 1L << 24);
+        ForceRankArgSort ?? (n <= 64 || (n <= 1024 && (long)rows * n * n <= 1L << 24));
 
     private Action<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<int>, SortArgs>? _argSortKeysF;
     private Action<Index1D, ArrayView<long>, ArrayView<ulong>, ArrayView<int>, SortArgs>? _argSortKeysL;

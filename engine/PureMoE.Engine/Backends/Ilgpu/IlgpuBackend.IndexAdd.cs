@@ -90,11 +90,13 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// The direct scan when it is short per thread (count ≤ 32) or small in all (count ≤ 1024 and
-    /// outer·axisLen·inner·count ≤ 2²² index reads): there its one launch beats the sort's few dozen small launches
-    /// (four per 2-bit radix pass, plus the pair packing and the row starts). Not yet tuned on a GPU.
+    /// outer·axisLen·inner·count ≤ 2²⁷ index reads): there its one launch beats the sort's few dozen small launches
+    /// (four per 2-bit radix pass, plus the pair packing and the row starts). Measured on an H200 (bench/RESULTS.md),
+    /// 4096 rows × 1024: the sorted path about 0.2 ms whatever the count, the direct scan 0.095 ms at count 32 and
+    /// 0.29 ms at 128 (about 1.4·10¹² index reads a second), so they cross near 2²⁸ reads; 2²⁷ keeps a margin.
     /// </summary>
     internal bool UsesDirectIndexAdd(int outer, int axisLen, int count, int inner) =>
-        ForceDirectIndexAdd ?? (count <= 32 || (count <= 1024 && (long)outer * axisLen * inner * count <= 1L << 22));
+        ForceDirectIndexAdd ?? (count <= 32 || (count <= 1024 && (long)outer * axisLen * inner * count <= 1L << 27));
 
     private Action<Index1D, ArrayView<long>, ArrayView<int>, ArrayView<int>, IndexArgs>? _indexAddKeys;
     private Action<Index1D, ArrayView<int>, ArrayView<int>, IndexArgs>? _indexAddRowStarts;
