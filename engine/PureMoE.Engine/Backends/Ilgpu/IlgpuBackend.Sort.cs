@@ -20,9 +20,10 @@ public struct SortArgs
 // Orders as the reference backend: NaN is the largest value; ties keep the lower index first (stable).
 internal static partial class IlgpuKernels
 {
-    // Written as plain boolean tests, not as a three-way comparison c ∈ {−1, 0, 1} negated for descending order:
-    // ILGPU 1.5.3's IR turns such an int, built from constants, into a predicate, so −1 reads as 1 and every
-    // element "comes before" every other on CUDA (seen on an H200; ILGPU's CPU accelerator runs the IL and was right).
+    // Written as plain boolean tests, not as a three-way comparison c = a < b ? −1 : a > b ? 1 : 0: for that
+    // expression C# emits a branch with a comparison on one arm and the constant −1 on the other, which ILGPU 1.5.3's
+    // IL reader takes for a short-circuit ||, so −1 became true (1) and every element "came before" every other on
+    // CUDA (an H200; ILGPU's CPU accelerator runs the IL and was right). IlgpuCompilerQuirkTests holds both forms.
     /// <summary>True when (a, ia) comes before (b, ib) in ascending (or descending) stable order, NaN largest.</summary>
     public static bool Before(float a, int ia, float b, int ib, bool descending)
     {
