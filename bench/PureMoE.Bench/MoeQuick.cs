@@ -142,12 +142,15 @@ public static class MoeQuick
 
         // Instrumented pass: the same work phase by phase (the median of `repeats` per phase).
         var phaseTimes = new double[PhaseNames.Length, 2, repeats];
+        var routeReadTimes = new double[repeats];
+        var routeUploadTimes = new double[repeats];
         for (int i = 0; i < Math.Max(2, warmup) + repeats; i++)
         {
             double[,] one;
+            double routeReadMs, routeUploadMs;
             using (DeviceScope.Begin(reuseHostMemory: true))
             {
-                one = InstrumentedStep(layer, x, gy, parameters, device);
+                one = InstrumentedStep(layer, x, gy, parameters, device, out routeReadMs, out routeUploadMs);
             }
 
             if (i < Math.Max(2, warmup))
@@ -156,6 +159,8 @@ public static class MoeQuick
             }
 
             int r = i - Math.Max(2, warmup);
+            routeReadTimes[r] = routeReadMs;
+            routeUploadTimes[r] = routeUploadMs;
             for (int p = 0; p < PhaseNames.Length; p++)
             {
                 phaseTimes[p, 0, r] = one[p, 0];
@@ -180,6 +185,9 @@ public static class MoeQuick
             }
         }
 
+        // The route forward's host reads (waiting for the router's kernels, then the copy) and uploads, on an ILGPU
+        // device: the rest of it is the host's own work (the plan) and the launches.
+        double routeReadMedian = BenchDevice.Median(routeReadTimes), routeUploadMedian = BenchDevice.Median(routeUploadTimes);
         double Frac(int p) => (phaseMs[p, 0] + phaseMs[p, 1]) / medianMs;
         double overheadMs = medianMs - phaseSum;
         double glue = Frac(1) + Frac(2) + Frac(4);
@@ -205,6 +213,7 @@ public static class MoeQuick
                 sb.Append(CultureInfo.InvariantCulture, $"\"{PhaseNames[p]}_fwd\":{phaseMs[p, 0]:F3},\"{PhaseNames[p]}_bwd\":{phaseMs[p, 1]:F3},");
             }
 
+            sb.Append(CultureInfo.InvariantCulture, $"\"route_fwd_read\":{routeReadMedian:F3},\"route_fwd_upload\":{routeUploadMedian:F3},");
             sb.Append(CultureInfo.InvariantCulture, $"\"overhead\":{overheadMs:F3}}},\"fractions\":{{");
             for (int p = 0; p < PhaseNames.Length; p++)
             {
@@ -226,6 +235,8 @@ public static class MoeQuick
                 sb.AppendLine(CultureInfo.InvariantCulture, $"  {PhaseNames[p],-9} fwd {phaseMs[p, 0],8:F2} ms  bwd {phaseMs[p, 1],8:F2} ms  {100 * Frac(p),5:F1}%");
             }
 
+            if (device.IsIlgpu)
+                sb.AppendLine(CultureInfo.InvariantCulture, $"  route fwd: host reads {routeReadMedian:F2} ms (the wait for its kernels, then the copy), uploads {routeUploadMedian:F2} ms, the rest host work and launches");
             sb.AppendLine(CultureInfo.InvariantCulture, $"  {"overhead",-9} {overheadMs,8:F2} ms (plain step − Σ phases)  {100 * overheadMs / medianMs,5:F1}%");
             sb.Append(CultureInfo.InvariantCulture, $"  route + dispatch + combine: {100 * glue:F1}% (with the gate matmul: {100 * (glue + Frac(0)):F1}%)");
         }
@@ -238,8 +249,10 @@ public static class MoeQuick
     /// The layer's forward split at detached boundaries, then each phase's backward on its own, in reverse order.
     /// Returns [phase, fwd/bwd] milliseconds.
     /// </summary>
-    private static double[,] InstrumentedStep(MoeLayer layer, Tensor x, Tensor gy, Tensor[] parameters, Device device)
+    private static double[,] InstrumentedStep(MoeLayer layer, Tensor x, Tensor gy, Tensor[] parameters, Device device,
+        out double routeReadMs, out double routeUploadMs)
     {
+        var ilgpu = device.Backend as IlgpuBackend;
         double Lap(ref long start)
         {
             BenchDevice.Sync(device);
@@ -260,10 +273,13 @@ public static class MoeQuick
         ms[0, 0] = Lap(ref t0);
 
         var logitsLeaf = Leaf(logits);
+        var (readBefore, uploadBefore) = (ilgpu?.HostReadTime ?? TimeSpan.Zero, ilgpu?.UploadTime ?? TimeSpan.Zero);
         var plan = layer.Router.Route(logitsLeaf, new RoutingContext { Placement = layer.Placement, Training = layer.IsTraining });
         plan.DebugValidate();
         _ = RoutingStats.From(plan);
         ms[1, 0] = Lap(ref t0);
+        routeReadMs = ((ilgpu?.HostReadTime ?? TimeSpan.Zero) - readBefore).TotalMilliseconds;
+        routeUploadMs = ((ilgpu?.UploadTime ?? TimeSpan.Zero) - uploadBefore).TotalMilliseconds;
 
         var xd = Leaf(x);
         var layout = DispatchLayout.Build(plan, x.Device);

@@ -171,6 +171,8 @@ if [ $gpu -eq 1 ]; then
   # A small output over a long K (a router gate's weight gradient at moe-small): Auto splits K; 1 = one pass.
   gemm --m 8 --n 512 --k 4096; gemm --m 8 --n 512 --k 4096 --split-k 1; peer_gemm --m 8 --n 512 --k 4096
   gemm --m 512 --n 512 --k 16384; gemm --m 512 --n 512 --k 16384 --split-k 1; peer_gemm --m 512 --n 512 --k 16384
+  # The H200 run had split-K at 0.17x cuBLAS here (Auto: 2 slices, one 256-thread group per SM): more slices?
+  for s in 4 8 16; do gemm --m 512 --n 512 --k 16384 --split-k $s; done
 else
   gemm --n 64 --ta --tb --repeats 3 --warmup 1
 fi
@@ -210,14 +212,18 @@ if [ $gpu -eq 1 ]; then
     say "Moe tests (Device=Cuda2): not run, they need two GPUs and this machine has $ngpu"
   fi
   # IndexAdd (the backward of IndexSelect) at a large size, then around the direct/sorted crossover; ArgSort of one
-  # long row (the radix path), then both paths at the rank-counting limit (rows·n² = 2²⁴).
+  # long row (the radix path), then both paths around the rank-counting limit (rows of 1024 at most).
   json "quick indexadd sorted 8192" 60 "${ours[@]}" indexadd --device cuda --axis 4096 --inner 1024 --count 8192 --sorted
   json "quick indexadd direct 8192" 60 "${ours[@]}" indexadd --device cuda --axis 4096 --inner 1024 --count 8192 --direct --repeats 3 --warmup 1
   for c in 32 128 512; do
     for path in direct sorted; do json "quick indexadd $path $c" 60 "${ours[@]}" indexadd --device cuda --axis 4096 --inner 1024 --count $c --$path; done
   done
   json "quick argsort 1x100000" 60 "${ours[@]}" argsort --device cuda --rows 1 --n 100000
-  for path in ranks radix; do json "quick argsort $path 1x4096" 60 "${ours[@]}" argsort --device cuda --rows 1 --n 4096 --$path; done
+  for n in 1024 2048 4096; do
+    for path in ranks radix; do json "quick argsort $path 1x$n" 60 "${ours[@]}" argsort --device cuda --rows 1 --n $n --$path; done
+  done
+  # IndexAdd's rule says direct up to 2^27 index reads: a point below it (2^26) with few rows and long counts
+  for path in direct sorted; do json "quick indexadd $path 64x1024 count 1024" 60 "${ours[@]}" indexadd --device cuda --axis 64 --inner 1024 --count 1024 --$path; done
   # Expert parallelism on the GPUs there are (one on a lent machine: P = 1; P > 1 is skipped with a line saying so).
   json "quick exchange --device cuda" 120 "${ours[@]}" exchange --device cuda --no-c2r
   # The other routers in the moe-small layer (the auto run above is TopK): what each router's decisions cost on a GPU.

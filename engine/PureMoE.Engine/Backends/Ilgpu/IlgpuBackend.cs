@@ -82,6 +82,17 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     /// <summary>Bytes copied by the <see cref="HostReads"/> so far.</summary>
     public long HostReadBytes => Interlocked.Read(ref _hostReadBytes);
 
+    private long _hostReadTicks, _uploadTicks;
+
+    /// <summary>
+    /// Host time spent in <see cref="Download"/> so far: waiting for the queued work, then the copy. Benchmarks
+    /// split a phase's time by it (a router's one read, say) to tell the wait and copy from the host's own work.
+    /// </summary>
+    internal TimeSpan HostReadTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _hostReadTicks));
+
+    /// <summary>Host time spent in <see cref="Upload"/> so far (staging and queueing the copy; it waits only when the arena is full).</summary>
+    internal TimeSpan UploadTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _uploadTicks));
+
     /// <summary>
     /// Null while host → device uploads are queued without waiting (staged in page-locked memory); otherwise why
     /// this machine refused page-locked memory, and every upload is a synchronous copy (correct, slower).
@@ -198,6 +209,13 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     /// <inheritdoc />
     public Storage Upload(Array data)
     {
+        long start = Stopwatch.GetTimestamp();
+        try { return UploadUntimed(data); }
+        finally { Interlocked.Add(ref _uploadTicks, Stopwatch.GetTimestamp() - start); }
+    }
+
+    private Storage UploadUntimed(Array data)
+    {
         switch (data)
         {
             case float[] f:
@@ -223,6 +241,7 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     public void Download(Storage src, int srcOffset, Array dst, int count)
     {
         if (count == 0) return;
+        long start = Stopwatch.GetTimestamp();
         var s = S(src, "Download");
         Interlocked.Increment(ref _hostReads);
         Interlocked.Add(ref _hostReadBytes, (long)count * s.DType.SizeInBytes());
@@ -240,6 +259,7 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
         }
         stream.Synchronize();
         Uploads.Synchronized();
+        Interlocked.Add(ref _hostReadTicks, Stopwatch.GetTimestamp() - start);
     }
 
     private Action<Index1D, ArrayView<float>, float>? _fillF;
