@@ -25,6 +25,7 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
         Accelerator = accelerator;
         Pool = new IlgpuMemoryPool(accelerator);
         Uploads = new IlgpuUploadArena(accelerator);
+        Downloads = new IlgpuDownloadBuffer(accelerator);
         WarpSize = Math.Max(1, accelerator.WarpSize);
         // A power of two (tree reductions halve it), at most 256, from the accelerator's own limit.
         int max = Math.Min(256, accelerator.MaxNumThreadsPerGroup);
@@ -39,6 +40,9 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
 
     /// <summary>Host → device copies, queued without waiting for the device (see <see cref="IlgpuUploadArena"/>).</summary>
     internal IlgpuUploadArena Uploads { get; }
+
+    /// <summary>Device → host copies through a page-locked buffer, one synchronisation each (see <see cref="IlgpuDownloadBuffer"/>).</summary>
+    internal IlgpuDownloadBuffer Downloads { get; }
 
     /// <summary>The accelerator's warp size.</summary>
     public int WarpSize { get; }
@@ -111,6 +115,7 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
     {
         try { Accelerator.Synchronize(); } catch (Exception) { /* disposing anyway */ }
         Uploads.Dispose();
+        Downloads.Dispose();
         Pool.Dispose();
         Accelerator.Dispose();
     }
@@ -249,15 +254,15 @@ public sealed partial class IlgpuBackend : IBackend, IDisposable
         switch (dst)
         {
             case float[] f when s.DType == DType.Float32:
-                s.F.SubView(srcOffset, count).CopyToCPU(stream, f.AsSpan(0, count));
+                Downloads.Read(s.F.SubView(srcOffset, count), f.AsSpan(0, count), stream);
                 break;
             case long[] l when s.DType == DType.Int64:
-                s.L.SubView(srcOffset, count).CopyToCPU(stream, l.AsSpan(0, count));
+                Downloads.Read(s.L.SubView(srcOffset, count), l.AsSpan(0, count), stream);
                 break;
             default:
                 throw new ArgumentException($"Download: a {s.DType.Name()} buffer cannot be read into {dst.GetType().Name}");
         }
-        stream.Synchronize();
+        // The read waited for the stream: every queued upload is done, and the upload arena is free again.
         Uploads.Synchronized();
         Interlocked.Add(ref _hostReadTicks, Stopwatch.GetTimestamp() - start);
     }
