@@ -53,30 +53,58 @@ public static class Capacity
     public static void Place(IReadOnlyList<PairCandidate> candidates, int experts, int capacity, int[] firstFreeSlot,
         DropPolicy policy, bool[] dropped, int[] slot)
     {
-        // The candidates of each expert, in token order (the input order).
-        var wanting = new List<PairCandidate>[experts];
-        for (int e = 0; e < experts; e++) wanting[e] = [];
-        foreach (var c in candidates) wanting[c.Expert].Add(c);
+        // The candidates of each expert, by their position in the input (token order): a counting sort.
+        int n = candidates.Count;
+        var start = new int[experts + 1];
+        for (int i = 0; i < n; i++) start[candidates[i].Expert + 1]++;
+        for (int e = 0; e < experts; e++) start[e + 1] += start[e];
+        var byExpert = new int[n];
+        var fill = start[..experts];
+        for (int i = 0; i < n; i++) byExpert[fill[candidates[i].Expert]++] = i;
 
+        var kept = new bool[n];
         for (int e = 0; e < experts; e++)
         {
-            var asking = wanting[e];
+            var asking = byExpert.AsSpan(start[e], start[e + 1] - start[e]);
             int free = Math.Max(0, capacity - firstFreeSlot[e]);
 
-            // Which pairs get in: all of them when they fit, else the best by priority or the first in token order.
-            IEnumerable<PairCandidate> admitted = asking.Count <= free ? asking
-                : policy == DropPolicy.Position ? asking.Take(free)
-                : asking.OrderByDescending(c => c.Priority).ThenBy(c => c.Token).Take(free);
-            var keptPairs = admitted.Select(c => c.Pair).ToHashSet();
+            // Which pairs get in: all of them when they fit, else the first in token order, or the best by
+            // priority (highest first; ties: lower token, then input order — what a stable sort gives).
+            if (asking.Length <= free || policy == DropPolicy.Position)
+            {
+                foreach (int i in asking[..Math.Min(free, asking.Length)]) kept[i] = true;
+            }
+            else
+            {
+                var ranked = new Rank[asking.Length];
+                for (int j = 0; j < ranked.Length; j++)
+                {
+                    var c = candidates[asking[j]];
+                    ranked[j] = new Rank(c.Priority, c.Token, asking[j]);
+                }
+                Array.Sort(ranked);
+                for (int j = 0; j < free; j++) kept[ranked[j].Index] = true;
+            }
 
             // Slots: the kept pairs in token order take the free slots one after another; the rest are dropped.
             int next = firstFreeSlot[e];
-            foreach (var c in asking)
+            foreach (int i in asking)
             {
-                bool kept = keptPairs.Contains(c.Pair);
-                dropped[c.Pair] = !kept;
-                slot[c.Pair] = kept ? next++ : -1;
+                int pair = candidates[i].Pair;
+                dropped[pair] = !kept[i];
+                slot[pair] = kept[i] ? next++ : -1;
             }
+        }
+    }
+
+    /// <summary>A candidate's place in the priority order: highest priority first, then lower token, then input order.</summary>
+    private readonly record struct Rank(double Priority, int Token, int Index) : IComparable<Rank>
+    {
+        public int CompareTo(Rank other)
+        {
+            int c = other.Priority.CompareTo(Priority);
+            if (c == 0) c = Token.CompareTo(other.Token);
+            return c != 0 ? c : Index.CompareTo(other.Index);
         }
     }
 

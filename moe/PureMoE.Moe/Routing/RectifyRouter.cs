@@ -248,7 +248,9 @@ public sealed class RectifyRouter : IRouter
         for (int t = 0; t < tokens; t++)
         {
             int row = t * columns;
-            int kept = Enumerable.Range(row, choices).Count(i => expert[i] >= 0 && !dropped[i]);
+            int kept = 0;
+            for (int i = row; i < row + choices; i++)
+                if (expert[i] >= 0 && !dropped[i]) kept++;
             bool unrouted = Options.Unrouted switch
             {
                 UnroutedPolicy.All => kept == 0,

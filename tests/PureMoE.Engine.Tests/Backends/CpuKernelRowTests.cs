@@ -348,11 +348,40 @@ public class CpuKernelRowTests
         K.Cpu.CopyStrided(new Strided(K.S(srcL), offset, strides), sh, la, 0);
         Assert.Equal(((CpuStorage)le).As<long>(), ((CpuStorage)la).As<long>());
 
-        // dtype conversion falls back to the reference.
+        // dtype conversion: one typed loop for a contiguous view, the reference otherwise; the same values.
         var ce = K.S(new double[sh.Numel]); var ca = K.S(new double[sh.Numel]);
         K.Ref.CopyStrided(new Strided(K.S(src), offset, strides), sh, ce, 0);
         K.Cpu.CopyStrided(new Strided(K.S(src), offset, strides), sh, ca, 0);
         Assert.Equal(((CpuStorage)ce).As<double>(), ((CpuStorage)ca).As<double>());
+    }
+
+    [Fact]
+    public void ContiguousConversionsMatchTheReferenceBitForBit()
+    {
+        // Values that round, overflow float32, are not numbers, or are integers beyond 2^24 and 2^53.
+        double[] d = [0.1, -0.0, 1e300, -1e-300, double.NaN, double.PositiveInfinity, 16777217.0, 3.0000001192092896, -2.5];
+        long[] l = [0, -1, 16777217, (1L << 53) + 1, long.MaxValue, long.MinValue, 123456789];
+        float[] f = [0.1f, -0f, float.NaN, float.NegativeInfinity, 16777216f, -3.4e38f];
+        void Check(Array src, Array expected, Array actual, int offset)
+        {
+            int n = src.Length - offset;
+            var shape = new Shape(n);
+            var (e, a) = (K.S(expected), K.S(actual));
+            K.Ref.CopyStrided(new Strided(K.S(src), offset, [1]), shape, e, 1);
+            K.Cpu.CopyStrided(new Strided(K.S(src), offset, [1]), shape, a, 1);
+            var want = ((CpuStorage)e).Data;
+            var got = ((CpuStorage)a).Data;
+            for (int i = 0; i < want.Length; i++)
+                Assert.True(Equals(want.GetValue(i), got.GetValue(i)), $"{src.GetType().Name} -> {want.GetType().Name} [{i}]: {want.GetValue(i)} vs {got.GetValue(i)}");
+        }
+        foreach (int offset in new[] { 0, 2 })
+        {
+            Check(d, new float[d.Length + 1], new float[d.Length + 1], offset);
+            Check(f, new double[f.Length + 1], new double[f.Length + 1], offset);
+            Check(l, new double[l.Length + 1], new double[l.Length + 1], offset);
+            Check(l, new float[l.Length + 1], new float[l.Length + 1], offset);
+            Check(d, new long[d.Length + 1], new long[d.Length + 1], offset);   // left to the reference
+        }
     }
 
     // ------------------------------------------------------------------ determinism

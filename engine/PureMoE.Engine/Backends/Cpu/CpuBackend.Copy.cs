@@ -7,10 +7,14 @@ public partial class CpuBackend
     /// <remarks>
     /// Same-dtype copies collapse mergeable dims, then: one memcpy when the view is contiguous, row copies when the
     /// last dim is contiguous, a blocked 2-D transpose, or an odometer with a strided inner loop. dtype conversions
-    /// and copies within one buffer use the reference.
+    /// and copies within one buffer use the reference, except conversions of a contiguous view (a tensor's To(dtype),
+    /// a router's decision read as doubles), which convert in one typed loop.
     /// </remarks>
     public override void CopyStrided(Strided src, Shape shape, Storage dst, int dstOffset)
     {
+        if (src.Storage.DType != dst.DType && shape.Numel > 0 && IsRowMajor(src.Strides, shape)
+            && ConvertContiguous(src.Storage, src.Offset, dst, dstOffset, shape.Numel))
+            return;
         if (src.Storage.DType != dst.DType || ReferenceEquals(src.Storage, dst) || shape.Numel == 0)
         {
             base.CopyStrided(src, shape, dst, dstOffset);
@@ -22,6 +26,61 @@ public partial class CpuBackend
             case DType.Float64: CopyT(A<double>(src.Storage), src.Offset, src.Strides, shape, A<double>(dst), dstOffset); break;
             case DType.Int64: CopyT(A<long>(src.Storage), src.Offset, src.Strides, shape, A<long>(dst), dstOffset); break;
             default: base.CopyStrided(src, shape, dst, dstOffset); break;
+        }
+    }
+
+    /// <summary>True when <paramref name="strides"/> are the row-major strides of <paramref name="shape"/> (extent-1 dims aside).</summary>
+    private static bool IsRowMajor(int[] strides, Shape shape)
+    {
+        int expected = 1;
+        for (int k = shape.Rank - 1; k >= 0; k--)
+        {
+            if (shape[k] == 1) continue;
+            if (strides[k] != expected) return false;
+            expected *= shape[k];
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// A dtype conversion of n contiguous elements, with the reference's rounding (every value goes through double,
+    /// as the reference's element-by-element copy does): false for a pair of dtypes it leaves to the reference.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static bool ConvertContiguous(Storage src, int offset, Storage dst, int dstOffset, int n)
+    {
+        switch (src.DType, dst.DType)
+        {
+            case (DType.Float32, DType.Float64):
+            {
+                Span<float> s = A<float>(src).AsSpan(offset, n);
+                Span<double> d = A<double>(dst).AsSpan(dstOffset, n);
+                for (int i = 0; i < s.Length; i++) d[i] = s[i];
+                return true;
+            }
+            case (DType.Float64, DType.Float32):
+            {
+                Span<double> s = A<double>(src).AsSpan(offset, n);
+                Span<float> d = A<float>(dst).AsSpan(dstOffset, n);
+                for (int i = 0; i < s.Length; i++) d[i] = (float)s[i];
+                return true;
+            }
+            case (DType.Int64, DType.Float64):
+            {
+                Span<long> s = A<long>(src).AsSpan(offset, n);
+                Span<double> d = A<double>(dst).AsSpan(dstOffset, n);
+                for (int i = 0; i < s.Length; i++) d[i] = s[i];
+                return true;
+            }
+            case (DType.Int64, DType.Float32):
+            {
+                Span<long> s = A<long>(src).AsSpan(offset, n);
+                Span<float> d = A<float>(dst).AsSpan(dstOffset, n);
+                for (int i = 0; i < s.Length; i++) d[i] = (float)(double)s[i];
+                return true;
+            }
+            default:
+                return false;
         }
     }
 

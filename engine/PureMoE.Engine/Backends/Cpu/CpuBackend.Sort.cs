@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace PureMoE.Backends.Cpu;
 
@@ -58,6 +59,7 @@ public partial class CpuBackend
     }
 
     /// <summary>True when (a, ia) comes before (b, ib) in descending stable order with NaN largest.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool ComesFirst<T>(T a, int ia, T b, int ib) where T : IFloatingPointIeee754<T>
     {
         bool an = T.IsNaN(a), bn = T.IsNaN(b);
