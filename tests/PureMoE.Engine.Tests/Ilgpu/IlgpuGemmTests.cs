@@ -149,11 +149,13 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
     }
 
     [Theory]
-    [InlineData(17, 33, 100, 3)]  // slices of 48, 48 and 4 (whole 16-deep tiles; the last takes the rest)
-    [InlineData(64, 64, 48, 2)]   // 32 and 16
-    [InlineData(5, 7, 33, 4)]     // 16, 16 and 1: fewer slices than asked
-    [InlineData(9, 3, 12, 2)]     // K under one tile: one slice, the plain path
-    public void SplitKMatchesReference(int m, int n, int k, int slices)
+    [InlineData(17, 33, 100, 3, 2)]  // slices of 48, 48 and 4 (whole 16-deep tiles; the last takes the rest): 2 launches
+    [InlineData(64, 64, 48, 2, 2)]   // 32 and 16
+    [InlineData(5, 7, 33, 4, 2)]     // 16, 16 and 1: fewer slices than asked
+    [InlineData(20, 24, 64, 2, 1)]   // 32 and 32: equal slices run side by side in one launch
+    [InlineData(13, 9, 96, 3, 1)]    // 32, 32 and 32
+    [InlineData(9, 3, 12, 2, 1)]     // K under one tile: one slice, the plain path
+    public void SplitKMatchesReference(int m, int n, int k, int slices, int launchesPerProduct)
     {
         // K cut into slices, each a product into its own partial, then the partials added in order and scaled:
         // every transposition, beta 0 (C not read) and beta ≠ 0, padded leading dimensions and offsets.
@@ -163,9 +165,11 @@ public abstract class IlgpuGemmTests : IlgpuTestBase
         try
         {
             long before = b.LaunchesByKernel.GetValueOrDefault("splitKSum");
+            long gemmsBefore = b.LaunchesByKernel.GetValueOrDefault("sgemm64");
             Check(m, n, k, 1, betas: [0.0, 0.5]);
             long sums = b.LaunchesByKernel.GetValueOrDefault("splitKSum") - before;
             Assert.Equal(k > 16 ? 8 : 0, sums); // one sum per product (4 transpositions × 2 betas) when K was split
+            if (k > 16) Assert.Equal(8 * launchesPerProduct, b.LaunchesByKernel.GetValueOrDefault("sgemm64") - gemmsBefore);
         }
         finally
         {
