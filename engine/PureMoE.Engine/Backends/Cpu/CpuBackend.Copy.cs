@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 namespace PureMoE.Backends.Cpu;
 
@@ -44,44 +45,28 @@ public partial class CpuBackend
 
     /// <summary>
     /// A dtype conversion of n contiguous elements, with the reference's rounding (every value goes through double,
-    /// as the reference's element-by-element copy does): false for a pair of dtypes it leaves to the reference.
+    /// as the reference's element-by-element copy does): false for a pair of dtypes it leaves to the reference
+    /// (conversions to int64, whose truncation stays the reference's).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static bool ConvertContiguous(Storage src, int offset, Storage dst, int dstOffset, int n)
     {
         switch (src.DType, dst.DType)
         {
-            case (DType.Float32, DType.Float64):
-            {
-                Span<float> s = A<float>(src).AsSpan(offset, n);
-                Span<double> d = A<double>(dst).AsSpan(dstOffset, n);
-                for (int i = 0; i < s.Length; i++) d[i] = s[i];
-                return true;
-            }
-            case (DType.Float64, DType.Float32):
-            {
-                Span<double> s = A<double>(src).AsSpan(offset, n);
-                Span<float> d = A<float>(dst).AsSpan(dstOffset, n);
-                for (int i = 0; i < s.Length; i++) d[i] = (float)s[i];
-                return true;
-            }
-            case (DType.Int64, DType.Float64):
-            {
-                Span<long> s = A<long>(src).AsSpan(offset, n);
-                Span<double> d = A<double>(dst).AsSpan(dstOffset, n);
-                for (int i = 0; i < s.Length; i++) d[i] = s[i];
-                return true;
-            }
-            case (DType.Int64, DType.Float32):
-            {
-                Span<long> s = A<long>(src).AsSpan(offset, n);
-                Span<float> d = A<float>(dst).AsSpan(dstOffset, n);
-                for (int i = 0; i < s.Length; i++) d[i] = (float)(double)s[i];
-                return true;
-            }
-            default:
-                return false;
+            case (DType.Float32, DType.Float64): Convert<float, double>(src, offset, dst, dstOffset, n); return true;
+            case (DType.Float64, DType.Float32): Convert<double, float>(src, offset, dst, dstOffset, n); return true;
+            case (DType.Int64, DType.Float64): Convert<long, double>(src, offset, dst, dstOffset, n); return true;
+            case (DType.Int64, DType.Float32): Convert<long, float>(src, offset, dst, dstOffset, n); return true;
+            default: return false;
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Convert<TFrom, TTo>(Storage src, int offset, Storage dst, int dstOffset, int n)
+        where TFrom : INumberBase<TFrom> where TTo : INumberBase<TTo>
+    {
+        ReadOnlySpan<TFrom> s = A<TFrom>(src).AsSpan(offset, n);
+        Span<TTo> d = A<TTo>(dst).AsSpan(dstOffset, n);
+        for (int i = 0; i < s.Length; i++) d[i] = TTo.CreateTruncating(double.CreateTruncating(s[i]));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
